@@ -1,0 +1,152 @@
+"""Storage backends for online state: one small interface, two implementations.
+
+The loop needs only batch-shaped operations: read many keys in one round trip, and
+apply a set of writes atomically (so a crash never leaves an entity's state updated
+without the served feature vector that came from it). Redis is the online store; the
+in-memory backend serves backtests and batch jobs that replay history in-process.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+
+@dataclass
+class WriteBatch:
+    """Writes applied together, all or nothing."""
+
+    sets: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # key -> (value, ttl s; 0 = none)
+    deletes: list[str] = field(default_factory=list)
+    appends: dict[str, list[bytes]] = field(default_factory=dict)  # list key -> values to push
+    trims: dict[str, int] = field(default_factory=dict)  # list key -> number of leading items to drop
+
+    def set(self, key: str, value: bytes, ttl: int) -> None:
+        self.sets[key] = (value, ttl)
+
+    def append(self, key: str, value: bytes) -> None:
+        self.appends.setdefault(key, []).append(value)
+
+    def __bool__(self) -> bool:
+        return bool(self.sets or self.deletes or self.appends or self.trims)
+
+
+class Backend(ABC):
+    #: errors that mean "the store is unreachable right now": callers retry, never crash
+    transient_errors: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, OSError)
+
+    @abstractmethod
+    async def read_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
+
+    @abstractmethod
+    async def write_batch(self, batch: WriteBatch) -> None: ...
+
+    @abstractmethod
+    async def read_list(self, key: str) -> list[bytes]: ...
+
+    @abstractmethod
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+class RedisBackend(Backend):
+    """Redis (or Valkey). Atomic batches are MULTI/EXEC pipelines: one round trip each."""
+
+    transient_errors = (
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        redis.exceptions.BusyLoadingError,
+        ConnectionError,
+        TimeoutError,
+        OSError,
+    )
+
+    def __init__(self, url: str, **kwargs) -> None:
+        self.url = url
+        self.client = aioredis.Redis.from_url(url, **kwargs)
+
+    async def read_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        return await self.client.mget(keys)
+
+    async def write_batch(self, batch: WriteBatch) -> None:
+        if not batch:
+            return
+        pipe = self.client.pipeline(transaction=True)
+        for key, (value, ttl) in batch.sets.items():
+            pipe.set(key, value, ex=ttl or None)  # ttl 0: no expiry
+        if batch.deletes:
+            pipe.delete(*batch.deletes)
+        for key, values in batch.appends.items():
+            pipe.rpush(key, *values)
+        for key, n in batch.trims.items():
+            pipe.ltrim(key, n, -1)
+        await pipe.execute()
+
+    async def read_list(self, key: str) -> list[bytes]:
+        return await self.client.lrange(key, 0, -1)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except Exception:
+            return False
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class MemoryBackend(Backend):
+    """In-process backend with the same semantics (TTL by wall clock, lazily enforced)."""
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self._kv: dict[str, tuple[bytes, float]] = {}
+        self._lists: dict[str, list[bytes]] = {}
+        self._clock = clock
+
+    async def read_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        now = self._clock()
+        out: list[bytes | None] = []
+        for k in keys:
+            item = self._kv.get(k)
+            if item is not None and item[1] < now:
+                del self._kv[k]
+                item = None
+            out.append(item[0] if item else None)
+        return out
+
+    async def write_batch(self, batch: WriteBatch) -> None:
+        now = self._clock()
+        for key, (value, ttl) in batch.sets.items():
+            self._kv[key] = (value, now + ttl if ttl else float("inf"))
+        for key in batch.deletes:
+            self._kv.pop(key, None)
+            self._lists.pop(key, None)
+        for key, values in batch.appends.items():
+            self._lists.setdefault(key, []).extend(values)
+        for key, n in batch.trims.items():
+            del self._lists.get(key, [])[:n]
+
+    async def read_list(self, key: str) -> list[bytes]:
+        return list(self._lists.get(key, []))
+
+    async def ping(self) -> bool:
+        return True
+
+    def __len__(self) -> int:
+        return len(self._kv)
+
+
+def backend_from_url(url: str) -> Backend:
+    """``memory://`` or a ``redis://`` / ``rediss://`` / ``unix://`` URL."""
+    if url.startswith("memory://"):
+        return MemoryBackend()
+    return RedisBackend(url)

@@ -1,0 +1,195 @@
+"""The one schema registry: Avro schemas, wire encoding and decoding.
+
+Wire format (any Kafka client can produce or consume it):
+
+* **Avro single-object encoding** (the Avro spec's own framing): the two bytes ``C3 01``,
+  the 8-byte little-endian CRC-64-AVRO fingerprint of the writer schema, then the Avro
+  binary body. The fingerprint names the writer schema, so readers resolve it against
+  their own version (schema evolution) without a registry service.
+* **JSON** (input topics only, for hand-typed ``kcat -P`` messages): one UTF-8 JSON object
+  per message, the same fields as the Avro record; validated against the same schema.
+
+>>> reg = SchemaRegistry.default()
+>>> data = reg.encode("feedback", {"event_id": "e1", "label": True, "label_time": 5})
+>>> data[:2] == MAGIC
+True
+>>> reg.decode("feedback", data)
+{'event_id': 'e1', 'label': True, 'label_time': 5}
+>>> reg.decode("feedback", b'{"event_id": "e1", "label": 1, "label_time": 5}')["label"]
+1
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+from fastavro.validation import ValidationError, validate
+
+MAGIC = b"\xc3\x01"
+HEADER_LEN = 10
+SCHEMA_DIR = Path(__file__).parent
+
+
+class InvalidRecord(ValueError):
+    """A message that cannot be accepted. ``reason`` is a stable code for dead letters."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    subject: str
+    version: int
+    schema: dict[str, Any]  # parsed by fastavro
+    fingerprint: bytes
+
+    @property
+    def header(self) -> bytes:
+        return MAGIC + self.fingerprint
+
+
+def _fingerprint(parsed: dict[str, Any]) -> bytes:
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
+
+
+class SchemaRegistry:
+    """Known schema versions per subject; the highest version is the one written."""
+
+    def __init__(self) -> None:
+        self._current: dict[str, SchemaVersion] = {}
+        self._by_fp: dict[bytes, SchemaVersion] = {}
+
+    @classmethod
+    def default(cls) -> SchemaRegistry:
+        """The schemas shipped in this package (``<subject>.v<N>.avsc``)."""
+        return _DEFAULT
+
+    @classmethod
+    def from_directory(cls, directory: Path) -> SchemaRegistry:
+        reg = cls()
+        for path in sorted(directory.glob("*.v*.avsc")):
+            subject, version = path.name[: -len(".avsc")].rsplit(".v", 1)
+            reg.register(subject, int(version), json.loads(path.read_text()))
+        return reg
+
+    def register(self, subject: str, version: int, schema: dict[str, Any]) -> SchemaVersion:
+        parsed = fastavro.parse_schema(schema, _write_hint=False)
+        sv = SchemaVersion(subject, version, parsed, _fingerprint(parsed))
+        self._by_fp[sv.fingerprint] = sv
+        cur = self._current.get(subject)
+        if cur is None or version > cur.version:
+            self._current[subject] = sv
+        return sv
+
+    def current(self, subject: str) -> SchemaVersion:
+        return self._current[subject]
+
+    def subjects(self) -> list[str]:
+        return sorted(self._current)
+
+    def writer(self, fp: bytes) -> SchemaVersion | None:
+        return self._by_fp.get(fp)
+
+    # --- encode ------------------------------------------------------------------------
+    def encode(self, subject: str, record: dict[str, Any]) -> bytes:
+        sv = self._current[subject]
+        buf = io.BytesIO()
+        buf.write(sv.header)
+        fastavro.schemaless_writer(buf, sv.schema, record)
+        return buf.getvalue()
+
+    def encoder(self, subject: str):
+        """A fast encoder bound to the current schema (no dict lookups per record)."""
+        sv = self._current[subject]
+        schema, header, writer = sv.schema, sv.header, fastavro.schemaless_writer
+
+        def encode(record: dict[str, Any]) -> bytes:
+            buf = io.BytesIO()
+            buf.write(header)
+            writer(buf, schema, record)
+            return buf.getvalue()
+
+        return encode
+
+    # --- decode ------------------------------------------------------------------------
+    def decode(self, subject: str, data: bytes) -> dict[str, Any]:
+        """Decode Avro single-object or JSON into a record of the current schema version.
+
+        Raises :class:`InvalidRecord` with a reason code on anything else.
+        """
+        reader = self._current[subject]
+        if data[:2] == MAGIC:
+            if len(data) < HEADER_LEN:
+                raise InvalidRecord("truncated", f"{len(data)} bytes is shorter than the Avro header")
+            writer = self._by_fp.get(data[2:HEADER_LEN])
+            if writer is None:
+                raise InvalidRecord(
+                    "unknown_schema", f"writer fingerprint {data[2:HEADER_LEN].hex()} is not registered"
+                )
+            if writer.subject != subject:
+                raise InvalidRecord(
+                    "wrong_subject", f"message written with {writer.subject} v{writer.version}, "
+                    f"expected {subject}"
+                )
+            body = io.BytesIO(data)
+            body.seek(HEADER_LEN)
+            try:
+                record = fastavro.schemaless_reader(
+                    body, writer.schema, reader.schema if writer is not reader else None
+                )
+            except Exception as exc:  # fastavro raises many types on corrupt bodies
+                raise InvalidRecord("bad_avro", f"{type(exc).__name__}: {exc}") from None
+            if body.tell() != len(data):
+                raise InvalidRecord("bad_avro", f"{len(data) - body.tell()} trailing bytes after the record")
+            return record
+        stripped = data.lstrip()
+        if stripped[:1] == b"{":
+            try:
+                record = json.loads(stripped)
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise InvalidRecord("invalid_json", str(exc)) from None
+            return self.conform(subject, record)
+        raise InvalidRecord("unknown_format", "neither Avro single-object (C3 01 ...) nor a JSON object")
+
+    def conform(self, subject: str, record: Any) -> dict[str, Any]:
+        """Validate a Python/JSON record against the current schema, filling defaults."""
+        sv = self._current[subject]
+        if not isinstance(record, dict):
+            raise InvalidRecord("schema", f"expected a JSON object, got {type(record).__name__}")
+        fields = sv.schema["fields"]
+        names = {f["name"] for f in fields}
+        extra = sorted(set(record) - names)
+        if extra:
+            raise InvalidRecord("schema", f"unknown field(s) {extra} for {subject} v{sv.version}")
+        out = {}
+        for f in fields:
+            if f["name"] in record:
+                out[f["name"]] = record[f["name"]]
+            elif "default" in f:
+                out[f["name"]] = f["default"]
+            else:
+                raise InvalidRecord("schema", f"missing required field '{f['name']}'")
+        try:
+            validate(out, sv.schema, raise_errors=True)
+        except ValidationError as exc:
+            raise InvalidRecord("schema", _describe(exc)) from None
+        return out
+
+
+def _describe(exc: ValidationError) -> str:
+    # fastavro lists every failed union branch; the field path is what a user needs.
+    errs = getattr(exc, "errors", None) or [str(exc)]
+    paths = sorted({str(e).split(" is not ")[0].split(" is <")[0] for e in errs})
+    return "invalid value for " + ", ".join(p.strip() for p in paths)[:500]
+
+
+_DEFAULT = SchemaRegistry.from_directory(SCHEMA_DIR)

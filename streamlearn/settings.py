@@ -1,0 +1,130 @@
+"""The one settings object.
+
+Values come from (highest first): keyword arguments, environment variables, a TOML file
+named by ``STREAMLEARN_CONFIG``, defaults. Every field reads ``STREAMLEARN_<FIELD>``;
+the two addresses also read the conventional ``KAFKA_BOOTSTRAP`` and ``REDIS_URL``.
+Persistent names (topics, Redis prefix, consumer group) are explicit and versioned,
+never derived from code structure, so renaming code never orphans data.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "STREAMLEARN_"
+
+
+def _env(name: str, *aliases: str) -> Any:
+    return AliasChoices(name, ENV_PREFIX + name.upper(), *aliases)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="forbid", populate_by_name=True
+    )
+
+    # --- addresses -------------------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", validation_alias=_env("kafka_bootstrap", "KAFKA_BOOTSTRAP")
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=_env("redis_url", "REDIS_URL"))
+
+    # --- Kafka security (passed to both Faust/aiokafka and confluent-kafka) -------------
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+
+    # --- persistent names ------------------------------------------------------------
+    topic_events: str = "streamlearn.events.v1"
+    topic_predictions: str = "streamlearn.predictions.v1"
+    topic_feedback: str = "streamlearn.feedback.v1"
+    topic_deadletter: str = "streamlearn.deadletter.v1"
+    topic_partitions: int = Field(1, ge=1, description="partitions for topics this system creates")
+    app_id: str = Field("streamlearn-v1", description="Faust app id = consumer group")
+    redis_prefix: str = Field("sl:v1", description="namespace of every Redis key")
+
+    # --- learning ----------------------------------------------------------------------
+    model_name: str = "default"
+    model_spec: str = Field("logreg", description="short name from streamlearn.models.spec.SPECS")
+    feature_view: str = Field("entity_v1", description="name from streamlearn.featurestore.definitions")
+    artifact_key: SecretStr = Field(
+        SecretStr("streamlearn-dev-key-change-me"), description="HMAC-SHA256 key for model artifacts"
+    )
+
+    # --- state lifetimes (seconds, wall clock) ------------------------------------------
+    entity_ttl_s: int = Field(7 * 86400, ge=1, description="idle entity state expires after this")
+    served_ttl_s: int = Field(
+        3 * 86400, ge=1, description="how long a served feature vector waits for its label"
+    )
+    checkpoint_interval_s: float = Field(5.0, gt=0, description="model snapshot period")
+
+    # --- input limits (over-limit input is dead-lettered) ------------------------------
+    max_message_bytes: int = 256 * 1024
+    max_features: int = 512
+    max_string_length: int = 1024
+
+    # --- transport tuning (see shared notes on Faust over tansu) -----------------------
+    batch_max: int = Field(500, ge=1, description="events per take() batch")
+    batch_within_s: float = Field(0.02, gt=0, description="max wait to fill a batch")
+    session_timeout_s: float = 6.0
+    heartbeat_interval_s: float = 0.5
+    max_poll_records: int = 500
+    max_poll_interval_s: float = 60.0
+
+    # --- HTTP ----------------------------------------------------------------------------
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = os.environ.get("STREAMLEARN_CONFIG")
+        if path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    # --- derived client configs -------------------------------------------------------
+    def confluent_config(self, **extra: Any) -> dict[str, Any]:
+        """Config for confluent-kafka clients (producer, consumer, admin)."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.kafka_bootstrap,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            conf["sasl.mechanism"] = self.kafka_sasl_mechanism
+            conf["sasl.username"] = self.kafka_sasl_username or ""
+            conf["sasl.password"] = (
+                self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else ""
+            )
+        if self.kafka_ssl_cafile:
+            conf["ssl.ca.location"] = self.kafka_ssl_cafile
+        conf.update(extra)
+        return conf
+
+    def redacted(self) -> dict[str, Any]:
+        """Settings safe to log or print: secrets stay masked."""
+        return {k: ("***" if isinstance(v, SecretStr) else v) for k, v in self.model_dump().items()}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,74 @@
+"""Decoding and validating input messages: Avro or JSON -> a checked record, or InvalidRecord.
+
+Everything that can be wrong with an input message is caught here, so the agents never
+crash on bad input: they dead-letter the raw bytes with the reason code and detail.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from streamlearn.schemas import InvalidRecord, SchemaRegistry
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_message_bytes: int = 256 * 1024
+    max_features: int = 512
+    max_string_length: int = 1024
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Limits:
+        return cls(settings.max_message_bytes, settings.max_features, settings.max_string_length)
+
+
+def _check_str(name: str, value: str, limits: Limits, *, empty_ok: bool = False) -> None:
+    if not empty_ok and not value:
+        raise InvalidRecord("schema", f"'{name}' must not be empty")
+    if len(value) > limits.max_string_length:
+        raise InvalidRecord("limit", f"'{name}' is {len(value)} chars, over the {limits.max_string_length} limit")
+
+
+def _check_number(name: str, value: Any) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidRecord("non_finite", f"'{name}' is {value}")
+
+
+def _check_size(data: bytes, limits: Limits) -> None:
+    if len(data) > limits.max_message_bytes:
+        raise InvalidRecord("limit", f"message is {len(data)} bytes, over the {limits.max_message_bytes} limit")
+
+
+def decode_event(data: bytes | None, registry: SchemaRegistry, limits: Limits) -> dict[str, Any]:
+    if not data:
+        raise InvalidRecord("empty", "message has no value")
+    _check_size(data, limits)
+    ev = registry.decode("event", data)
+    _check_str("event_id", ev["event_id"], limits)
+    _check_str("entity", ev["entity"], limits)
+    feats = ev["features"]
+    if len(feats) > limits.max_features:
+        raise InvalidRecord("limit", f"{len(feats)} features, over the {limits.max_features} limit")
+    for k, v in feats.items():
+        _check_str("feature name", k, limits)
+        if isinstance(v, str):
+            _check_str(f"features.{k}", v, limits, empty_ok=True)
+        else:
+            _check_number(f"features.{k}", v)
+    return ev
+
+
+def decode_feedback(data: bytes | None, registry: SchemaRegistry, limits: Limits) -> dict[str, Any]:
+    if not data:
+        raise InvalidRecord("empty", "message has no value")
+    _check_size(data, limits)
+    fb = registry.decode("feedback", data)
+    _check_str("event_id", fb["event_id"], limits)
+    label = fb["label"]
+    if isinstance(label, str):
+        _check_str("label", label, limits)
+    else:
+        _check_number("label", label)
+    return fb

@@ -1,0 +1,325 @@
+"""The online loop, free of Kafka: score batches of events, learn batches of labels.
+
+This is the code the Faust agents, backtests, the HTTP endpoint and the tests all run.
+State lives behind a :class:`~streamlearn.featurestore.backend.Backend` (Redis online,
+memory for replay). Guarantees, and how they are kept:
+
+* **Events are idempotent by event id.** An entity's new state and the served feature
+  vector it produced are written in one atomic batch. A re-delivered event (a restart, a
+  duplicate id) finds its served vector, reuses it and leaves entity state alone, so
+  aggregates never double-count.
+* **Each label is learned exactly once per model.** Learning a batch writes the
+  "learned" markers and appends (event id, label) to the model's learn log atomically.
+  A checkpoint writes the signed model snapshot and trims the log atomically. Restoring
+  = snapshot + replay of the log, so the model after a crash equals the model before it;
+  labels the crashed worker had not yet acknowledged come back from Kafka and are learned
+  then, those it had are recognised by their markers.
+* **The order is recorded.** Each prediction carries ``labels_learned``, the number of
+  labels the model had learned when it scored, so any run can be replayed exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from streamlearn.featurestore.backend import Backend, WriteBatch
+from streamlearn.featurestore.definitions import FeatureView
+from streamlearn.models import artifacts
+from streamlearn.models.learner import Learner
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Persistent Redis key names (explicit and versioned through the prefix)."""
+
+    prefix: str
+    model: str
+
+    def entity(self, entity: str) -> str:
+        return f"{self.prefix}:ent:{entity}"
+
+    def served(self, event_id: str) -> str:
+        return f"{self.prefix}:srv:{event_id}"
+
+    def pending(self, event_id: str) -> str:
+        return f"{self.prefix}:pend:{event_id}"
+
+    def learned(self, event_id: str) -> str:
+        return f"{self.prefix}:m:{self.model}:lrn:{event_id}"
+
+    @property
+    def learn_log(self) -> str:
+        return f"{self.prefix}:m:{self.model}:log"
+
+    @property
+    def checkpoint(self) -> str:
+        return f"{self.prefix}:m:{self.model}:ckpt"
+
+    @property
+    def status(self) -> str:
+        return f"{self.prefix}:m:{self.model}:status"
+
+
+@dataclass
+class Counters:
+    events_scored: int = 0
+    events_duplicate: int = 0
+    labels_learned: int = 0
+    labels_duplicate: int = 0
+    labels_unmatched: int = 0  # no prediction yet: parked, learned if the event arrives in time
+    labels_joined_late: int = 0  # parked labels learned when their event arrived
+    checkpoints: int = 0
+    store_retries: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Prediction:
+    event_id: str
+    entity: str
+    event_time: int
+    model_name: str
+    model_version: int
+    labels_learned: int
+    score: float
+    predicted: Any
+    probabilities: dict[str, float]
+    served_at: int = 0
+    latency_ms: float = 0.0
+
+    def record(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class LearnReport:
+    learned: list[str] = field(default_factory=list)
+    duplicate: list[str] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list)
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+class OnlineLoop:
+    def __init__(
+        self,
+        view: FeatureView,
+        learner: Learner,
+        backend: Backend,
+        keys: Keys,
+        *,
+        artifact_key: bytes,
+        entity_ttl_s: int = 7 * 86400,
+        served_ttl_s: int = 3 * 86400,
+        pending_ttl_s: int = 3600,
+        clock: Callable[[], float] = time.time,
+        on_learn: Callable[[str, Any, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.view = view
+        self.learner = learner
+        self.backend = backend
+        self.keys = keys
+        self.artifact_key = artifact_key
+        self.entity_ttl_s = entity_ttl_s
+        self.served_ttl_s = served_ttl_s
+        self.pending_ttl_s = pending_ttl_s
+        self.clock = clock
+        self.on_learn = on_learn
+        self.counters = Counters()
+        self._lock = asyncio.Lock()  # model mutation + its log write happen in one order
+        self._log_len = 0  # learn-log entries written since the last checkpoint
+        self._dirty = False
+
+    # ------------------------------------------------------------------ store access
+    async def _io(self, op: Callable[[], Awaitable[T]], what: str) -> T:
+        """Retry a store operation with capped backoff: a Redis restart stalls, never crashes."""
+        delay = 0.05
+        while True:
+            try:
+                return await op()
+            except self.backend.transient_errors as exc:
+                self._on_store_error(what, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _on_store_error(self, what: str, exc: BaseException) -> None:
+        self.counters.store_retries += 1
+        if self.counters.store_retries % 20 == 1:
+            log.warning("state store unavailable during %s (%s); retrying", what, exc)
+
+    # ------------------------------------------------------------------ scoring
+    def _score_one(self, ev: dict[str, Any], x: dict[str, float]) -> Prediction:
+        s = self.learner.predict(x)
+        return Prediction(
+            event_id=ev["event_id"], entity=ev["entity"], event_time=ev["event_time"],
+            model_name=self.learner.name, model_version=self.learner.version,
+            labels_learned=self.learner.labels_learned, score=s.score,
+            predicted=s.predicted, probabilities=s.probabilities,
+        )
+
+    async def score_batch(self, events: Sequence[dict[str, Any]]) -> list[Prediction]:
+        """Features -> score -> persist, for events in order. One read, one atomic write.
+
+        Runs under the loop's lock so a label can never slip between this batch's read and
+        write (it would be parked as unmatched for an event that is being served).
+        """
+        if not events:
+            return []
+        async with self._lock:
+            return await self._score_locked(events)
+
+    async def _score_locked(self, events: Sequence[dict[str, Any]]) -> list[Prediction]:
+        keys = self.keys
+        entities = list(dict.fromkeys(ev["entity"] for ev in events))
+        ids = [ev["event_id"] for ev in events]
+        read_keys = (
+            [keys.entity(e) for e in entities] + [keys.served(i) for i in ids] + [keys.pending(i) for i in ids]
+        )
+        raw = await self._io(lambda: self.backend.read_many(read_keys), "score read")
+        n_ent, n_ids = len(entities), len(ids)
+        states = {e: (json.loads(v) if v else None) for e, v in zip(entities, raw[:n_ent])}
+        served_before = raw[n_ent : n_ent + n_ids]
+        pending = raw[n_ent + n_ids :]
+
+        batch = WriteBatch()
+        changed: set[str] = set()
+        served_now: dict[str, dict[str, Any]] = {}
+        preds: list[Prediction] = []
+        parked: list[tuple[str, Any]] = []
+        compute = self.view.compute
+        for ev, prior, pend in zip(events, served_before, pending):
+            eid = ev["event_id"]
+            if prior is not None or eid in served_now:
+                # re-delivered or duplicate id: same features as first served, state untouched
+                rec = served_now.get(eid) or json.loads(prior)
+                preds.append(self._score_one(ev, rec["x"]))
+                self.counters.events_duplicate += 1
+                continue
+            x, states[ev["entity"]] = compute(ev, states[ev["entity"]])
+            changed.add(ev["entity"])
+            p = self._score_one(ev, x)
+            preds.append(p)
+            rec = {"x": x, "score": p.score, "pred": p.predicted, "proba": p.probabilities,
+                   "v": p.model_version, "n": p.labels_learned, "t": ev["event_time"]}
+            served_now[eid] = rec
+            batch.set(keys.served(eid), _dumps(rec), self.served_ttl_s)
+            if pend is not None:
+                parked.append((eid, json.loads(pend)["y"]))
+        for e in changed:
+            batch.set(keys.entity(e), _dumps(states[e]), self.entity_ttl_s)
+        await self._io(lambda: self.backend.write_batch(batch), "score write")
+        self.counters.events_scored += len(preds)
+        if parked:  # labels that arrived before their event
+            report = LearnReport()
+            wb = WriteBatch(deletes=[keys.pending(eid) for eid, _ in parked])
+            for eid, y in parked:
+                self._learn(eid, y, served_now[eid], wb, report)
+            self.counters.labels_joined_late += len(report.learned)
+            await self._io(lambda: self.backend.write_batch(wb), "learn write")
+            self._log_len += len(report.learned)
+        return preds
+
+    # ------------------------------------------------------------------ learning
+    def _learn(self, eid: str, y: Any, rec: dict[str, Any], wb: WriteBatch, report: LearnReport) -> None:
+        self.learner.learn(rec["x"], y, rec)
+        wb.set(self.keys.learned(eid), b"1", self.served_ttl_s)
+        wb.append(self.keys.learn_log, _dumps({"id": eid, "y": y}))
+        report.learned.append(eid)
+        self.counters.labels_learned += 1
+        self._dirty = True
+        if self.on_learn is not None:
+            self.on_learn(eid, y, rec)
+
+    async def learn_batch(self, feedback: Sequence[dict[str, Any]]) -> LearnReport:
+        """Join labels to what was served and learn each exactly once, in order."""
+        report = LearnReport()
+        if not feedback:
+            return report
+        keys = self.keys
+        ids = [fb["event_id"] for fb in feedback]
+        read_keys = [keys.served(i) for i in ids] + [keys.learned(i) for i in ids]
+        async with self._lock:
+            raw = await self._io(lambda: self.backend.read_many(read_keys), "learn read")
+            served, marked = raw[: len(ids)], raw[len(ids) :]
+            wb = WriteBatch()
+            seen: set[str] = set()
+            for fb, rec, mark in zip(feedback, served, marked):
+                eid = fb["event_id"]
+                if mark is not None or eid in seen:
+                    report.duplicate.append(eid)
+                elif rec is None:
+                    report.unmatched.append(eid)
+                    wb.set(keys.pending(eid), _dumps({"y": fb["label"]}), self.pending_ttl_s)
+                else:
+                    self._learn(eid, fb["label"], json.loads(rec), wb, report)
+                seen.add(eid)
+            # in-memory model is ahead of the store until this lands: retry, never re-learn
+            await self._io(lambda: self.backend.write_batch(wb), "learn write")
+            self._log_len += len(report.learned)
+        self.counters.labels_duplicate += len(report.duplicate)
+        self.counters.labels_unmatched += len(report.unmatched)
+        return report
+
+    # ------------------------------------------------------------------ checkpoints
+    async def checkpoint(self, extra_status: dict[str, Any] | None = None) -> bool:
+        """Snapshot the model and trim the learn log it covers, atomically."""
+        async with self._lock:
+            if not self._dirty and self._log_len == 0:
+                return False
+            blob = artifacts.sign(self.learner.state(), self.artifact_key)
+            wb = WriteBatch()
+            wb.set(self.keys.checkpoint, blob, 0)
+            wb.trims[self.keys.learn_log] = self._log_len
+            wb.set(self.keys.status, _dumps(self.status(extra_status)), 0)
+            await self._io(lambda: self.backend.write_batch(wb), "checkpoint")
+            self._log_len = 0
+            self._dirty = False
+            self.counters.checkpoints += 1
+            return True
+
+    async def restore(self) -> int:
+        """Load the last snapshot and replay the learn log after it. Returns labels replayed."""
+        blob, = await self._io(lambda: self.backend.read_many([self.keys.checkpoint]), "restore")
+        if blob is not None:
+            state = artifacts.load(blob, self.artifact_key)
+            if state["spec"] != self.learner.spec:
+                log.warning("checkpoint spec %s differs from configured %s; resuming the checkpoint",
+                            state["spec"], self.learner.spec)
+            self.learner = Learner.from_state(state)
+        entries = [json.loads(e) for e in await self._io(lambda: self.backend.read_list(self.keys.learn_log),
+                                                         "restore log")]
+        if entries:
+            recs = await self._io(
+                lambda: self.backend.read_many([self.keys.served(e["id"]) for e in entries]), "restore log"
+            )
+            for e, rec in zip(entries, recs):
+                if rec is None:
+                    log.error("served vector for %s expired before replay; label skipped", e["id"])
+                    continue
+                self.learner.learn(json.loads(rec)["x"], e["y"], json.loads(rec))
+        self._log_len = len(entries)
+        self.counters.labels_learned = self.learner.labels_learned
+        return len(entries)
+
+    def status(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        out = {
+            "model_name": self.learner.name, "model_spec": self.learner.spec,
+            "model_version": self.learner.version, "labels_learned": self.learner.labels_learned,
+            "metrics": self.learner.metric_values(), "counters": self.counters.as_dict(),
+            "updated_at": self.clock(),
+        }
+        out.update(extra or {})
+        return out
