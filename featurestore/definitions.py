@@ -16,8 +16,8 @@ size and deterministic under replay (no wall clock).
 (10.0, 0.0)
 >>> e2 = {"event_id": "b", "entity": "card1", "event_time": 60_000, "features": {"amount": 30.0}}
 >>> x2, s2 = view.compute(e2, s1)
->>> x2["ent_count"], x2["ent_secs_since_last"], round(x2["ent_amount_ratio_1h"], 3)
-(1.0, 60.0, 3.0)
+>>> x2["ent_count"], x2["ent_secs_since_last"], round(x2["ent_amount_logratio_1h"], 3)
+(1.0, 60.0, 1.036)
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ class FeatureView:
         x["ent_count"] = float(n)
         x["ent_log_count"] = math.log1p(n)
         x["ent_secs_since_last"] = dt if n else -1.0
+        x["ent_log_secs_since_last"] = math.log1p(dt) if n else -1.0
         new_w = []
         for (label, _), d, w in zip(self.half_lives_s, decays, weights):
             wd = w * d
@@ -93,7 +94,9 @@ class FeatureView:
                 mean = sd / wd if wd > 1e-12 else 0.0
                 x[f"ent_{name}_mean_{label}"] = mean
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    x[f"ent_{name}_ratio_{label}"] = v / mean if mean > 1e-9 else 1.0
+                    # log scale: ratios are heavy-tailed both ways, which SGD handles badly
+                    ratio = (abs(v) + 1.0) / (abs(mean) + 1.0) if wd > 1e-12 else 1.0
+                    x[f"ent_{name}_logratio_{label}"] = math.log(ratio)
                     sd += v
                 cur.append(sd)
             new_s[name] = cur

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from river import base, metrics
+
 from streamlearn.models.spec import build_model, is_classifier
 
 

@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = 0.5
     max_poll_records: int = 500
     max_poll_interval_s: float = 60.0
+    fetch_max_wait_ms: int = Field(20, ge=1, description="broker-side wait for fetch data (Faust: 1500)")
 
     # --- HTTP ----------------------------------------------------------------------------
     web_host: str = "127.0.0.1"
@@ -119,6 +120,17 @@ class Settings(BaseSettings):
             conf["ssl.ca.location"] = self.kafka_ssl_cafile
         conf.update(extra)
         return conf
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as the environment variables a worker process reads."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[ENV_PREFIX + name.upper()] = str(value)
+        return env
 
     def redacted(self) -> dict[str, Any]:
         """Settings safe to log or print: secrets stay masked."""

@@ -314,6 +314,12 @@ class OnlineLoop:
         self.counters.labels_learned = self.learner.labels_learned
         return len(entries)
 
+    async def publish_status(self, extra: dict[str, Any] | None = None) -> None:
+        """Counters and online metrics under the status key (read by the demo and /models)."""
+        wb = WriteBatch()
+        wb.set(self.keys.status, _dumps(self.status(extra)), 0)
+        await self._io(lambda: self.backend.write_batch(wb), "status")
+
     def status(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         out = {
             "model_name": self.learner.name, "model_spec": self.learner.spec,

@@ -8,12 +8,15 @@ import pytest
 
 import streamlearn
 
+SUBPACKAGES = ["featurestore", "models", "replay", "schemas", "streams"]
+
 
 def _modules() -> list[str]:
-    names = []
-    for info in pkgutil.walk_packages(streamlearn.__path__, "streamlearn."):
-        names.append(info.name)
-    return sorted(names)
+    names = [m.name for m in pkgutil.iter_modules(streamlearn.__path__, "streamlearn.")]
+    for sub in SUBPACKAGES:
+        pkg = importlib.import_module(f"streamlearn.{sub}")
+        names += [m.name for m in pkgutil.iter_modules(pkg.__path__, f"streamlearn.{sub}.")]
+    return sorted(n for n in names if not n.endswith("__main__"))
 
 
 @pytest.mark.parametrize("name", _modules())

