@@ -1,0 +1,63 @@
+"""The one-command demo, run as a user runs it: its own broker, Redis and worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+from streamlearn.demo import read_status
+from streamlearn.infra import pid_alive
+from streamlearn.settings import Settings
+from tests.helpers import wait_for
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_demo_streams_the_whole_loop_and_prints_a_summary(tmp_path):
+    out = tmp_path / "summary.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamlearn", "demo", "--events", "3000", "--rate", "3000", "--json", str(out)],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    s = json.loads(out.read_text())
+    assert s["predictions"] == s["events"] == 3000
+    assert s["counters"]["labels_learned"] == s["labels_sent"] > 2500
+    assert s["deadlettered"] == 3
+    assert 0.0 <= s["metrics"]["roc_auc"] <= 1.0 and s["events_per_s"] > 0
+    for text in ("throughput", "latency p50 / p99", "online roc_auc", "/metrics"):
+        assert text in proc.stdout
+    comp = s["feature_store_comparison"]
+    assert comp["entity_v1"]["roc_auc"] > comp["raw_v1"]["roc_auc"]
+
+
+def test_ctrl_c_stops_everything_and_leaves_no_orphans(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlearn", "demo", "--events", "50000", "--rate", "2000", "--no-compare"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"},
+    )
+    lines: list[str] = []
+
+    def worker_started() -> bool:
+        line = proc.stdout.readline()
+        lines.append(line)
+        return "worker   pid" in line
+
+    wait_for(worker_started, 60, "the demo to start its worker", interval=0)
+    children = _children(proc.pid)
+    worker_pid = int(re.search(r"pid (\d+)", lines[-1]).group(1))
+    assert worker_pid in children and len(children) >= 3  # broker, redis, worker
+    redis_url = re.search(r"redis +(redis://\S+)", "".join(lines)).group(1)
+    settings = Settings(redis_url=redis_url)
+    # interrupt mid-stream: once the worker has scored some events
+    wait_for(lambda: read_status(settings).get("counters", {}).get("events_scored", 0) > 0, 60, "scoring")
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    wait_for(lambda: not any(pid_alive(p) for p in children), 30, "broker, redis and worker to exit")
