@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     topic_predictions: str = "streamlearn.predictions.v1"
     topic_feedback: str = "streamlearn.feedback.v1"
     topic_deadletter: str = "streamlearn.deadletter.v1"
+    topic_shadow: str = Field("streamlearn.shadow.v1", description="challengers' predictions (never served)")
+    topic_lifecycle: str = Field("streamlearn.lifecycle.v1", description="audit trail of model decisions")
+    topic_drift: str = Field("streamlearn.drift.v1", description="drift alarms")
     topic_partitions: int = Field(1, ge=1, description="partitions for topics this system creates")
     app_id: str = Field("streamlearn-v1", description="Faust app id = consumer group")
     redis_prefix: str = Field("sl:v1", description="namespace of every Redis key")

@@ -32,6 +32,7 @@ from streamlearn.featurestore.backend import Backend, WriteBatch
 from streamlearn.featurestore.definitions import FeatureView
 from streamlearn.models import artifacts
 from streamlearn.models.learner import Learner
+from streamlearn.models.modelset import ModelSet
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -97,9 +98,12 @@ class Prediction:
     probabilities: dict[str, float]
     served_at: int = 0
     latency_ms: float = 0.0
+    shadows: list[Prediction] = field(default_factory=list)  # the other models' scores (not serving)
 
     def record(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        del out["shadows"]
+        return out
 
 
 @dataclass
@@ -117,7 +121,7 @@ class OnlineLoop:
     def __init__(
         self,
         view: FeatureView,
-        learner: Learner,
+        models: ModelSet | Learner,
         backend: Backend,
         keys: Keys,
         *,
@@ -129,7 +133,10 @@ class OnlineLoop:
         on_learn: Callable[[str, Any, dict[str, Any]], None] | None = None,
     ) -> None:
         self.view = view
-        self.learner = learner
+        if isinstance(models, Learner):
+            models = ModelSet(models.name, {models.version: models}, models.version,
+                              next_version=models.version + 1)
+        self.models = models
         self.backend = backend
         self.keys = keys
         self.artifact_key = artifact_key
@@ -161,14 +168,33 @@ class OnlineLoop:
             log.warning("state store unavailable during %s (%s); retrying", what, exc)
 
     # ------------------------------------------------------------------ scoring
-    def _score_one(self, ev: dict[str, Any], x: dict[str, float]) -> Prediction:
-        s = self.learner.predict(x)
-        return Prediction(
-            event_id=ev["event_id"], entity=ev["entity"], event_time=ev["event_time"],
-            model_name=self.learner.name, model_version=self.learner.version,
-            labels_learned=self.learner.labels_learned, score=s.score,
-            predicted=s.predicted, probabilities=s.probabilities,
-        )
+    @property
+    def learner(self) -> Learner:
+        """The champion."""
+        return self.models.champion_learner
+
+    def _score_one(self, ev: dict[str, Any], x: dict[str, float]) -> tuple[Prediction, dict[str, Any]]:
+        """Score with every model; the serving one's prediction carries the others as shadows."""
+        serving = self.models.serving_version(ev["entity"])
+        per_model: dict[str, Any] = {}
+        main: Prediction | None = None
+        shadows: list[Prediction] = []
+        for v, learner in self.models.learners.items():
+            s = learner.predict(x)
+            p = Prediction(
+                event_id=ev["event_id"], entity=ev["entity"], event_time=ev["event_time"],
+                model_name=learner.name, model_version=v, labels_learned=learner.labels_learned,
+                score=s.score, predicted=s.predicted, probabilities=s.probabilities,
+            )
+            per_model[str(v)] = {"score": s.score, "pred": s.predicted, "proba": s.probabilities,
+                                 "n": learner.labels_learned}
+            if v == serving:
+                main = p
+            else:
+                shadows.append(p)
+        assert main is not None
+        main.shadows = shadows
+        return main, per_model
 
     async def score_batch(self, events: Sequence[dict[str, Any]]) -> list[Prediction]:
         """Features -> score -> persist, for events in order. One read, one atomic write.
@@ -205,15 +231,15 @@ class OnlineLoop:
             if prior is not None or eid in served_now:
                 # re-delivered or duplicate id: same features as first served, state untouched
                 rec = served_now.get(eid) or json.loads(prior)
-                preds.append(self._score_one(ev, rec["x"]))
+                preds.append(self._score_one(ev, rec["x"])[0])
                 self.counters.events_duplicate += 1
                 continue
             x, states[ev["entity"]] = compute(ev, states[ev["entity"]])
             changed.add(ev["entity"])
-            p = self._score_one(ev, x)
+            p, per_model = self._score_one(ev, x)
             preds.append(p)
-            rec = {"x": x, "score": p.score, "pred": p.predicted, "proba": p.probabilities,
-                   "v": p.model_version, "n": p.labels_learned, "t": ev["event_time"]}
+            # what each model predicted is kept with the features: labels are scored against it
+            rec = {"x": x, "t": ev["event_time"], "m": per_model}
             served_now[eid] = rec
             batch.set(keys.served(eid), _dumps(rec), self.served_ttl_s)
             if pend is not None:
@@ -233,8 +259,14 @@ class OnlineLoop:
         return preds
 
     # ------------------------------------------------------------------ learning
+    def _learn_all(self, y: Any, rec: dict[str, Any]) -> None:
+        """Every model learns the label; each is scored against its own served prediction."""
+        x, served = rec["x"], rec["m"]
+        for v, learner in self.models.learners.items():
+            learner.learn(x, y, served.get(str(v)))
+
     def _learn(self, eid: str, y: Any, rec: dict[str, Any], wb: WriteBatch, report: LearnReport) -> None:
-        self.learner.learn(rec["x"], y, rec)
+        self._learn_all(y, rec)
         wb.set(self.keys.learned(eid), b"1", self.served_ttl_s)
         wb.append(self.keys.learn_log, _dumps({"id": eid, "y": y}))
         report.learned.append(eid)
@@ -279,7 +311,7 @@ class OnlineLoop:
         async with self._lock:
             if not self._dirty and self._log_len == 0:
                 return False
-            blob = artifacts.sign(self.learner.state(), self.artifact_key)
+            blob = artifacts.sign(self.models, self.artifact_key)
             wb = WriteBatch()
             wb.set(self.keys.checkpoint, blob, 0)
             wb.trims[self.keys.learn_log] = self._log_len
@@ -294,11 +326,13 @@ class OnlineLoop:
         """Load the last snapshot and replay the learn log after it. Returns labels replayed."""
         blob, = await self._io(lambda: self.backend.read_many([self.keys.checkpoint]), "restore")
         if blob is not None:
-            state = artifacts.load(blob, self.artifact_key)
-            if state["spec"] != self.learner.spec:
-                log.warning("checkpoint spec %s differs from configured %s; resuming the checkpoint",
-                            state["spec"], self.learner.spec)
-            self.learner = Learner.from_state(state)
+            models = artifacts.load(blob, self.artifact_key)
+            if not isinstance(models, ModelSet):
+                raise artifacts.ArtifactError(f"checkpoint holds a {type(models).__name__}, not a ModelSet")
+            if models.champion_learner.spec != self.learner.spec:
+                log.warning("checkpoint champion spec %s differs from configured %s; resuming the checkpoint",
+                            models.champion_learner.spec, self.learner.spec)
+            self.models = models
         entries = [json.loads(e) for e in await self._io(lambda: self.backend.read_list(self.keys.learn_log),
                                                          "restore log")]
         if entries:
@@ -309,9 +343,9 @@ class OnlineLoop:
                 if rec is None:
                     log.error("served vector for %s expired before replay; label skipped", e["id"])
                     continue
-                self.learner.learn(json.loads(rec)["x"], e["y"], json.loads(rec))
+                self._learn_all(e["y"], json.loads(rec))
         self._log_len = len(entries)
-        self.counters.labels_learned = self.learner.labels_learned
+        self.counters.labels_learned = max(lr.labels_learned for lr in self.models.learners.values())
         return len(entries)
 
     async def publish_status(self, extra: dict[str, Any] | None = None) -> None:
@@ -325,6 +359,11 @@ class OnlineLoop:
             "model_name": self.learner.name, "model_spec": self.learner.spec,
             "model_version": self.learner.version, "labels_learned": self.learner.labels_learned,
             "metrics": self.learner.metric_values(), "counters": self.counters.as_dict(),
+            "models": [
+                {"version": v, "spec": lr.spec, "stage": self.models.stage(v),
+                 "labels_learned": lr.labels_learned, "metrics": lr.metric_values()}
+                for v, lr in sorted(self.models.learners.items())
+            ],
             "updated_at": self.clock(),
         }
         out.update(extra or {})

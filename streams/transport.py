@@ -15,7 +15,8 @@ log = logging.getLogger(__name__)
 
 
 def topic_names(settings: Settings) -> list[str]:
-    return [settings.topic_events, settings.topic_predictions, settings.topic_feedback, settings.topic_deadletter]
+    return [settings.topic_events, settings.topic_predictions, settings.topic_feedback, settings.topic_deadletter,
+            settings.topic_shadow, settings.topic_lifecycle, settings.topic_drift]
 
 
 def ensure_topics(settings: Settings, names: Iterable[str] | None = None, timeout: float = 15.0) -> None:

@@ -16,7 +16,7 @@ EVENT = {"event_id": "e1", "entity": "card-1", "event_time": 1_700_000_000_000,
 
 def test_every_subject_has_a_versioned_schema_file():
     reg = SchemaRegistry.default()
-    assert reg.subjects() == ["deadletter", "event", "feedback", "prediction"]
+    assert reg.subjects() == ["deadletter", "drift", "event", "feedback", "lifecycle", "prediction"]
     assert all(reg.current(s).version >= 1 for s in reg.subjects())
 
 
