@@ -9,12 +9,15 @@ from pathlib import Path
 
 import typer
 
+from streamlearn.cli_models import app as models_app
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Streaming online learning on Kafka + Redis (Faust agents, River models).")
 infra_app = typer.Typer(no_args_is_help=True, help="Embedded broker + Redis for manual use.")
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics.")
 app.add_typer(infra_app, name="infra")
 app.add_typer(topics_app, name="topics")
+app.add_typer(models_app, name="models")
 
 
 @app.command()

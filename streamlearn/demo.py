@@ -86,10 +86,13 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str, interval: fl
         time.sleep(interval)
 
 
-def worker_assigned(settings: Settings, topics: tuple[str, ...] | None = None) -> bool:
-    """True once a worker owns partitions of the events and feedback topics."""
+def worker_assigned(settings: Settings, topics: tuple[str, ...] | None = None, pid: int | None = None) -> bool:
+    """True once a worker (this pid, if given) owns partitions of the events and feedback topics."""
     wanted = set(topics or (settings.topic_events, settings.topic_feedback))
-    return wanted <= {t for t, _ in read_status(settings).get("assigned", [])}
+    status = read_status(settings)
+    if pid is not None and status.get("pid") != pid:
+        return False
+    return wanted <= {t for t, _ in status.get("assigned", [])}
 
 
 # ------------------------------------------------------------------ producing
@@ -194,7 +197,7 @@ def run_demo(dataset: str = "cards", events: int = 20_000, rate: float | None = 
                       f"  worker   pid {worker.proc.pid}, log {worker.log_path}\n"
                       f"  metrics  http://127.0.0.1:{worker.web_port}/metrics")
         follower = PredictionFollower(settings)
-        wait_until(lambda: worker_assigned(settings), 90, "the worker to join its consumer group")
+        wait_until(lambda: worker_assigned(settings, pid=worker.proc.pid), 90, "the worker to join its group")
         t0 = time.monotonic()
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                       MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:

@@ -107,6 +107,10 @@ def create_app(settings: Settings, runtime: WorkerRuntime | None = None) -> tupl
     async def checkpoint() -> None:
         await runtime.checkpoint()
 
+    @app.timer(0.5)
+    async def housekeeping() -> None:
+        await runtime.housekeeping()
+
     @app.timer(1.0)
     async def status() -> None:
         await runtime.publish_status()

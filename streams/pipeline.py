@@ -33,6 +33,7 @@ from streamlearn.featurestore.definitions import FeatureView
 from streamlearn.models import artifacts
 from streamlearn.models.learner import Learner
 from streamlearn.models.modelset import ModelSet
+from streamlearn.streams import control
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,6 +69,10 @@ class Keys:
     @property
     def status(self) -> str:
         return f"{self.prefix}:m:{self.model}:status"
+
+    @property
+    def control(self) -> str:
+        return f"{self.prefix}:m:{self.model}:control"
 
 
 @dataclass
@@ -149,6 +154,7 @@ class OnlineLoop:
         self._lock = asyncio.Lock()  # model mutation + its log write happen in one order
         self._log_len = 0  # learn-log entries written since the last checkpoint
         self._dirty = False
+        self.outbox: list[tuple[str, dict[str, Any]]] = []  # (subject, record) for the lifecycle/drift topics
 
     # ------------------------------------------------------------------ store access
     async def _io(self, op: Callable[[], Awaitable[T]], what: str) -> T:
@@ -305,22 +311,49 @@ class OnlineLoop:
         self.counters.labels_unmatched += len(report.unmatched)
         return report
 
+    # ------------------------------------------------------------------ operator commands
+    async def drain_control(self) -> int:
+        """Apply queued operator commands; each change is checkpointed before it is announced."""
+        key = self.keys.control
+        raw = await self._io(lambda: self.backend.read_list(key), "control read")
+        if not raw:
+            return 0
+        async with self._lock:
+            now = int(self.clock() * 1000)
+            for item in raw:
+                try:
+                    cmd = json.loads(item)
+                    for rec in control.apply(self.models, cmd, now):
+                        self.outbox.append(("lifecycle", rec))
+                except (control.CommandError, ValueError) as exc:
+                    log.warning("refused operator command %r: %s", item[:200], exc)
+                    self.outbox.append(("lifecycle", control.record(
+                        self.models, self.models.champion, "refused", f"bad command: {exc}", now)))
+            self._dirty = True
+            wb = WriteBatch(trims={key: len(raw)})
+            await self._io(lambda: self.backend.write_batch(wb), "control trim")
+            await self._checkpoint_locked(None)
+        return len(raw)
+
     # ------------------------------------------------------------------ checkpoints
     async def checkpoint(self, extra_status: dict[str, Any] | None = None) -> bool:
         """Snapshot the model and trim the learn log it covers, atomically."""
         async with self._lock:
-            if not self._dirty and self._log_len == 0:
-                return False
-            blob = artifacts.sign(self.models, self.artifact_key)
-            wb = WriteBatch()
-            wb.set(self.keys.checkpoint, blob, 0)
-            wb.trims[self.keys.learn_log] = self._log_len
-            wb.set(self.keys.status, _dumps(self.status(extra_status)), 0)
-            await self._io(lambda: self.backend.write_batch(wb), "checkpoint")
-            self._log_len = 0
-            self._dirty = False
-            self.counters.checkpoints += 1
-            return True
+            return await self._checkpoint_locked(extra_status)
+
+    async def _checkpoint_locked(self, extra_status: dict[str, Any] | None) -> bool:
+        if not self._dirty and self._log_len == 0:
+            return False
+        blob = artifacts.sign(self.models, self.artifact_key)
+        wb = WriteBatch()
+        wb.set(self.keys.checkpoint, blob, 0)
+        wb.trims[self.keys.learn_log] = self._log_len
+        wb.set(self.keys.status, _dumps(self.status(extra_status)), 0)
+        await self._io(lambda: self.backend.write_batch(wb), "checkpoint")
+        self._log_len = 0
+        self._dirty = False
+        self.counters.checkpoints += 1
+        return True
 
     async def restore(self) -> int:
         """Load the last snapshot and replay the learn log after it. Returns labels replayed."""
@@ -364,6 +397,8 @@ class OnlineLoop:
                  "labels_learned": lr.labels_learned, "metrics": lr.metric_values()}
                 for v, lr in sorted(self.models.learners.items())
             ],
+            "canary": dict(self.models.canary.__dict__) if self.models.canary else None,
+            "history": self.models.history[-50:],
             "updated_at": self.clock(),
         }
         out.update(extra or {})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ class WorkerRuntime:
         self.out = BatchProducer(make_producer(settings))
         self.encode_prediction = self.registry.encoder("prediction")
         self.encode_deadletter = self.registry.encoder("deadletter")
+        self.encoders = {"lifecycle": self.registry.encoder("lifecycle"), "drift": self.registry.encoder("drift")}
+        self.lifecycle_topics = {"lifecycle": settings.topic_lifecycle, "drift": settings.topic_drift}
         self.ready = asyncio.Event()
         self.deadlettered = 0
         self.assigned: list[tuple[str, int]] = []  # set by the transport on rebalance
@@ -95,11 +98,15 @@ class WorkerRuntime:
                 self._dead_letter(msg, err)
         preds = await self.loop.score_batch(good)
         now_ms = time.time() * 1000
-        topic = self.settings.topic_predictions
+        topic, shadow_topic = self.settings.topic_predictions, self.settings.topic_shadow
         for p, ts in zip(preds, stamps):
             p.served_at = int(now_ms)
             p.latency_ms = max(0.0, now_ms - ts)
-            self.out.produce(topic, self.encode_prediction(p.record()), p.entity.encode())
+            key = p.entity.encode()
+            self.out.produce(topic, self.encode_prediction(p.record()), key)
+            for sp in p.shadows:  # challengers: their own topic, never the served one
+                sp.served_at, sp.latency_ms = p.served_at, p.latency_ms
+                self.out.produce(shadow_topic, self.encode_prediction(sp.record()), key)
         await self.out.flush()
         return len(preds)
 
@@ -122,12 +129,27 @@ class WorkerRuntime:
         if self.ready.is_set():
             await self.loop.checkpoint(self.status_extra())
 
+    async def housekeeping(self) -> None:
+        """Apply operator commands and announce model decisions (lifecycle and drift topics)."""
+        if not self.ready.is_set():
+            return
+        await self.loop.drain_control()
+        await self.publish_outbox()
+
+    async def publish_outbox(self) -> None:
+        outbox, self.loop.outbox = self.loop.outbox, []
+        for subject, record in outbox:
+            self.out.produce(self.lifecycle_topics[subject], self.encoders[subject](record),
+                             record["model_name"].encode())
+        if outbox:
+            await self.out.flush()
+
     async def publish_status(self) -> None:
         if self.ready.is_set():
             await self.loop.publish_status(self.status_extra())
 
     def status_extra(self) -> dict[str, Any]:
-        return {"deadlettered": self.deadlettered, "assigned": self.assigned}
+        return {"deadlettered": self.deadlettered, "assigned": self.assigned, "pid": os.getpid()}
 
     async def close(self) -> None:
         if self.ready.is_set():

@@ -45,7 +45,7 @@ class WorkerHandle:
     def wait_assigned(self, timeout: float = 60.0) -> None:
         def ok() -> bool:
             self.assert_alive()
-            return worker_assigned(self.settings)
+            return worker_assigned(self.settings, pid=self.process.proc.pid)
 
         wait_for(ok, timeout, "worker partition assignment")
 

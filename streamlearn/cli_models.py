@@ -1,0 +1,105 @@
+"""``streamlearn models ...``: inspect and steer the models of a running worker."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import redis
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from streamlearn.settings import Settings, get_settings
+from streamlearn.streams import control
+
+app = typer.Typer(no_args_is_help=True, help="List, promote, roll back and retire model versions.")
+console = Console()
+
+
+def _client(s: Settings) -> redis.Redis:
+    return redis.Redis.from_url(s.redis_url)
+
+
+def _status(s: Settings) -> dict:
+    raw = _client(s).get(f"{s.redis_prefix}:m:{s.model_name}:status")
+    if not raw:
+        raise typer.BadParameter(f"no status for model {s.model_name!r} under {s.redis_prefix!r}: is a worker running?")
+    return json.loads(raw)
+
+
+def send(s: Settings, cmd: dict, wait: float = 15.0, done=None) -> dict:
+    """Queue a command for the worker and wait until its status shows it applied."""
+    cmd = {**cmd, "id": uuid.uuid4().hex}
+    _client(s).rpush(f"{s.redis_prefix}:m:{s.model_name}:control", control.encode(cmd))
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        st = _status(s)
+        if done is None or done(st):
+            return st
+        time.sleep(0.2)
+    raise typer.Exit(f"the worker did not apply {cmd['op']} within {wait}s")
+
+
+@app.command("list")
+def list_models(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Model versions with their stage and online metrics."""
+    st = _status(get_settings())
+    if as_json:
+        typer.echo(json.dumps(st["models"]))
+        return
+    t = Table(title=f"model {st['model_name']}")
+    for col in ("version", "spec", "stage", "labels learned", "metrics"):
+        t.add_column(col)
+    for m in st["models"]:
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in m["metrics"].items())
+        t.add_row(str(m["version"]), m["spec"], m["stage"], f"{m['labels_learned']:,}", metrics)
+    console.print(t)
+
+
+@app.command()
+def show(version: int) -> None:
+    """One version: its stage, metrics and stage history."""
+    st = _status(get_settings())
+    m = next((m for m in st["models"] if m["version"] == version), None)
+    history = [h for h in st.get("history", []) if h["version"] == version]
+    if m is None and not history:
+        raise typer.BadParameter(f"no version {version}")
+    typer.echo(json.dumps({"model": m, "history": history}, indent=2))
+
+
+@app.command()
+def promote(version: int, reason: str = typer.Option("operator promote")) -> None:
+    """Make VERSION the champion now (bypasses the gate: it is recorded as an operator action)."""
+    send(get_settings(), {"op": "promote", "version": version, "reason": reason},
+         done=lambda st: st["model_version"] == version)
+    typer.echo(f"version {version} is champion")
+
+
+@app.command()
+def rollback(reason: str = typer.Option("operator rollback")) -> None:
+    """End the canary, or restore the previous champion."""
+    s = get_settings()
+    before = _status(s)
+    st = send(s, {"op": "rollback", "reason": reason},
+              done=lambda st: st["model_version"] != before["model_version"] or
+              (before.get("canary") and not st.get("canary")))
+    typer.echo(f"version {st['model_version']} is champion")
+
+
+@app.command()
+def retire(version: int, reason: str = typer.Option("operator retire")) -> None:
+    """Stop running VERSION (not the champion)."""
+    send(get_settings(), {"op": "retire", "version": version, "reason": reason},
+         done=lambda st: all(m["version"] != version for m in st["models"]))
+    typer.echo(f"version {version} retired")
+
+
+@app.command()
+def add(spec: str, reason: str = typer.Option("operator add")) -> None:
+    """Start a fresh shadow challenger from SPEC (it learns from now on)."""
+    s = get_settings()
+    n = len(_status(s)["models"])
+    send(s, {"op": "add", "spec": spec, "reason": reason}, done=lambda st: len(st["models"]) > n)
+    typer.echo(f"challenger {spec} started")

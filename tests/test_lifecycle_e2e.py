@@ -1,0 +1,71 @@
+"""Model lifecycle on a running worker: shadow challengers, operator promote/rollback, audit trail."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.helpers import Sender, TopicReader, feedback_for, make_events, wait_for
+
+
+def cli(settings, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "streamlearn", "models", *args], capture_output=True, text=True,
+                          env={**os.environ, **settings.to_env()}, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def test_shadow_challenger_promote_and_rollback_on_a_running_worker(make_settings, start_worker):
+    s = make_settings()
+    worker = start_worker(s)
+    send = Sender(s)
+    preds = TopicReader(s, s.topic_predictions, "prediction")
+    shadow = TopicReader(s, s.topic_shadow, "prediction")
+    lifecycle = TopicReader(s, s.topic_lifecycle, "lifecycle")
+
+    cli(s, "add", "hat", "--reason", "try a tree")
+    batch1 = make_events(50, seed=21)
+    send.events(batch1)
+    send.feedback([feedback_for(e) for e in batch1])
+    preds.wait_count(50)
+    shadow.wait_count(50)
+    assert {p["model_version"] for p in preds.records} == {1}, "challengers never reach the predictions topic"
+    assert {p["model_version"] for p in shadow.records} == {2}
+    wait_for(lambda: worker.counters().get("labels_learned") == 50, 30, "labels learned")
+    models = {m["version"]: m for m in worker.status()["models"]}
+    assert models[2]["stage"] == "shadow" and models[2]["labels_learned"] == 50, "the challenger learns too"
+
+    cli(s, "promote", "2", "--reason", "operator test")
+    batch2 = make_events(20, seed=22)
+    send.events(batch2)
+    preds.wait_count(70)
+    assert {p["model_version"] for p in preds.records[50:]} == {2}
+
+    out = cli(s, "rollback", "--reason", "oops")
+    assert "version 1 is champion" in out.stdout
+    batch3 = make_events(20, seed=23)
+    send.events(batch3)
+    preds.wait_count(90)
+    assert {p["model_version"] for p in preds.records[70:]} == {1}
+
+    records = lifecycle.wait_count(3)
+    assert [(r["action"], r["version"], r["champion"]) for r in records] == [
+        ("challenger_started", 2, 1), ("promoted", 2, 2), ("rolled_back", 2, 1)]
+    assert records[1]["reason"] == "operator test" and records[2]["details"]["by"] == "operator"
+    listing = cli(s, "list", "--json").stdout
+    assert '"stage": "shadow"' in listing and '"stage": "champion"' in listing
+
+
+def test_model_decisions_survive_a_restart(make_settings, start_worker):
+    s = make_settings()
+    worker = start_worker(s)
+    cli(s, "add", "hat")
+    cli(s, "promote", "2")
+    worker.stop()
+    worker2 = start_worker(s, name="again")  # waits for its own pid in the status
+    st = worker2.status()
+    assert st["model_version"] == 2 and {m["version"] for m in st["models"]} == {1, 2}
+    Sender(s).events(make_events(5, seed=24))
+    preds = TopicReader(s, s.topic_predictions, "prediction").wait_count(5)
+    assert {p["model_version"] for p in preds} == {2}
