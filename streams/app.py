@@ -19,6 +19,7 @@ import faust
 from faust.types import EventT
 
 from streamlearn.settings import Settings
+from streamlearn.streams import web
 from streamlearn.streams.worker import Message, WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ def create_app(settings: Settings, runtime: WorkerRuntime | None = None) -> tupl
         await runtime.close()
 
     app.streamlearn_runtime = runtime  # for the web views
+    web.install(app, runtime)  # /metrics /health /ready /models /score
     return app, runtime
 
 

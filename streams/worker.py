@@ -16,6 +16,8 @@ from typing import Any
 
 from streamlearn.featurestore.backend import Backend, RedisBackend
 from streamlearn.featurestore.definitions import get_view
+from streamlearn.featurestore.instrumented import InstrumentedBackend
+from streamlearn.metrics import Metrics
 from streamlearn.models.learner import Learner
 from streamlearn.schemas import InvalidRecord, SchemaRegistry
 from streamlearn.settings import Settings
@@ -56,7 +58,8 @@ class WorkerRuntime:
         self.settings = settings
         self.registry = registry or SchemaRegistry.default()
         self.limits = Limits.from_settings(settings)
-        self.backend: Backend = RedisBackend(settings.redis_url)
+        self.metrics = Metrics(model=settings.model_name)  # own registry, served on GET /metrics
+        self.backend = InstrumentedBackend(RedisBackend(settings.redis_url), self.metrics)
         self.loop = build_loop(settings, self.backend)
         self.out = BatchProducer(make_producer(settings))
         self.encode_prediction = self.registry.encoder("prediction")
@@ -72,6 +75,9 @@ class WorkerRuntime:
         replayed = await self.loop.restore()
         log.info("model %s (%s) restored: %d labels learned, %d replayed from the learn log",
                  self.loop.learner.name, self.loop.learner.spec, self.loop.learner.labels_learned, replayed)
+        self.metrics.sync_counters(self.loop.counters)  # baseline: counts before now are not this run's traffic
+        s = self.settings
+        self.metrics.info.labels(s.app_id, s.model_name, s.model_spec, s.feature_view).set(1)
         self.ready.set()
 
     # ---------------------------------------------------------------- dead letters
@@ -84,6 +90,7 @@ class WorkerRuntime:
         }
         self.out.produce(self.settings.topic_deadletter, self.encode_deadletter(record), msg.key)
         self.deadlettered += 1
+        self.metrics.dead_letter("events" if msg.topic == self.settings.topic_events else "feedback", err.reason)
 
     # ---------------------------------------------------------------- batches
     async def on_events(self, batch: Sequence[Message]) -> int:
@@ -96,7 +103,8 @@ class WorkerRuntime:
                 stamps.append(msg.timestamp_ms)
             except InvalidRecord as err:
                 self._dead_letter(msg, err)
-        preds = await self.loop.score_batch(good)
+        with self.metrics.loop_batch("score", len(good), self.backend):
+            preds = await self.loop.score_batch(good)
         now_ms = time.time() * 1000
         topic, shadow_topic = self.settings.topic_predictions, self.settings.topic_shadow
         for p, ts in zip(preds, stamps):
@@ -108,6 +116,11 @@ class WorkerRuntime:
                 sp.served_at, sp.latency_ms = p.served_at, p.latency_ms
                 self.out.produce(shadow_topic, self.encode_prediction(sp.record()), key)
         await self.out.flush()
+        m = self.metrics  # counted once delivered; children resolved per batch, not per event
+        m.received(len(batch))
+        m.predictions_delivered((p.model_version for p in preds), [ts / 1000.0 for ts in stamps], time.time(),
+                                self.loop.models.stage)
+        m.sync_counters(self.loop.counters)
         return len(preds)
 
     async def on_feedback(self, batch: Sequence[Message]) -> int:
@@ -120,9 +133,13 @@ class WorkerRuntime:
             except InvalidRecord as err:
                 self._dead_letter(msg, err)
                 bad += 1
-        report = await self.loop.learn_batch(good)
+        with self.metrics.loop_batch("learn", len(good), self.backend):
+            report = await self.loop.learn_batch(good)
         if bad:
             await self.out.flush()
+        self.metrics.feedback_received.inc(len(batch))
+        self.metrics.learn_report(len(report.learned), len(report.duplicate), len(report.unmatched))
+        self.metrics.sync_counters(self.loop.counters)
         return len(report.learned)
 
     async def checkpoint(self) -> None:
@@ -143,6 +160,8 @@ class WorkerRuntime:
                              record["model_name"].encode())
         if outbox:
             await self.out.flush()
+        for subject, record in outbox:
+            self.metrics.announced(subject, record)
 
     async def publish_status(self) -> None:
         if self.ready.is_set():

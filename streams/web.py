@@ -1,0 +1,240 @@
+"""The worker's HTTP API (Faust web, aiohttp): metrics, health, readiness, models, scoring.
+
+* ``GET /metrics``: Prometheus text of this worker's registry (each worker is scraped).
+* ``GET /health``: liveness: the process and its event loop answer.
+* ``GET /ready``: 200 only when the model is loaded, Redis answers a ping, the broker answers
+  a metadata request and the consumer group has assigned this worker its partitions
+  (possibly none, when there are more workers than partitions); else 503 with the reasons.
+* ``GET /models``: the loop's models (version, spec, stage, labels learned, metrics) and counters.
+* ``POST /score``: one event (JSON object, or Avro single-object bytes) scored synchronously by
+  the same decoding/validation (``decode_event``) and the same ``OnlineLoop.score_batch`` as
+  the topic path. Like the topic path it **persists** the served feature vector and updates
+  the entity's state, so a label for the event on the feedback topic is learned like any
+  other, and re-sending the same ``event_id`` (either way) reuses the stored features. The
+  prediction is returned, not published to the predictions topic.
+  Errors: 400 ``{"error": reason, "detail": ...}`` with the dead-letter reason codes, 413 over
+  ``max_message_bytes``, 503 before the model is loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from faust import web
+
+from streamlearn.metrics import CONTENT_TYPE_LATEST
+from streamlearn.schemas import InvalidRecord
+from streamlearn.streams.codec import decode_event
+
+if TYPE_CHECKING:
+    import faust
+
+    from streamlearn.streams.worker import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 2.0  # per dependency check: a hung dependency must not hang the probe
+
+
+@dataclass
+class GroupState:
+    """Consumer-group membership as the rebalance signals report it."""
+
+    joined: bool = False  # got an assignment at least once
+    rebalancing: bool = False
+    partitions: int = 0
+
+
+def _runtime(view: web.View) -> WorkerRuntime:
+    return view.app.streamlearn_runtime  # type: ignore[attr-defined]
+
+
+def _count(view: web.View, endpoint: str, code: int) -> None:
+    _runtime(view).metrics.http_requests.labels(endpoint, str(code)).inc()
+
+
+# ------------------------------------------------------------------ metrics
+def consumer_offsets(app: faust.App) -> list[tuple[str, int, int | None, int | None]]:
+    """``(topic, partition, fetch high watermark, committed offset)`` per assigned partition.
+
+    The high watermark comes from the last fetch response (reliable on tansu, unlike
+    ListOffsets "latest"); the committed offset is Faust's record of the group's commits,
+    seeded from the broker on assignment.
+    """
+    consumer = app.consumer
+    try:
+        assignment = consumer.assignment()
+    except Exception:  # noqa: BLE001 - consumer thread not started yet
+        return []
+    committed = getattr(consumer, "_committed_offset", {})
+    rows = []
+    for tp in sorted(assignment):
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - no fetch yet for this partition
+            highwater = None
+        rows.append((tp.topic, tp.partition, highwater, committed.get(tp)))
+    return rows
+
+
+def refresh_metrics(app: faust.App, runtime: WorkerRuntime) -> None:
+    """Bring scrape-time values up to date: loop counters, model gauges, consumer offsets."""
+    m = runtime.metrics
+    m.sync_counters(runtime.loop.counters)
+    if runtime.ready.is_set():
+        models = runtime.loop.models
+        m.set_models((lr.name, v, models.stage(v), lr.metric_values(), lr.labels_learned)
+                     for v, lr in sorted(models.learners.items()))
+    m.set_consumer_offsets(consumer_offsets(app))
+
+
+class MetricsView(web.View):
+    async def get(self, request: web.Request) -> web.Response:
+        runtime = _runtime(self)
+        refresh_metrics(self.app, runtime)
+        _count(self, "metrics", 200)
+        return self.bytes(runtime.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# ------------------------------------------------------------------ health and readiness
+class HealthView(web.View):
+    async def get(self, request: web.Request) -> web.Response:
+        _count(self, "health", 200)
+        return self.json({"status": "ok"})
+
+
+async def readiness(app: faust.App, runtime: WorkerRuntime) -> tuple[bool, dict[str, Any]]:
+    """Check each dependency; the reasons say what is wrong in words an operator can act on."""
+    group: GroupState = app.streamlearn_group  # type: ignore[attr-defined]
+    checks: dict[str, bool] = {}
+    reasons: list[str] = []
+
+    checks["model"] = runtime.ready.is_set()
+    if not checks["model"]:
+        reasons.append("model not loaded yet (restoring the checkpoint needs Redis)")
+
+    try:
+        checks["redis"] = bool(await asyncio.wait_for(runtime.backend.ping(), READY_TIMEOUT_S))
+    except TimeoutError:
+        checks["redis"] = False
+    if not checks["redis"]:
+        reasons.append(f"redis: no PONG from {_redact(runtime.settings.redis_url)} within {READY_TIMEOUT_S}s")
+
+    topic = runtime.settings.topic_predictions
+    try:
+        md = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: runtime.out.producer.list_topics(topic=topic, timeout=READY_TIMEOUT_S))
+        checks["broker"] = bool(md.brokers)
+        if not checks["broker"]:
+            reasons.append("broker: metadata lists no brokers")
+    except Exception as exc:  # noqa: BLE001 - KafkaException and friends: report, not raise
+        checks["broker"] = False
+        reasons.append(f"broker: {exc}")
+
+    checks["consumer_group"] = group.joined
+    if not group.joined:
+        reasons.append("consumer group: no partition assignment received yet")
+    ok = all(checks.values())
+    runtime.metrics.ready.set(1 if ok else 0)
+    return ok, {"ready": ok, "checks": checks, "reasons": reasons,
+                "group": {"rebalancing": group.rebalancing, "partitions": group.partitions}}
+
+
+def _redact(url: str) -> str:
+    # redis://user:password@host -> redis://***@host
+    if "@" in url:
+        scheme, rest = url.split("://", 1) if "://" in url else ("", url)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
+
+
+class ReadyView(web.View):
+    async def get(self, request: web.Request) -> web.Response:
+        ok, body = await readiness(self.app, _runtime(self))
+        code = 200 if ok else 503
+        _count(self, "ready", code)
+        return self.json(body, status=code)
+
+
+# ------------------------------------------------------------------ models
+class ModelsView(web.View):
+    async def get(self, request: web.Request) -> web.Response:
+        runtime = _runtime(self)
+        body = runtime.loop.status(runtime.status_extra())
+        body["ready"] = runtime.ready.is_set()
+        body["feature_view"] = runtime.settings.feature_view
+        _count(self, "models", 200)
+        return self.json(body)
+
+
+# ------------------------------------------------------------------ scoring
+async def read_limited(request: web.Request, limit: int) -> bytes | None:
+    """The body, or None if it is longer than ``limit`` (never reads more than limit + 1 bytes)."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        return None
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = await request.content.read(min(65536, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return None if size > limit else b"".join(chunks)
+
+
+class ScoreView(web.View):
+    async def post(self, request: web.Request) -> web.Response:
+        runtime = _runtime(self)
+        received = time.time()
+        limit = runtime.settings.max_message_bytes
+        body = await read_limited(request, limit)
+        if body is None:
+            return self._error(413, "limit", f"request body is over the {limit}-byte limit (max_message_bytes)")
+        if not runtime.ready.is_set():
+            return self._error(503, "not_ready", "model not loaded yet")
+        try:
+            event = decode_event(body, runtime.registry, runtime.limits)
+        except InvalidRecord as err:
+            return self._error(400, err.reason, err.detail)
+        m = runtime.metrics
+        m.received(1, "http")
+        with m.loop_batch("score", 1, runtime.backend):
+            pred, = await runtime.loop.score_batch([event])
+        now = time.time()
+        pred.served_at = int(now * 1000)
+        pred.latency_ms = (now - received) * 1000.0
+        m.predictions_delivered([pred.model_version], [received], now, runtime.loop.models.stage, path="http")
+        _count(self, "score", 200)
+        return self.json(pred.record())
+
+    def _error(self, code: int, reason: str, detail: str) -> web.Response:
+        _count(self, "score", code)
+        return self.json({"error": reason, "detail": detail}, status=code)
+
+
+# ------------------------------------------------------------------ wiring
+VIEWS = {"/metrics": MetricsView, "/health": HealthView, "/ready": ReadyView, "/models": ModelsView,
+         "/score": ScoreView}
+
+
+def install(app: faust.App, runtime: WorkerRuntime) -> None:
+    """Register the views on ``app`` (which serves ``runtime``) and follow group membership."""
+    group = GroupState()
+    app.streamlearn_group = group  # type: ignore[attr-defined]
+
+    async def on_assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:  # noqa: ARG001
+        group.joined, group.rebalancing, group.partitions = True, False, len(assigned)
+
+    async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:  # noqa: ARG001
+        group.rebalancing = True
+
+    app.on_partitions_assigned.connect(on_assigned)
+    app.on_partitions_revoked.connect(on_revoked)
+    for path, view in VIEWS.items():
+        # a subclass per app: Faust stores the path on the class it registers
+        app.page(path, name=f"streamlearn_{view.__name__}")(type(view.__name__, (view,), {}))
