@@ -25,6 +25,7 @@ class WriteBatch:
     deletes: list[str] = field(default_factory=list)
     appends: dict[str, list[bytes]] = field(default_factory=dict)  # list key -> values to push
     trims: dict[str, int] = field(default_factory=dict)  # list key -> number of leading items to drop
+    getdels: list[str] = field(default_factory=list)  # read and delete, in the same transaction
 
     def set(self, key: str, value: bytes, ttl: int) -> None:
         self.sets[key] = (value, ttl)
@@ -33,7 +34,7 @@ class WriteBatch:
         self.appends.setdefault(key, []).append(value)
 
     def __bool__(self) -> bool:
-        return bool(self.sets or self.deletes or self.appends or self.trims)
+        return bool(self.sets or self.deletes or self.appends or self.trims or self.getdels)
 
 
 class Backend(ABC):
@@ -44,7 +45,14 @@ class Backend(ABC):
     async def read_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
 
     @abstractmethod
-    async def write_batch(self, batch: WriteBatch) -> None: ...
+    async def write_batch(self, batch: WriteBatch) -> dict[str, bytes | None]:
+        """Apply atomically; returns the values of ``batch.getdels`` as they were."""
+
+    @abstractmethod
+    async def park_unless_present(self, items: Sequence[tuple[str, bytes, int, str]]) -> list[bytes | None]:
+        """For each (key, value, ttl, guard): atomically, if ``guard`` exists return its value;
+        otherwise set ``key`` and return None. Closes the race between a label being parked
+        and its event being served by another process."""
 
     @abstractmethod
     async def read_list(self, key: str) -> list[bytes]: ...
@@ -77,10 +85,33 @@ class RedisBackend(Backend):
             return []
         return await self.client.mget(keys)
 
-    async def write_batch(self, batch: WriteBatch) -> None:
+    _PARK = """
+    local out = {}
+    for i = 1, #KEYS, 2 do
+      local served = redis.call('GET', KEYS[i + 1])
+      if served then out[#out + 1] = served
+      else redis.call('SET', KEYS[i], ARGV[i], 'EX', ARGV[i + 1]); out[#out + 1] = false end
+    end
+    return out
+    """
+
+    async def park_unless_present(self, items: Sequence[tuple[str, bytes, int, str]]) -> list[bytes | None]:
+        if not items:
+            return []
+        keys: list[str] = []
+        args: list[bytes | int] = []
+        for key, value, ttl, guard in items:
+            keys += [key, guard]
+            args += [value, ttl]
+        out = await self.client.eval(self._PARK, len(keys), *keys, *args)
+        return [v or None for v in out]
+
+    async def write_batch(self, batch: WriteBatch) -> dict[str, bytes | None]:
         if not batch:
-            return
+            return {}
         pipe = self.client.pipeline(transaction=True)
+        for key in batch.getdels:
+            pipe.getdel(key)
         for key, (value, ttl) in batch.sets.items():
             pipe.set(key, value, ex=ttl or None)  # ttl 0: no expiry
         if batch.deletes:
@@ -89,7 +120,8 @@ class RedisBackend(Backend):
             pipe.rpush(key, *values)
         for key, n in batch.trims.items():
             pipe.ltrim(key, n, -1)
-        await pipe.execute()
+        results = await pipe.execute()
+        return dict(zip(batch.getdels, results[: len(batch.getdels)]))
 
     async def read_list(self, key: str) -> list[bytes]:
         return await self.client.lrange(key, 0, -1)
@@ -123,7 +155,19 @@ class MemoryBackend(Backend):
             out.append(item[0] if item else None)
         return out
 
-    async def write_batch(self, batch: WriteBatch) -> None:
+    async def park_unless_present(self, items: Sequence[tuple[str, bytes, int, str]]) -> list[bytes | None]:
+        out: list[bytes | None] = []
+        for key, value, ttl, guard in items:
+            served, = await self.read_many([guard])
+            if served is None:
+                await self.write_batch(WriteBatch(sets={key: (value, ttl)}))
+            out.append(served)
+        return out
+
+    async def write_batch(self, batch: WriteBatch) -> dict[str, bytes | None]:
+        got = dict(zip(batch.getdels, await self.read_many(batch.getdels)))
+        for key in batch.getdels:
+            self._kv.pop(key, None)
         now = self._clock()
         for key, (value, ttl) in batch.sets.items():
             self._kv[key] = (value, now + ttl if ttl else float("inf"))
@@ -134,6 +178,7 @@ class MemoryBackend(Backend):
             self._lists.setdefault(key, []).extend(values)
         for key, n in batch.trims.items():
             del self._lists.get(key, [])[:n]
+        return got
 
     async def read_list(self, key: str) -> list[bytes]:
         return list(self._lists.get(key, []))

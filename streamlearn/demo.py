@@ -86,13 +86,16 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str, interval: fl
         time.sleep(interval)
 
 
-def worker_assigned(settings: Settings, topics: tuple[str, ...] | None = None, pid: int | None = None) -> bool:
-    """True once a worker (this pid, if given) owns partitions of the events and feedback topics."""
+def worker_status(settings: Settings, pid: int) -> dict[str, Any]:
+    """One worker's own status (assignment, role, counters); expires when the worker dies."""
+    raw = redis.Redis.from_url(settings.redis_url).get(f"{settings.redis_prefix}:worker:{settings.app_id}:{pid}")
+    return json.loads(raw) if raw else {}
+
+
+def worker_assigned(settings: Settings, pid: int, topics: tuple[str, ...] | None = None) -> bool:
+    """True once worker ``pid`` owns partitions of ``topics`` (default: events and feedback)."""
     wanted = set(topics or (settings.topic_events, settings.topic_feedback))
-    status = read_status(settings)
-    if pid is not None and status.get("pid") != pid:
-        return False
-    return wanted <= {t for t, _ in status.get("assigned", [])}
+    return wanted <= {t for t, _ in worker_status(settings, pid).get("assigned", [])}
 
 
 # ------------------------------------------------------------------ producing
@@ -197,7 +200,7 @@ def run_demo(dataset: str = "cards", events: int = 20_000, rate: float | None = 
                       f"  worker   pid {worker.proc.pid}, log {worker.log_path}\n"
                       f"  metrics  http://127.0.0.1:{worker.web_port}/metrics")
         follower = PredictionFollower(settings)
-        wait_until(lambda: worker_assigned(settings, pid=worker.proc.pid), 90, "the worker to join its group")
+        wait_until(lambda: worker_assigned(settings, worker.proc.pid), 90, "the worker to join its group")
         t0 = time.monotonic()
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                       MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:

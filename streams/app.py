@@ -118,7 +118,11 @@ def create_app(settings: Settings, runtime: WorkerRuntime | None = None) -> tupl
 
     @app.on_partitions_assigned.connect
     async def assigned(app, assigned, **kwargs) -> None:  # noqa: ARG001
-        runtime.assigned = sorted((tp.topic, tp.partition) for tp in assigned)
+        await runtime.on_assigned(sorted((tp.topic, tp.partition) for tp in assigned))
+
+    @app.on_partitions_revoked.connect
+    async def revoked(app, revoked, **kwargs) -> None:  # noqa: ARG001
+        await runtime.on_revoked()
 
     @app.on_before_shutdown.connect
     async def shutdown(app, **kwargs) -> None:  # noqa: ARG001

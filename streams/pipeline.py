@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -73,6 +74,10 @@ class Keys:
     @property
     def control(self) -> str:
         return f"{self.prefix}:m:{self.model}:control"
+
+    @property
+    def checkpoint_id(self) -> str:
+        return f"{self.prefix}:m:{self.model}:ckpt-id"
 
 
 @dataclass
@@ -154,7 +159,11 @@ class OnlineLoop:
         self._lock = asyncio.Lock()  # model mutation + its log write happen in one order
         self._log_len = 0  # learn-log entries written since the last checkpoint
         self._dirty = False
-        self.outbox: list[tuple[str, dict[str, Any]]] = []  # (subject, record) for the lifecycle/drift topics
+        self.outbox: list[tuple[str, dict[str, Any]]] = []  # (subject, record) to publish
+        # One learner per model (the owner of the feedback partition); other workers only
+        # score, following the learner's checkpoints.
+        self.is_learner = True
+        self._checkpoint_id: bytes | None = None
 
     # ------------------------------------------------------------------ store access
     async def _io(self, op: Callable[[], Awaitable[T]], what: str) -> T:
@@ -217,22 +226,18 @@ class OnlineLoop:
         keys = self.keys
         entities = list(dict.fromkeys(ev["entity"] for ev in events))
         ids = [ev["event_id"] for ev in events]
-        read_keys = (
-            [keys.entity(e) for e in entities] + [keys.served(i) for i in ids] + [keys.pending(i) for i in ids]
-        )
+        read_keys = [keys.entity(e) for e in entities] + [keys.served(i) for i in ids]
         raw = await self._io(lambda: self.backend.read_many(read_keys), "score read")
-        n_ent, n_ids = len(entities), len(ids)
+        n_ent = len(entities)
         states = {e: (json.loads(v) if v else None) for e, v in zip(entities, raw[:n_ent])}
-        served_before = raw[n_ent : n_ent + n_ids]
-        pending = raw[n_ent + n_ids :]
+        served_before = raw[n_ent:]
 
         batch = WriteBatch()
         changed: set[str] = set()
         served_now: dict[str, dict[str, Any]] = {}
         preds: list[Prediction] = []
-        parked: list[tuple[str, Any]] = []
         compute = self.view.compute
-        for ev, prior, pend in zip(events, served_before, pending):
+        for ev, prior in zip(events, served_before):
             eid = ev["event_id"]
             if prior is not None or eid in served_now:
                 # re-delivered or duplicate id: same features as first served, state untouched
@@ -248,20 +253,27 @@ class OnlineLoop:
             rec = {"x": x, "t": ev["event_time"], "m": per_model}
             served_now[eid] = rec
             batch.set(keys.served(eid), _dumps(rec), self.served_ttl_s)
-            if pend is not None:
-                parked.append((eid, json.loads(pend)["y"]))
+            # a label parked before this event was served is taken in the same transaction
+            # that serves it, so another process can never park one in between unseen
+            batch.getdels.append(keys.pending(eid))
         for e in changed:
             batch.set(keys.entity(e), _dumps(states[e]), self.entity_ttl_s)
-        await self._io(lambda: self.backend.write_batch(batch), "score write")
+        taken = await self._io(lambda: self.backend.write_batch(batch), "score write")
         self.counters.events_scored += len(preds)
+        parked = [(eid, json.loads(taken[keys.pending(eid)])["y"]) for eid in served_now
+                  if taken.get(keys.pending(eid)) is not None]
         if parked:  # labels that arrived before their event
-            report = LearnReport()
-            wb = WriteBatch(deletes=[keys.pending(eid) for eid, _ in parked])
-            for eid, y in parked:
-                self._learn(eid, y, served_now[eid], wb, report)
-            self.counters.labels_joined_late += len(report.learned)
+            wb = WriteBatch()
+            if self.is_learner:
+                report = LearnReport()
+                for eid, y in parked:
+                    self._learn(eid, y, served_now[eid], wb, report)
+                self.counters.labels_joined_late += len(report.learned)
+                self._log_len += len(report.learned)
+            else:  # only the learner learns: hand the label back to it through the feedback topic
+                now = int(self.clock() * 1000)
+                self.outbox.extend(("feedback", {"event_id": eid, "label": y, "label_time": now}) for eid, y in parked)
             await self._io(lambda: self.backend.write_batch(wb), "learn write")
-            self._log_len += len(report.learned)
         return preds
 
     # ------------------------------------------------------------------ learning
@@ -294,16 +306,25 @@ class OnlineLoop:
             served, marked = raw[: len(ids)], raw[len(ids) :]
             wb = WriteBatch()
             seen: set[str] = set()
+            unmatched: list[dict[str, Any]] = []
             for fb, rec, mark in zip(feedback, served, marked):
                 eid = fb["event_id"]
                 if mark is not None or eid in seen:
                     report.duplicate.append(eid)
                 elif rec is None:
-                    report.unmatched.append(eid)
-                    wb.set(keys.pending(eid), _dumps({"y": fb["label"]}), self.pending_ttl_s)
+                    unmatched.append(fb)
                 else:
                     self._learn(eid, fb["label"], json.loads(rec), wb, report)
                 seen.add(eid)
+            if unmatched:  # park, unless another worker served the event meanwhile
+                got = await self._io(lambda: self.backend.park_unless_present(
+                    [(keys.pending(fb["event_id"]), _dumps({"y": fb["label"]}), self.pending_ttl_s,
+                      keys.served(fb["event_id"])) for fb in unmatched]), "park")
+                for fb, rec in zip(unmatched, got):
+                    if rec is None:
+                        report.unmatched.append(fb["event_id"])
+                    else:
+                        self._learn(fb["event_id"], fb["label"], json.loads(rec), wb, report)
             # in-memory model is ahead of the store until this lands: retry, never re-learn
             await self._io(lambda: self.backend.write_batch(wb), "learn write")
             self._log_len += len(report.learned)
@@ -315,6 +336,8 @@ class OnlineLoop:
     async def drain_control(self) -> int:
         """Apply queued operator commands; each change is checkpointed before it is announced."""
         key = self.keys.control
+        if not self.is_learner:  # the learner's next checkpoint would undo it
+            return 0
         raw = await self._io(lambda: self.backend.read_list(key), "control read")
         if not raw:
             return 0
@@ -347,6 +370,8 @@ class OnlineLoop:
         blob = artifacts.sign(self.models, self.artifact_key)
         wb = WriteBatch()
         wb.set(self.keys.checkpoint, blob, 0)
+        self._checkpoint_id = uuid.uuid4().hex.encode()
+        wb.set(self.keys.checkpoint_id, self._checkpoint_id, 0)
         wb.trims[self.keys.learn_log] = self._log_len
         wb.set(self.keys.status, _dumps(self.status(extra_status)), 0)
         await self._io(lambda: self.backend.write_batch(wb), "checkpoint")
@@ -355,9 +380,30 @@ class OnlineLoop:
         self.counters.checkpoints += 1
         return True
 
+    async def follow(self) -> bool:
+        """On a scoring-only worker: load the learner's newest snapshot. True if it changed."""
+        if self.is_learner:
+            return False
+        ckpt_id, = await self._io(lambda: self.backend.read_many([self.keys.checkpoint_id]), "follow")
+        if ckpt_id is None or ckpt_id == self._checkpoint_id:
+            return False
+        blob, = await self._io(lambda: self.backend.read_many([self.keys.checkpoint]), "follow")
+        if blob is None:
+            return False
+        models = artifacts.load(blob, self.artifact_key)
+        async with self._lock:
+            self.models, self._checkpoint_id = models, ckpt_id
+        return True
+
     async def restore(self) -> int:
         """Load the last snapshot and replay the learn log after it. Returns labels replayed."""
-        blob, = await self._io(lambda: self.backend.read_many([self.keys.checkpoint]), "restore")
+        async with self._lock:
+            return await self._restore_locked()
+
+    async def _restore_locked(self) -> int:
+        blob, ckpt_id = await self._io(
+            lambda: self.backend.read_many([self.keys.checkpoint, self.keys.checkpoint_id]), "restore")
+        self._checkpoint_id = ckpt_id
         if blob is not None:
             models = artifacts.load(blob, self.artifact_key)
             if not isinstance(models, ModelSet):

@@ -19,6 +19,14 @@ def topic_names(settings: Settings) -> list[str]:
             settings.topic_shadow, settings.topic_lifecycle, settings.topic_drift]
 
 
+def partitions_of(settings: Settings, topic: str) -> int:
+    """Feedback has one partition: its owner is the model's single learner (see README,
+    scale-out). Lifecycle and drift are low-volume audit trails kept in one total order."""
+    if topic in (settings.topic_feedback, settings.topic_lifecycle, settings.topic_drift):
+        return 1
+    return settings.topic_partitions
+
+
 def ensure_topics(settings: Settings, names: Iterable[str] | None = None, timeout: float = 15.0) -> None:
     """Create the topics with the configured partition count; existing topics are left alone.
 
@@ -27,7 +35,7 @@ def ensure_topics(settings: Settings, names: Iterable[str] | None = None, timeou
     admin = AdminClient(settings.confluent_config())
     wanted = list(names or topic_names(settings))
     futures = admin.create_topics(
-        [NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1) for t in wanted],
+        [NewTopic(t, num_partitions=partitions_of(settings, t), replication_factor=1) for t in wanted],
         request_timeout=timeout,
     )
     for fut in futures.values():

@@ -7,6 +7,7 @@ consumer that hands over (value, key, partition, offset, timestamp) batches.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from streamlearn.featurestore.backend import Backend, RedisBackend
+from streamlearn.featurestore.backend import Backend, RedisBackend, WriteBatch
 from streamlearn.featurestore.definitions import get_view
 from streamlearn.featurestore.instrumented import InstrumentedBackend
 from streamlearn.metrics import Metrics
@@ -64,8 +65,10 @@ class WorkerRuntime:
         self.out = BatchProducer(make_producer(settings))
         self.encode_prediction = self.registry.encoder("prediction")
         self.encode_deadletter = self.registry.encoder("deadletter")
-        self.encoders = {"lifecycle": self.registry.encoder("lifecycle"), "drift": self.registry.encoder("drift")}
-        self.lifecycle_topics = {"lifecycle": settings.topic_lifecycle, "drift": settings.topic_drift}
+        self.encoders = {"lifecycle": self.registry.encoder("lifecycle"), "drift": self.registry.encoder("drift"),
+                         "feedback": self.registry.encoder("feedback")}
+        self.outbox_topics = {"lifecycle": settings.topic_lifecycle, "drift": settings.topic_drift,
+                              "feedback": settings.topic_feedback}
         self.ready = asyncio.Event()
         self.deadlettered = 0
         self.assigned: list[tuple[str, int]] = []  # set by the transport on rebalance
@@ -151,21 +154,47 @@ class WorkerRuntime:
         if not self.ready.is_set():
             return
         await self.loop.drain_control()
+        await self.loop.follow()
         await self.publish_outbox()
 
     async def publish_outbox(self) -> None:
         outbox, self.loop.outbox = self.loop.outbox, []
         for subject, record in outbox:
-            self.out.produce(self.lifecycle_topics[subject], self.encoders[subject](record),
-                             record["model_name"].encode())
+            key = record.get("model_name") or record.get("event_id")
+            self.out.produce(self.outbox_topics[subject], self.encoders[subject](record), key.encode())
         if outbox:
             await self.out.flush()
         for subject, record in outbox:
             self.metrics.announced(subject, record)
 
+    # ---------------------------------------------------------------- rebalances
+    async def on_assigned(self, assigned: list[tuple[str, int]]) -> None:
+        """Owning the feedback partition makes this worker the model's learner."""
+        self.assigned = assigned
+        learner = any(t == self.settings.topic_feedback for t, _ in assigned)
+        await self.ready.wait()
+        if learner:
+            # another worker may have learned meanwhile: resume from its checkpoint + log
+            replayed = await self.loop.restore()
+            log.info("learner for %s: restored, %d labels replayed", self.settings.model_name, replayed)
+        self.loop.is_learner = learner
+
+    async def on_revoked(self) -> None:
+        if self.ready.is_set() and self.loop.is_learner:
+            await self.loop.checkpoint(self.status_extra())  # hand over a fresh state
+        self.loop.is_learner = False
+
     async def publish_status(self) -> None:
         if self.ready.is_set():
-            await self.loop.publish_status(self.status_extra())
+            await self.worker_status()
+            if self.loop.is_learner:  # the model's status is the learner's
+                await self.loop.publish_status(self.status_extra())
+
+    async def worker_status(self) -> None:
+        key = f"{self.settings.redis_prefix}:worker:{self.settings.app_id}:{os.getpid()}"
+        rec = {"pid": os.getpid(), "assigned": self.assigned, "is_learner": self.loop.is_learner,
+               "counters": self.loop.counters.as_dict(), "model_version": self.loop.learner.version}
+        await self.backend.write_batch(WriteBatch(sets={key: (json.dumps(rec).encode(), 10)}))
 
     def status_extra(self) -> dict[str, Any]:
         return {"deadlettered": self.deadlettered, "assigned": self.assigned, "pid": os.getpid()}

@@ -11,7 +11,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from streamlearn.demo import WorkerProcess, read_status, worker_assigned
+from streamlearn.demo import WorkerProcess, read_status, worker_assigned, worker_status
 from streamlearn.schemas import SchemaRegistry
 from streamlearn.settings import Settings
 from streamlearn.streams.transport import make_producer
@@ -42,12 +42,15 @@ class WorkerHandle:
         self.process = WorkerProcess(self.settings.to_env(), self.log_path).start()
         return self
 
-    def wait_assigned(self, timeout: float = 60.0) -> None:
+    def wait_assigned(self, timeout: float = 60.0, topics: tuple[str, ...] | None = None) -> None:
         def ok() -> bool:
             self.assert_alive()
-            return worker_assigned(self.settings, pid=self.process.proc.pid)
+            return worker_assigned(self.settings, self.process.proc.pid, topics)
 
         wait_for(ok, timeout, "worker partition assignment")
+
+    def worker_status(self) -> dict[str, Any]:
+        return worker_status(self.settings, self.process.proc.pid)
 
     def assert_alive(self) -> None:
         assert self.process is not None and self.process.proc is not None

@@ -69,3 +69,40 @@ def test_model_decisions_survive_a_restart(make_settings, start_worker):
     Sender(s).events(make_events(5, seed=24))
     preds = TopicReader(s, s.topic_predictions, "prediction").wait_count(5)
     assert {p["model_version"] for p in preds} == {2}
+
+
+def test_two_workers_both_score_one_learns_and_both_serve_the_promoted_champion(make_settings, start_worker):
+    """Scale-out: events are split across workers by partition; the owner of the single feedback
+    partition is the learner; the other follows its checkpoints, so a promotion reaches both."""
+    s = make_settings(topic_partitions=2)
+    a = start_worker(s, name="a")
+    b = start_worker(s, wait_assigned=False, name="b")
+    for w in (a, b):  # after the rebalance each owns one events partition
+        w.wait_assigned(topics=(s.topic_events,))
+    roles = [a.worker_status()["is_learner"], b.worker_status()["is_learner"]]
+    assert sorted(roles) == [False, True], "exactly one learner"
+    learner = a if roles[0] else b
+
+    send = Sender(s)
+    events = make_events(200, seed=31, n_entities=40)
+    send.events(events)
+    send.feedback([feedback_for(e) for e in events])
+    preds = TopicReader(s, s.topic_predictions, "prediction")
+    preds.wait_count(200, key="event_id")
+    wait_for(lambda: learner.counters().get("labels_learned") == 200, 60, "labels learned by the learner")
+
+    def scored() -> list[int]:
+        return [w.worker_status().get("counters", {}).get("events_scored", 0) for w in (a, b)]
+
+    wait_for(lambda: sum(scored()) == 200, 30, "worker statuses to count every event")
+    assert all(n > 0 for n in scored()), f"both workers score: {scored()}"
+
+    cli(s, "add", "hat")
+    cli(s, "promote", "2")
+    wait_for(lambda: all(w.worker_status().get("model_version") == 2 for w in (a, b)), 30,
+             "both workers serving version 2")
+    more = make_events(60, seed=32, n_entities=40)
+    send.events(more)
+    recs = preds.wait_count(260, key="event_id")
+    latest = {r["event_id"]: r for r in recs}
+    assert {latest[e["event_id"]]["model_version"] for e in more} == {2}

@@ -119,3 +119,22 @@ def test_label_for_unknown_event_is_counted_and_parked(new_loop):
     loop = new_loop()
     r = run(loop.learn_batch([{"event_id": "nope", "label": True, "label_time": 0}]))
     assert r.unmatched == ["nope"] and loop.learner.labels_learned == 0
+
+
+def test_a_label_parked_by_another_process_is_never_lost(new_loop):
+    """Two loops on one store, as two workers: the learner parks a label for an event the
+    other one has not served yet; serving it must hand the label back, whatever the order."""
+    learner, scorer = new_loop(), new_loop()
+    scorer.is_learner = False
+    events = make_events(3, seed=41)
+    ev = {**events[0], "event_id": "id:with:colons"}
+
+    async def go():
+        r = await learner.learn_batch([{**feedback_for(ev)}])
+        await scorer.score_batch([ev])
+        return r
+
+    r = run(go())
+    assert r.unmatched == ["id:with:colons"]
+    assert scorer.outbox == [("feedback", {"event_id": "id:with:colons", "label": feedback_for(ev)["label"],
+                                           "label_time": scorer.outbox[0][1]["label_time"]})]
