@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from streamlearn import cli_io
 from streamlearn.cli_models import app as models_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -94,6 +95,9 @@ def settings() -> None:
     from streamlearn.settings import get_settings
 
     typer.echo(json.dumps(get_settings().redacted(), indent=2, default=str))
+
+
+cli_io.register(app)  # produce, feedback, tail (streamlearn/cli_io.py)
 
 
 def main() -> None:

@@ -1,0 +1,621 @@
+"""Client SDK: send events and labels, read predictions (any Kafka, incl. the embedded broker).
+
+Everything takes a :class:`~streamlearn.settings.Settings`, so bootstrap address, SASL/SSL
+and topic names come from the one settings object (or ``STREAMLEARN_*`` / ``KAFKA_BOOTSTRAP``).
+
+* :class:`EventProducer` / :class:`FeedbackProducer` check each record exactly as the worker
+  will (the registry's schema check, then the worker's own limits and finiteness checks on
+  the very bytes to be sent) and raise :class:`InvalidRecord` naming the bad field, so bad
+  input is refused at the source instead of landing in the dead-letter topic. Records are
+  encoded as Avro single-object (``C3 01`` + fingerprint + body) and batched by
+  confluent-kafka; each send returns a future and can also report to a callback.
+* :class:`PredictionConsumer` iterates typed :class:`Prediction` objects, alone (no group,
+  no commits) or in a consumer group, from the end, the beginning or a timestamp; with
+  ``dedupe=True`` it drops repeats of an event id (delivery is at least once).
+* :class:`RecordConsumer` is the same consumer over any topic and schema subject
+  (dead letters, drift, lifecycle).
+
+The checks need no broker:
+
+>>> data = encode_event({"event_id": "e1", "entity": "card-7", "event_time": 1700000000000,
+...                      "features": {"amount": 12.5, "category": "fuel"}})
+>>> data[:2].hex(), len(data) > 10
+('c301', True)
+>>> encode_event({"event_id": "e1", "entity": "card-7", "event_time": "yesterday", "features": {}})
+Traceback (most recent call last):
+...
+streamlearn.schemas.registry.InvalidRecord: schema: invalid value for streamlearn.v1.Event.event_time
+>>> encode_event({"event_id": "e1", "entity": "c", "event_time": 1, "features": {"amount": float("nan")}})
+Traceback (most recent call last):
+...
+streamlearn.schemas.registry.InvalidRecord: non_finite: 'features.amount' is nan
+>>> encode_feedback({"event_id": "e1", "label": True, "label_time": 1700000060000})[:2].hex()
+'c301'
+>>> decode_prediction(SchemaRegistry.default().encode("prediction", {
+...     "event_id": "e1", "entity": "card-7", "event_time": 1, "model_name": "default", "model_version": 1,
+...     "labels_learned": 0, "score": 0.25, "predicted": False, "probabilities": {}, "served_at": 2,
+...     "latency_ms": 3.5})).score
+0.25
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+
+from streamlearn.schemas import InvalidRecord, SchemaRegistry
+from streamlearn.settings import Settings
+from streamlearn.streams.codec import Limits, decode_event, decode_feedback
+from streamlearn.streams.transport import make_producer
+
+__all__ = [
+    "ConsumedRecord", "Delivery", "DeliveryError", "EventProducer", "FeedbackProducer", "InvalidMessage",
+    "InvalidRecord", "Prediction", "PredictionConsumer", "RecordConsumer", "decode_prediction",
+    "encode_event", "encode_feedback",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+# ------------------------------------------------------------------ validation + encoding
+def _encode(subject: str, record: Any, check: Callable[..., Any], limits: Limits,
+            registry: SchemaRegistry | None) -> bytes:
+    reg = registry or SchemaRegistry.default()
+    conformed = reg.conform(subject, dict(record) if isinstance(record, Mapping) else record)
+    data = reg.encode(subject, conformed)
+    check(data, reg, limits)  # the worker's own decoder: limits, empty ids, NaN/inf
+    return data
+
+
+def encode_event(event: Mapping[str, Any], limits: Limits = Limits(),
+                 registry: SchemaRegistry | None = None) -> bytes:
+    """Validate an event as the worker will and return its wire bytes; raises InvalidRecord."""
+    return _encode("event", event, decode_event, limits, registry)
+
+
+def encode_feedback(feedback: Mapping[str, Any], limits: Limits = Limits(),
+                    registry: SchemaRegistry | None = None) -> bytes:
+    """Validate a label as the worker will and return its wire bytes; raises InvalidRecord."""
+    return _encode("feedback", feedback, decode_feedback, limits, registry)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# ------------------------------------------------------------------ producing
+class DeliveryError(RuntimeError):
+    """The broker did not take a message (or it was not delivered before close)."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Outcome of one send: where it landed, or why it did not."""
+
+    topic: str
+    event_id: str
+    key: bytes | None
+    partition: int | None = None
+    offset: int | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class DeliveryFuture(Future):
+    """A future that serves the producer's delivery reports while waiting on it.
+
+    confluent-kafka only runs delivery callbacks inside ``poll``/``flush``; a plain future
+    would wait forever if nobody polled.
+    """
+
+    def __init__(self, producer: Any) -> None:
+        super().__init__()
+        self._producer = producer
+
+    def _serve(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done() and (deadline is None or time.monotonic() < deadline):
+            self._producer.poll(0.05)
+
+    def result(self, timeout: float | None = None) -> Delivery:
+        self._serve(timeout)
+        return super().result(0 if not self.done() else None)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._serve(timeout)
+        return super().exception(0 if not self.done() else None)
+
+
+class _Producer:
+    subject = ""
+    _check: Callable[..., Any]
+
+    def __init__(self, settings: Settings, topic: str, *,
+                 on_delivery: Callable[[Delivery], None] | None = None,
+                 registry: SchemaRegistry | None = None, **config: Any) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.on_delivery = on_delivery
+        self.registry = registry or SchemaRegistry.default()
+        self.limits = Limits.from_settings(settings)
+        self._producer = make_producer(settings, **config)
+        self._pending: set[DeliveryFuture] = set()
+        self.sent = self.delivered = self.failed = 0
+        self.errors: list[Delivery] = []  # first failures, kept for close() to report
+        self._closed = False
+
+    def encode(self, record: Mapping[str, Any]) -> bytes:
+        """Validate and encode without sending (raises InvalidRecord naming the field)."""
+        return _encode(self.subject, record, type(self)._check, self.limits, self.registry)
+
+    def send_record(self, record: Mapping[str, Any], key: str | bytes | None = None) -> DeliveryFuture:
+        """Validate, encode and queue one complete record; the future resolves to a Delivery."""
+        if self._closed:
+            raise RuntimeError("producer is closed")
+        data = self.encode(record)
+        key_bytes = self._default_key(record) if key is None else key
+        if isinstance(key_bytes, str):
+            key_bytes = key_bytes.encode()
+        fut = DeliveryFuture(self._producer)
+        self._pending.add(fut)
+        report = Delivery(self.topic, record["event_id"], key_bytes)
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            self._pending.discard(fut)
+            if err is None:
+                self._finish(fut, Delivery(report.topic, report.event_id, key_bytes, msg.partition(), msg.offset()))
+            else:
+                self._finish(fut, Delivery(report.topic, report.event_id, key_bytes, error=str(err)))
+
+        while True:
+            try:
+                self._producer.produce(self.topic, data, key_bytes, on_delivery=on_delivery)
+                break
+            except BufferError:  # local queue full: serve deliveries until there is room
+                self._producer.poll(0.05)
+        self.sent += 1
+        self._producer.poll(0)
+        return fut
+
+    def _default_key(self, record: Mapping[str, Any]) -> str:
+        return record["event_id"]
+
+    def _finish(self, fut: DeliveryFuture, d: Delivery) -> None:
+        if d.ok:
+            self.delivered += 1
+            fut.set_result(d)
+        else:
+            self.failed += 1
+            if len(self.errors) < 100:
+                self.errors.append(d)
+            fut.set_exception(DeliveryError(f"{d.event_id} to {d.topic}: {d.error}"))
+        if self.on_delivery is not None:
+            try:
+                self.on_delivery(d)
+            except Exception:  # a user callback must not break the delivery bookkeeping
+                log.exception("on_delivery callback failed")
+
+    def poll(self, timeout: float = 0.0) -> int:
+        """Serve delivery reports (callbacks, futures); returns how many were served."""
+        return self._producer.poll(timeout)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every queued message is delivered or failed; raise if some are still queued."""
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            raise DeliveryError(f"{remaining} message(s) still undelivered after {timeout}s")
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush, then fail whatever is still queued (nothing is dropped silently).
+
+        Raises :class:`DeliveryError` if any delivery failed and no ``on_delivery``
+        callback took responsibility for failures.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._producer.flush(timeout):
+            self._producer.purge()  # their callbacks now fail the futures with _PURGE_QUEUE
+            self._producer.flush(min(timeout, 5.0))
+        for fut in list(self._pending):  # no report at all (should not happen): fail loudly
+            self._pending.discard(fut)
+            self.failed += 1
+            fut.set_exception(DeliveryError("not delivered before close"))
+        self._producer.close()
+        if self.failed and self.on_delivery is None:
+            first = self.errors[0] if self.errors else None
+            raise DeliveryError(
+                f"{self.failed} of {self.sent} message(s) to {self.topic} were not delivered"
+                + (f"; first: {first.event_id}: {first.error}" if first else "")
+            )
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # do not mask the caller's exception with a delivery report
+            try:
+                self.close()
+            except DeliveryError as err:
+                log.error("%s", err)
+
+
+class EventProducer(_Producer):
+    """Sends events to the events topic, keyed by entity (per-entity order).
+
+    ``on_delivery`` gets a :class:`Delivery` for every message; extra keyword arguments are
+    confluent-kafka producer settings (e.g. ``**{"linger.ms": 20}``).
+    """
+
+    subject = "event"
+    _check = staticmethod(decode_event)
+
+    def __init__(self, settings: Settings, *, topic: str | None = None, **kwargs: Any) -> None:
+        super().__init__(settings, topic or settings.topic_events, **kwargs)
+
+    def _default_key(self, record: Mapping[str, Any]) -> str:
+        return record["entity"]
+
+    def send(self, event: Mapping[str, Any], *, key: str | bytes | None = None) -> DeliveryFuture:
+        """Queue one event ``{event_id, entity, event_time (ms), features}``.
+
+        Raises :class:`InvalidRecord` (``.reason``, ``.detail`` naming the field) before
+        anything is sent. ``key`` overrides the entity key: keep one entity on one key, or
+        its events may be scored out of order across partitions.
+        """
+        return self.send_record(event, key)
+
+
+class FeedbackProducer(_Producer):
+    """Sends labels to the feedback topic, keyed by event id."""
+
+    subject = "feedback"
+    _check = staticmethod(decode_feedback)
+
+    def __init__(self, settings: Settings, *, topic: str | None = None, **kwargs: Any) -> None:
+        super().__init__(settings, topic or settings.topic_feedback, **kwargs)
+
+    def send(self, event_id: str, label: bool | int | float | str, label_time: int | None = None, *,
+             key: str | bytes | None = None) -> DeliveryFuture:
+        """Queue the label of ``event_id``; ``label_time`` (ms) defaults to now."""
+        record = {"event_id": event_id, "label": label,
+                  "label_time": now_ms() if label_time is None else label_time}
+        return self.send_record(record, key)
+
+
+# ------------------------------------------------------------------ consuming
+@dataclass(frozen=True)
+class Prediction:
+    """One published prediction (the ``prediction`` schema; unknown newer fields in ``extra``)."""
+
+    event_id: str
+    entity: str
+    event_time: int
+    model_name: str
+    model_version: int
+    labels_learned: int
+    score: float
+    predicted: Any
+    probabilities: dict[str, float]
+    served_at: int
+    latency_ms: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_record(cls, rec: Mapping[str, Any]) -> Prediction:
+        known = {f.name for f in fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in rec.items() if k in known},
+                   extra={k: v for k, v in rec.items() if k not in known})
+
+
+def decode_prediction(data: bytes, registry: SchemaRegistry | None = None) -> Prediction:
+    """Wire bytes of the predictions topic -> :class:`Prediction` (raises InvalidRecord)."""
+    return Prediction.from_record((registry or SchemaRegistry.default()).decode("prediction", data))
+
+
+class InvalidMessage(InvalidRecord):
+    """A message on an output topic that does not decode; says where it is."""
+
+    def __init__(self, topic: str, partition: int, offset: int, err: InvalidRecord) -> None:
+        super().__init__(err.reason, f"{topic}[{partition}]@{offset}: {err.detail}")
+        self.topic, self.partition, self.offset = topic, partition, offset
+
+
+@dataclass(frozen=True)
+class ConsumedRecord:
+    value: dict[str, Any]
+    key: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+
+
+def _to_ms(ts: int | float | datetime) -> int:
+    if isinstance(ts, datetime):
+        if ts.tzinfo is None:  # naive means UTC, like event times
+            ts = ts.replace(tzinfo=UTC)
+        return int(ts.timestamp() * 1000)
+    return int(ts)
+
+
+class RecordConsumer(Generic[T]):
+    """Reads one topic of one schema subject; see :class:`PredictionConsumer` for the options.
+
+    Without ``group_id`` the consumer assigns itself every partition (no group join, no
+    commits). With ``group_id`` it joins that group: committed offsets win, and a record's
+    offset is stored for commit only after the iteration resumes past it (at least once).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        subject: str,
+        *,
+        group_id: str | None = None,
+        from_beginning: bool = False,
+        from_timestamp: int | datetime | None = None,
+        dedupe_key: Callable[[dict[str, Any]], Hashable] | None = None,
+        dedupe_window: int = 1_000_000,
+        on_invalid: Callable[[InvalidMessage], None] | None = None,
+        registry: SchemaRegistry | None = None,
+        **config: Any,
+    ) -> None:
+        if from_beginning and from_timestamp is not None:
+            raise ValueError("from_beginning and from_timestamp are exclusive")
+        self.settings, self.topic, self.subject = settings, topic, subject
+        self.registry = registry or SchemaRegistry.default()
+        if subject not in self.registry.subjects():
+            raise ValueError(f"unknown schema subject {subject!r}; known: {self.registry.subjects()}")
+        self.group_id = group_id
+        self.from_beginning = from_beginning
+        self.from_ts = None if from_timestamp is None else _to_ms(from_timestamp)
+        self.dedupe_key, self.dedupe_window = dedupe_key, dedupe_window
+        self.on_invalid = on_invalid
+        self._seen: OrderedDict[Hashable, None] = OrderedDict()
+        # brokers without timestamp lookup (tansu answers offset 0) are corrected client-side:
+        # per partition, records are skipped until the first one at or after from_ts
+        self._not_before: dict[int, int] = {}
+        self._seeked: set[int] = set()
+        self._unstored: list[Message] = []
+        self._buffer: deque[Message] = deque()
+        self._deferred: Exception | None = None
+        self.consumed = self.duplicates = self.invalid = 0
+        conf = settings.confluent_config(**{
+            "group.id": group_id or f"streamlearn-reader-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": group_id is not None,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest" if from_beginning else "latest",
+            "session.timeout.ms": int(settings.session_timeout_s * 1000),
+            "heartbeat.interval.ms": int(settings.heartbeat_interval_s * 1000),
+            "fetch.wait.max.ms": 100,
+        })
+        conf.update(config)
+        self._consumer = Consumer(conf)
+        self._closed = False
+        try:
+            parts = self._partitions()
+            if group_id is None:
+                self._consumer.assign(self._start_positions(parts))
+            else:
+                self._consumer.subscribe([topic], on_assign=self._on_assign)
+        except Exception:
+            self._consumer.close()
+            raise
+
+    def _partitions(self, timeout: float = 15.0) -> list[int]:
+        md = self._consumer.list_topics(self.topic, timeout=timeout).topics.get(self.topic)
+        if md is None or md.error is not None or not md.partitions:
+            reason = md.error.str() if md is not None and md.error is not None else "no partitions"
+            raise ValueError(f"topic {self.topic!r} is not available on {self.settings.kafka_bootstrap}: {reason}")
+        return sorted(md.partitions)
+
+    def _start_positions(self, parts: list[int]) -> list[TopicPartition]:
+        if self.from_ts is not None:
+            return self._timestamp_positions(parts)
+        if self.from_beginning:
+            return [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in parts]
+        # the end resolved now, not lazily at the first fetch: records published after the
+        # constructor returns are never missed
+        return [TopicPartition(self.topic, p, self._consumer.get_watermark_offsets(
+            TopicPartition(self.topic, p), timeout=15.0)[1]) for p in parts]
+
+    def _timestamp_positions(self, parts: list[int]) -> list[TopicPartition]:
+        found = self._consumer.offsets_for_times([TopicPartition(self.topic, p, self.from_ts) for p in parts],
+                                                 timeout=15.0)
+        out = []
+        for tp in found:
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+            # -1: nothing at or after the timestamp yet, so start at the end
+            out.append(TopicPartition(self.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END))
+            self._not_before[tp.partition] = self.from_ts
+            self._seeked.add(tp.partition)
+        return out
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.from_ts is None:
+            return
+        fresh = [tp.partition for tp in partitions if tp.partition not in self._seeked]
+        if fresh:
+            pos = {tp.partition: tp for tp in self._timestamp_positions(fresh)}
+            consumer.assign([pos.get(tp.partition, tp) for tp in partitions])
+
+    # --- reading ---------------------------------------------------------------------
+    def _convert(self, rec: ConsumedRecord) -> T:
+        return rec  # type: ignore[return-value]
+
+    def _next_message(self, timeout: float) -> Message | None:
+        # fetched messages wait here, so stopping early (max_items, an error) loses none
+        if not self._buffer:
+            self._buffer.extend(self._consumer.consume(500, timeout))
+        return self._buffer.popleft() if self._buffer else None
+
+    def _item(self, m: Message) -> T | None:
+        """The item for a message, or None when it is skipped (too old, duplicate, invalid)."""
+        err = m.error()
+        if err is not None:
+            if err.fatal() or err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                             KafkaError.TOPIC_AUTHORIZATION_FAILED):
+                raise KafkaException(err)
+            log.warning("consumer: %s", err)  # transient; librdkafka retries
+            return None
+        p = m.partition()
+        ts_type, ts = m.timestamp()
+        if p in self._not_before:
+            if ts_type != TIMESTAMP_NOT_AVAILABLE and ts < self._not_before[p]:
+                return None
+            del self._not_before[p]
+        try:
+            value = self.registry.decode(self.subject, m.value() or b"")
+        except InvalidRecord as exc:
+            self.invalid += 1
+            bad = InvalidMessage(m.topic(), p, m.offset(), exc)
+            if self.on_invalid is None:
+                raise bad from None
+            self.on_invalid(bad)
+            return None
+        if self.dedupe_key is not None:
+            k = self.dedupe_key(value)
+            if k in self._seen:
+                self.duplicates += 1
+                return None
+            self._seen[k] = None
+            if len(self._seen) > self.dedupe_window:
+                self._seen.popitem(last=False)
+        self.consumed += 1
+        rec = ConsumedRecord(value, m.key(), m.topic(), p, m.offset(),
+                             None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts)
+        return self._convert(rec)
+
+    def _store(self, msgs: list[Message]) -> None:
+        if self.group_id is not None and msgs and not self._closed:
+            self._consumer.store_offsets(offsets=[
+                TopicPartition(m.topic(), m.partition(), m.offset() + 1) for m in msgs if m.error() is None])
+
+    def poll(self, timeout: float = 1.0) -> list[T]:
+        """The next batch (possibly empty). The previous batch counts as processed."""
+        if self._deferred is not None:
+            err, self._deferred = self._deferred, None
+            raise err
+        self._store(self._unstored)
+        self._unstored = []
+        items: list[T] = []
+        m = self._next_message(timeout)
+        while m is not None:
+            try:
+                item = self._item(m)
+            except (InvalidMessage, KafkaException) as exc:
+                if not items:
+                    raise
+                self._deferred = exc  # hand out what came before it first
+                break
+            self._unstored.append(m)
+            if item is not None:
+                items.append(item)
+            m = self._buffer.popleft() if self._buffer else None
+        return items
+
+    def iter(self, idle_timeout: float | None = None, max_items: int | None = None) -> Iterator[T]:
+        """Yield items; stop after ``idle_timeout`` s without a new one or after ``max_items``.
+
+        A record's offset is stored for commit when the loop comes back for the next one.
+        """
+        self._store(self._unstored)
+        self._unstored = []
+        n = 0
+        last = time.monotonic()
+        while max_items is None or n < max_items:
+            m = self._next_message(0.2)
+            if m is None:
+                if idle_timeout is not None and time.monotonic() - last > idle_timeout:
+                    return
+                continue
+            item = self._item(m)
+            if item is not None:
+                yield item
+                n += 1
+                last = time.monotonic()
+            self._store([m])
+
+    def __iter__(self) -> Iterator[T]:
+        return self.iter()
+
+    def commit(self) -> None:
+        """Commit what has been processed so far (group mode; otherwise a no-op)."""
+        if self.group_id is not None:
+            self._store(self._unstored)
+            self._unstored = []
+            try:
+                self._consumer.commit(asynchronous=False)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError._NO_OFFSET:
+                    raise
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.commit()
+        finally:
+            self._closed = True
+            self._consumer.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+
+class PredictionConsumer(RecordConsumer[Prediction]):
+    """Iterates :class:`Prediction` objects from the predictions topic.
+
+    ``group_id``: join this consumer group (resume from its committed offsets); default: a
+    private reader that commits nothing. ``from_beginning``: start at the first record
+    (with a group: only if the group has no committed offset). ``from_timestamp`` (ms or
+    datetime): start at the first record at or after it. ``dedupe=True``: drop repeated
+    event ids (the worker delivers at least once; the last ``dedupe_window`` ids are kept).
+    ``shadow=True`` reads the challengers' topic instead (deduplicated per model version).
+    Needs a broker, so not a doctest::
+
+        with PredictionConsumer(settings, from_beginning=True, dedupe=True) as preds:
+            for p in preds.iter(idle_timeout=5):
+                print(p.event_id, p.score, p.latency_ms)
+    """
+
+    def __init__(self, settings: Settings, *, dedupe: bool = False, shadow: bool = False, **kwargs: Any) -> None:
+        key: Callable[[dict[str, Any]], Hashable] | None = None
+        if dedupe:
+            key = ((lambda r: (r["event_id"], r["model_name"], r["model_version"])) if shadow
+                   else (lambda r: r["event_id"]))
+        topic = settings.topic_shadow if shadow else settings.topic_predictions
+        super().__init__(settings, topic, "prediction", dedupe_key=key, **kwargs)
+
+    def _convert(self, rec: ConsumedRecord) -> Prediction:
+        return Prediction.from_record(rec.value)
