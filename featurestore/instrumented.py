@@ -4,13 +4,16 @@ Wrapping the backend (instead of editing the loop) measures exactly the store ro
 the loop makes, whatever code path makes them. ``busy_s`` is the running total of time
 spent in calls, which lets the worker split a loop batch into store time and compute time.
 
+Every abstract method of :class:`Backend` is forwarded and timed automatically, so an
+operation added to the interface later is measured (as ``op=<method name>``) without
+touching this file; other attributes (``client``, ``url``) pass through to the wrapped store.
+
 >>> import asyncio
 >>> from streamlearn.featurestore.backend import MemoryBackend, WriteBatch
 >>> from streamlearn.metrics import Metrics
 >>> m = Metrics()
 >>> store = InstrumentedBackend(MemoryBackend(), m)
->>> asyncio.run(store.write_batch(WriteBatch(sets={"k": (b"v", 0)})))
-{}
+>>> _ = asyncio.run(store.write_batch(WriteBatch(sets={"k": (b"v", 0)})))
 >>> asyncio.run(store.read_many(["k"]))
 [b'v']
 >>> 'streamlearn_feature_store_seconds_count{op="read"} 1.0' in m.exposition().decode()
@@ -19,13 +22,21 @@ True
 
 from __future__ import annotations
 
+import abc
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine
+from typing import Any
 
-from streamlearn.featurestore.backend import Backend, WriteBatch
+from streamlearn.featurestore.backend import Backend
 from streamlearn.metrics import Metrics
 
-OPS = ("read", "write", "read_list", "ping", "park")
+# short, stable op labels for the hot calls; anything else is labelled by its method name
+OP_NAMES = {"read_many": "read", "write_batch": "write"}
+UNTIMED_BUSY = {"ping"}  # health checks run beside the loop: not part of its batches
+
+
+def _op(method: str) -> str:
+    return OP_NAMES.get(method, method)
 
 
 class InstrumentedBackend(Backend):
@@ -34,58 +45,45 @@ class InstrumentedBackend(Backend):
         # the loop retries on these: they must be the wrapped store's, not the ABC's defaults
         self.transient_errors = inner.transient_errors
         self.busy_s = 0.0
-        self._hist = {op: metrics.store_latency.labels(op) for op in OPS}
-        self._errors = {op: metrics.store_errors.labels(op) for op in OPS}
+        ops = [_op(name) for name in sorted(Backend.__abstractmethods__)]
+        self._hist = {op: metrics.store_latency.labels(op) for op in ops}
+        self._errors = {op: metrics.store_errors.labels(op) for op in ops}
 
     def _done(self, op: str, t0: float, ok: bool) -> None:
         dt = time.perf_counter() - t0
-        if op != "ping":  # health checks run beside the loop: not part of its batches
+        if op not in UNTIMED_BUSY:
             self.busy_s += dt
         self._hist[op].observe(dt)
         if not ok:
             self._errors[op].inc()
 
-    async def read_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        t0, ok = time.perf_counter(), False
-        try:
-            out = await self.inner.read_many(keys)
-            ok = True
-            return out
-        finally:
-            self._done("read", t0, ok)
-
-    async def write_batch(self, batch: WriteBatch) -> dict[str, bytes | None]:
-        t0, ok = time.perf_counter(), False
-        try:
-            out = await self.inner.write_batch(batch)
-            ok = True
-            return out
-        finally:
-            self._done("write", t0, ok)
-
-    async def park_unless_present(self, items: Sequence[tuple[str, bytes, int, str]]) -> list[bytes | None]:
-        t0, ok = time.perf_counter(), False
-        try:
-            out = await self.inner.park_unless_present(items)
-            ok = True
-            return out
-        finally:
-            self._done("park", t0, ok)
-
-    async def read_list(self, key: str) -> list[bytes]:
-        t0, ok = time.perf_counter(), False
-        try:
-            out = await self.inner.read_list(key)
-            ok = True
-            return out
-        finally:
-            self._done("read_list", t0, ok)
-
-    async def ping(self) -> bool:
-        t0 = time.perf_counter()
-        ok = await self.inner.ping()
-        self._done("ping", t0, ok)
-        return ok
+    def __getattr__(self, name: str) -> Any:
+        # only reached for attributes this wrapper does not define
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+def _timed(method: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+    op = _op(method)
+
+    async def call(self: InstrumentedBackend, *args: Any, **kwargs: Any) -> Any:
+        t0, ok = time.perf_counter(), False
+        try:
+            out = await getattr(self.inner, method)(*args, **kwargs)
+            ok = out is not False  # ping reports failure by returning False
+            return out
+        finally:
+            self._done(op, t0, ok)
+
+    call.__name__ = call.__qualname__ = method
+    call.__doc__ = getattr(Backend, method).__doc__
+    return call
+
+
+for _method in Backend.__abstractmethods__:
+    setattr(InstrumentedBackend, _method, _timed(_method))
+abc.update_abstractmethods(InstrumentedBackend)
