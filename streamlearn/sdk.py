@@ -423,7 +423,7 @@ class RecordConsumer(Generic[T]):
             if group_id is None:
                 self._consumer.assign(self._start_positions(parts))
             else:
-                self._consumer.subscribe([topic], on_assign=self._on_assign)
+                self._consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         except Exception:
             self._consumer.close()
             raise
@@ -465,6 +465,12 @@ class RecordConsumer(Generic[T]):
         if fresh:
             pos = {tp.partition: tp for tp in self._timestamp_positions(fresh)}
             consumer.assign([pos.get(tp.partition, tp) for tp in partitions])
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # fetched but not handed out: the partitions' new owner reads them from the commit
+        gone = {tp.partition for tp in partitions}
+        self._buffer = deque(m for m in self._buffer if m.partition() not in gone)
+        self._unstored = [m for m in self._unstored if m.partition() not in gone]
 
     # --- reading ---------------------------------------------------------------------
     def _convert(self, rec: ConsumedRecord) -> T:
@@ -515,8 +521,11 @@ class RecordConsumer(Generic[T]):
 
     def _store(self, msgs: list[Message]) -> None:
         if self.group_id is not None and msgs and not self._closed:
-            self._consumer.store_offsets(offsets=[
-                TopicPartition(m.topic(), m.partition(), m.offset() + 1) for m in msgs if m.error() is None])
+            try:
+                self._consumer.store_offsets(offsets=[
+                    TopicPartition(m.topic(), m.partition(), m.offset() + 1) for m in msgs if m.error() is None])
+            except KafkaException as exc:  # revoked meanwhile: the new owner re-reads it (at least once)
+                log.warning("offset not stored: %s", exc)
 
     def poll(self, timeout: float = 1.0) -> list[T]:
         """The next batch (possibly empty). The previous batch counts as processed."""
