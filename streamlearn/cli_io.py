@@ -23,6 +23,8 @@ with the time it is sent, in either format.
 [(1, 'dict'), (3, 'InvalidRecord')]
 >>> parse_rate("200/s"), parse_rate(None)
 (200.0, None)
+>>> record_key({"entity": "card-7", "features": {"merchant": "m1"}}, "merchant")
+'m1'
 """
 
 from __future__ import annotations
