@@ -9,6 +9,7 @@ never derived from code structure, so renaming code never orphans data.
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from typing import Any, Literal
@@ -64,6 +65,54 @@ class Settings(BaseSettings):
     feature_view: str = Field("entity_v1", description="name from streamlearn.featurestore.definitions")
     artifact_key: SecretStr = Field(
         SecretStr("streamlearn-dev-key-change-me"), description="HMAC-SHA256 key for model artifacts"
+    )
+
+    # --- model lifecycle: registry, promotion gate, limits, canary, drift ----------------
+    # (the pure logic reading these: models/registry.py, gate.py, canary.py, drift.py)
+    registry_url: str = Field(
+        "", description="model registry: redis://... or file:///dir; empty = the state Redis (REDIS_URL)"
+    )
+    gate_alpha: float = Field(0.05, gt=0, lt=1, description="false-promotion bound, valid checked every event")
+    gate_margin: float = Field(0.0, ge=0, description="challenger must beat the champion's mean loss by more")
+    gate_min_samples: int = Field(500, ge=1, description="paired labeled events before any promotion")
+    gate_floor: float = Field(0.5, description="absolute quality floor of the challenger's rolling metric")
+    gate_floor_metric: Literal["accuracy", "loss"] = Field(
+        "accuracy", description="accuracy: floor is a minimum; loss: floor is a maximum mean loss"
+    )
+    gate_loss: Literal["brier", "log", "zero_one", "abs", "squared"] = "brier"
+    gate_log_eps: float = Field(1e-3, gt=0, lt=0.5, description="log loss clips probabilities to [eps, 1-eps]")
+    gate_loss_scale: float = Field(1.0, gt=0, description="regression errors are clipped to this")
+    gate_window: int = Field(1000, ge=1, description="rolling window (paired events) for reports and the floor")
+    promotion_max: int = Field(1, ge=1, description="at most this many promotions per promotion_window_s")
+    promotion_window_s: float = Field(3600.0, gt=0)
+    promotion_cooldown_s: float = Field(600.0, ge=0, description="no promotion this long after the last one")
+    promotions_frozen: bool = Field(False, description="kill switch: refuse every automatic promotion")
+    canary_fraction: float = Field(0.1, gt=0, le=1, description="share of entities a canary serves")
+    canary_window: int = Field(1000, ge=1, description="labeled canary events before it becomes champion")
+    canary_threshold: float = Field(0.02, ge=0, description="roll back if its mean loss is worse by more")
+    canary_alpha: float = Field(0.05, gt=0, lt=1)
+    drift_concept_detector: Literal["adwin", "ddm", "page_hinkley"] = "adwin"
+    drift_concept_params: dict[str, float] = Field(
+        default_factory=dict, description="overrides of the detector's parameters, e.g. {\"delta\": 0.01}"
+    )
+    drift_grace: int = Field(1000, ge=0, description="labels before concept alarms count (model warm-up)")
+    drift_min_gap: int = Field(1000, ge=0, description="labels between two concept alarms")
+    drift_critical_delta: float = Field(0.1, gt=0, description="error-rate rise that makes an alarm critical")
+    drift_feature_reference: int = Field(1000, ge=10, description="events in the data-drift reference window")
+    drift_feature_window: int = Field(500, ge=10, description="events per data-drift check")
+    drift_feature_alpha: float = Field(0.01, gt=0, lt=1, description="family-wise false-alarm budget per check")
+    drift_feature_correction: Literal["holm", "bonferroni", "none"] = "holm"
+    drift_bias_window: int = Field(1000, ge=1)
+    drift_bias_threshold: float = Field(0.1, gt=0, description="|mean score - mean label| that alarms")
+    drift_rollback_within: int = Field(2000, ge=0, description="labels after a promotion in which drift rolls back")
+    drift_actions: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "concept.warning": ["warn"], "concept.drift": ["warn", "start_challenger"],
+            "concept.critical": ["warn", "start_challenger", "request_retrain"],
+            "data.drift": ["warn"], "data.critical": ["warn", "start_challenger"],
+            "bias.drift": ["warn"], "bias.critical": ["warn", "start_challenger"],
+        },
+        description="'<kind>.<severity>' -> actions (warn, start_challenger, request_retrain, rollback)",
     )
 
     # --- state lifetimes (seconds, wall clock) ------------------------------------------
@@ -132,7 +181,8 @@ class Settings(BaseSettings):
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
-            env[ENV_PREFIX + name.upper()] = str(value)
+            # complex fields (dicts, lists) are parsed from the environment as JSON
+            env[ENV_PREFIX + name.upper()] = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
         return env
 
     def redacted(self) -> dict[str, Any]:
