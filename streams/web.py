@@ -96,6 +96,7 @@ class MetricsView(web.View):
     async def get(self, request: web.Request) -> web.Response:
         runtime = _runtime(self)
         refresh_metrics(self.app, runtime)
+        await readiness(self.app, runtime)  # streamlearn_ready is current even if nobody probes /ready
         _count(self, "metrics", 200)
         return self.bytes(runtime.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
