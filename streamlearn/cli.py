@@ -11,6 +11,7 @@ import typer
 
 from streamlearn import cli_io
 from streamlearn.cli_models import app as models_app
+from streamlearn.replay import cli as replay_cli
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Streaming online learning on Kafka + Redis (Faust agents, River models).")
@@ -125,6 +126,7 @@ def drift_eval(
 
 
 cli_io.register(app)  # produce, feedback, tail (streamlearn/cli_io.py)
+replay_cli.register(app)  # archive run, replay inspect/republish, backtest, retrain (replay/cli.py)
 
 
 def main() -> None:

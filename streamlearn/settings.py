@@ -136,6 +136,13 @@ class Settings(BaseSettings):
     max_poll_interval_s: float = 60.0
     fetch_max_wait_ms: int = Field(20, ge=1, description="broker-side wait for fetch data (Faust: 1500)")
 
+    # --- replay archive (streamlearn archive run; see README "Replay, backtests and retraining")
+    archive_dir: str = Field("streamlearn-archive", description="archive root: a local directory")
+    archive_group_id: str = Field("streamlearn-archiver-v1", description="the archiver's consumer group")
+    archive_roll_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="roll an archive file at this size")
+    archive_roll_s: float = Field(300.0, gt=0, description="... or when it is this old (seconds)")
+    archive_retention_days: float = Field(0.0, ge=0, description="delete archive files older than this; 0 = keep")
+
     # --- HTTP ----------------------------------------------------------------------------
     web_host: str = "127.0.0.1"
     web_port: int = 6066

@@ -1,0 +1,558 @@
+"""Backtests: the archive through the online loop, in-process, as fast as the CPU allows.
+
+``streamlearn backtest --archive DIR --model SPEC [--model SPEC2 ...]`` reads the archive,
+builds the step order (:mod:`streamlearn.replay.schedule`: *recorded* when the archive
+holds the live run's predictions and no ``--from`` is given, else *arrival*), and runs the
+steps through one :class:`~streamlearn.streams.pipeline.OnlineLoop` per model on a
+:class:`~streamlearn.featurestore.backend.MemoryBackend` (``replay.inprocess.memory_loop``):
+the feature and model code the worker runs. Writes to ``--out``:
+
+* ``predictions.jsonl`` -- every prediction of every model, in processing order. The same
+  archive, range and specs give byte-identical files (no wall clock in it);
+* ``metrics.json`` / ``metrics.csv`` -- metrics over time, models side by side: cumulative
+  progressive metrics (what the worker reports) and the same metrics over each window;
+* ``metrics.png`` -- the windowed metrics per model over event time;
+* ``summary.json`` -- mode, counts, archive problems, divergences from the record, timing.
+
+It also runs a bare River loop on the same steps (the same feature view and a fresh
+model, ``predict_proba_one``/``learn_one`` in a plain loop) and prints both throughputs.
+
+Lifecycle: rows have room for the drift and promotion decisions the lifecycle logic would
+have taken (``lifecycle_events``); they come from a :class:`LifecycleHook`, which the
+lifecycle integration provides. Without one, none are reported (never invented).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import logging
+import math
+import time
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from river import base
+
+from streamlearn.featurestore.definitions import get_view
+from streamlearn.models.learner import Learner
+from streamlearn.models.spec import build_model, is_classifier
+from streamlearn.replay.inprocess import memory_loop
+from streamlearn.replay.reader import Archive
+from streamlearn.replay.schedule import RecordedSchedule, Step, arrival_steps, merge_by_recorded_order
+from streamlearn.streams.pipeline import OnlineLoop, Prediction
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------- inputs
+def parse_time(value: str | int | None) -> int | None:
+    """ms since epoch from an int/str of ms or an ISO-8601 time (UTC if no zone).
+
+    >>> parse_time("2023-11-14T22:13:20Z"), parse_time("1700000000000"), parse_time(None)
+    (1700000000000, 1700000000000, None)
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) or str(value).lstrip("-").isdigit():
+        return int(value)
+    try:
+        dt = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise ValueError(f"not a time: {value!r} (use ISO-8601, e.g. 2024-05-01T00:00:00Z, "
+                         "or milliseconds since the epoch)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def iso(ms: int | None) -> str:
+    if ms is None:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+@dataclass
+class Plan:
+    """What to run: steps plus how they were derived."""
+
+    mode: str
+    steps: list[Step]
+    n_events: int
+    notes: list[str] = field(default_factory=list)
+    reference: tuple[str, int] | None = None  # (model name, version) whose record is reproduced
+    schedule: RecordedSchedule | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _reference_predictions(archive: Archive, reference: tuple[str, int] | None
+                           ) -> tuple[tuple[str, int] | None, dict[str, deque[int]]]:
+    preds: list[tuple[str, str, int, int]] = []
+    for tp in archive.partitions("prediction"):
+        for _, p in archive.decoded(archive.partition_records("prediction", *tp)):
+            preds.append((p["event_id"], p["model_name"], p["model_version"], p["labels_learned"]))
+    if not preds:
+        return None, {}
+    if reference is None:  # the model that served most events: the one to reproduce
+        counts = Counter((name, v) for _, name, v, _ in preds)
+        reference = min(counts, key=lambda k: (-counts[k], k))
+    by_event: dict[str, deque[int]] = defaultdict(deque)
+    for eid, name, v, labels in preds:
+        if (name, v) == reference:
+            by_event[eid].append(labels)
+    return reference, by_event
+
+
+def _feedback_offset_order(archive: Archive) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """Feedback as the learner consumed it: offset order (one partition by design; several
+    are merged by Kafka timestamp, which is then not exact)."""
+    parts = [archive.decoded(archive.partition_records("feedback", *tp)) for tp in archive.partitions("feedback")]
+    if len(parts) == 1:
+        yield from parts[0]
+        return
+    keyed = (((r["timestamp"], r["partition"], r["offset"]), (r, v)) for it in parts for r, v in it)
+    for _, item in sorted(keyed, key=lambda kv: kv[0]):
+        yield item
+
+
+def plan_recorded(archive: Archive, end: int | None, reference: tuple[str, int] | None = None) -> Plan:
+    ref, recorded = _reference_predictions(archive, reference)
+    if ref is None:
+        raise ValueError("the archive holds no predictions: a recorded replay needs them (use --join arrival)")
+    missing = 0
+
+    def partition_events(topic: str, partition: int) -> Iterator[tuple[dict[str, Any], int, int, int]]:
+        nonlocal missing
+        last = 0
+        for rec, ev in archive.decoded(archive.partition_records("event", topic, partition)):
+            if end is not None and ev["event_time"] >= end:
+                continue
+            q = recorded.get(ev["event_id"])
+            if q:
+                last = q.popleft()
+            else:  # no prediction of the reference model: keep the partition's last count
+                missing += 1
+            yield ev, last, partition, rec["offset"]
+
+    events = list(merge_by_recorded_order([partition_events(*tp) for tp in archive.partitions("event")]))
+    sched = RecordedSchedule(events, (fb for _, fb in _feedback_offset_order(archive)))
+    steps = list(sched.steps())
+    notes = [f"recorded: reproducing {ref[0]} v{ref[1]} (labels_learned of its predictions)"]
+    if missing:
+        notes.append(f"{missing} event(s) have no prediction of the reference model: scored with the "
+                     "previous event's label count (not an exact reproduction there)")
+    if len(archive.partitions("feedback")) > 1:
+        notes.append("feedback has several partitions: merged by Kafka timestamp (not exact)")
+    return Plan("recorded", steps, len(events), notes, ref, sched,
+                {"events_without_prediction": missing, "labels_never_joined": sched.unjoined})
+
+
+def plan_arrival(archive: Archive, start: int | None, end: int | None, batch: int = 256) -> Plan:
+    events: list[dict[str, Any]] = []
+    seen: dict[str, tuple[int, int]] = {}
+    for rec, ev in archive.decoded(archive.by_event_time("event", start, end)):
+        events.append(ev)
+        seen.setdefault(ev["event_id"], (ev["event_time"], rec["timestamp"]))
+    feedback: list[tuple[int, int, dict[str, Any]]] = []
+    dropped = 0
+    for seq, (rec, fb) in enumerate(_feedback_offset_order(archive)):
+        got = seen.get(fb["event_id"])
+        if got is None:
+            dropped += 1  # its event is outside the range (or was never archived)
+            continue
+        event_time, event_ts = got
+        feedback.append((event_time + max(0, rec["timestamp"] - event_ts), seq, fb))
+    feedback.sort(key=lambda t: (t[0], t[1]))
+    steps = list(arrival_steps(events, [(t, fb) for t, _, fb in feedback], batch))
+    notes = ["arrival: labels joined at their event's time plus the delay production saw"]
+    return Plan("arrival", steps, len(events), notes, counts={"labels_outside_range": dropped})
+
+
+def make_plan(archive: Archive, start: int | None = None, end: int | None = None, join: str = "auto",
+              reference: tuple[str, int] | None = None) -> Plan:
+    if join not in ("auto", "recorded", "arrival"):
+        raise ValueError(f"--join must be auto, recorded or arrival, not {join!r}")
+    has_preds = bool(archive.files("prediction"))
+    if join == "recorded" and start is not None:
+        raise ValueError("a recorded replay starts where the live model started: drop --from or use --join arrival")
+    if join == "recorded" or (join == "auto" and has_preds and start is None):
+        return plan_recorded(archive, end, reference)
+    plan = plan_arrival(archive, start, end)
+    if join == "auto" and has_preds:
+        plan.notes.append("predictions are archived but --from was given: a recorded replay must start "
+                          "with the live model, so labels are joined by arrival")
+    return plan
+
+
+# ---------------------------------------------------------------------- running
+class LifecycleHook(Protocol):
+    """Decisions the lifecycle logic would take, evaluated at each metrics row.
+
+    Returns records like ``{"kind": "drift" | "promotion", "model": label, "detail": ...}``.
+    The lifecycle integration (models/gate.py) implements this; there is no default.
+    """
+
+    def on_row(self, row: dict[str, Any], loops: dict[str, OnlineLoop]) -> list[dict[str, Any]]: ...
+
+
+class _NullClassifier(base.Classifier):
+    def learn_one(self, x, y):  # noqa: ANN001 - River signature
+        pass
+
+    def predict_proba_one(self, x):  # noqa: ANN001
+        return {}
+
+
+class _NullRegressor(base.Regressor):
+    def learn_one(self, x, y):  # noqa: ANN001
+        pass
+
+    def predict_one(self, x):  # noqa: ANN001
+        return 0.0
+
+
+def _window_learner(learner: Learner) -> Learner:
+    """A learner without a model: the Learner's own metric code over one window of labels."""
+    null = _NullClassifier() if learner.classifier else _NullRegressor()
+    return Learner(learner.name, learner.spec, version=learner.version, model=null)
+
+
+def _served_for(rec: dict[str, Any], version: int) -> dict[str, Any]:
+    # the served record keeps each model's prediction under "m" (ModelSet); older: flat
+    return rec["m"].get(str(version), {}) if "m" in rec else rec
+
+
+@dataclass
+class ModelRun:
+    label: str
+    spec: str
+    loop: OnlineLoop
+    window: Learner = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.window = _window_learner(self.loop.learner)
+        self.window_classes: set[Any] = set()
+        self.classes: set[Any] = set()
+        self.loop.on_learn = self._on_learn
+
+    def _on_learn(self, eid: str, y: Any, rec: dict[str, Any]) -> None:
+        self.window.learn(rec["x"], y, _served_for(rec, self.loop.learner.version))
+        self.window_classes.add(y)
+
+    def cumulative(self) -> dict[str, float | None]:
+        self.classes |= self.window_classes
+        return _defined(self.loop.learner.metric_values(), self.classes)
+
+    def take_window(self) -> dict[str, float | None]:
+        out: dict[str, Any] = _defined(self.window.metric_values(), self.window_classes)
+        out["labels"] = self.window.labels_learned
+        self.window = _window_learner(self.loop.learner)
+        self.window_classes = set()
+        return out
+
+
+def _defined(values: dict[str, float], classes: set[Any]) -> dict[str, float | None]:
+    """Metrics as numbers, None where undefined (ROC AUC needs both classes; River says 0)."""
+    out = {k: _finite(v) for k, v in values.items()}
+    if "roc_auc" in out and len(classes) < 2:
+        out["roc_auc"] = None
+    return out
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def _labels(specs: list[str]) -> list[str]:
+    seen: Counter = Counter()
+    out = []
+    for s in specs:
+        seen[s] += 1
+        out.append(s if seen[s] == 1 else f"{s}#{seen[s]}")
+    return out
+
+
+def _prediction_line(label: str, p: Prediction) -> str:
+    return json.dumps({"model": label, "event_id": p.event_id, "entity": p.entity, "event_time": p.event_time,
+                       "labels_learned": p.labels_learned, "score": p.score, "predicted": p.predicted,
+                       "probabilities": p.probabilities}, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass
+class BacktestResult:
+    plan: Plan
+    rows: list[dict[str, Any]]
+    final: dict[str, dict[str, float | None]]
+    counters: dict[str, dict[str, int]]
+    divergences: list[str]
+    loop_seconds: float
+    read_seconds: float
+    lifecycle_events: list[dict[str, Any]]
+    bare: dict[str, Any] | None = None
+    out: Path | None = None
+
+    @property
+    def events_per_s(self) -> float:
+        return self.plan.n_events / self.loop_seconds if self.loop_seconds > 0 else float("inf")
+
+
+async def _execute(plan: Plan, runs: list[ModelRun], sink: io.TextIOBase | None, every: int,
+                   on_progress: Callable[[int], None], hook: LifecycleHook | None
+                   ) -> tuple[list[dict[str, Any]], list[str], list[dict[str, Any]], float]:
+    rows: list[dict[str, Any]] = []
+    divergences: list[str] = []
+    lifecycle: list[dict[str, Any]] = []
+    scored = last_row_at = 0
+    last_time: int | None = None
+    elapsed = 0.0
+    ref = runs[0].loop
+
+    def row() -> None:
+        nonlocal last_row_at
+        r: dict[str, Any] = {"row": len(rows), "events": scored, "event_time": last_time,
+                             "time": iso(last_time), "labels": ref.learner.labels_learned, "models": {}}
+        for run in runs:
+            r["models"][run.label] = {
+                "cumulative": run.cumulative(),
+                "window": run.take_window(),
+            }
+        if hook is not None:
+            events = hook.on_row(r, {run.label: run.loop for run in runs})
+            r["lifecycle_events"] = events
+            lifecycle.extend(events)
+        rows.append(r)
+        last_row_at = scored
+
+    for step in plan.steps:
+        t0 = time.perf_counter()
+        if step.kind == "score":
+            outs = [await run.loop.score_batch(step.items) for run in runs]
+        else:
+            for run in runs:
+                await run.loop.learn_batch(step.items)
+            outs = []
+        elapsed += time.perf_counter() - t0
+        if step.expect is not None and ref.learner.labels_learned != step.expect:
+            divergences.append(f"after a {step.kind} step of {len(step.items)} ending at "
+                               f"{step.items[-1]['event_id']}: loop learned {ref.learner.labels_learned}, "
+                               f"record implies {step.expect}")
+        if step.kind == "score":
+            if sink is not None:
+                for run, preds in zip(runs, outs):
+                    sink.write("".join(_prediction_line(run.label, p) + "\n" for p in preds))
+            scored += len(step.items)
+            last_time = step.items[-1]["event_time"]
+            on_progress(len(step.items))
+            if scored - last_row_at >= every:
+                row()
+    if scored > last_row_at or not rows:
+        row()
+    return rows, divergences, lifecycle, elapsed
+
+
+def bare_river_loop(steps: list[Step], view_name: str, spec: str) -> tuple[float, list[float]]:
+    """The same steps with the feature view and a River model in a plain loop: the speed
+    reference. Same join rules, so its scores equal the backtest's first model's."""
+    view, model = get_view(view_name), build_model(spec)
+    classifier = is_classifier(model)
+    states: dict[str, Any] = {}
+    served: dict[str, dict[str, float]] = {}
+    learned: set[str] = set()
+    pending: dict[str, Any] = {}
+    scores: list[float] = []
+    t0 = time.perf_counter()
+    for step in steps:
+        if step.kind == "score":
+            joined = []
+            for ev in step.items:
+                eid = ev["event_id"]
+                x = served.get(eid)
+                if x is None:
+                    x, states[ev["entity"]] = view.compute(ev, states.get(ev["entity"]))
+                    served[eid] = x
+                    if eid in pending:
+                        joined.append(eid)
+                if classifier:
+                    proba = model.predict_proba_one(x)
+                    scores.append(float(proba.get(True, proba.get(1, max(proba.values())))) if proba else 0.0)
+                else:
+                    scores.append(float(model.predict_one(x) or 0.0))
+            for eid in joined:
+                model.learn_one(served[eid], pending.pop(eid))
+                learned.add(eid)
+        else:
+            seen: set[str] = set()
+            for fb in step.items:
+                eid = fb["event_id"]
+                if eid in learned or eid in seen:
+                    pass
+                elif eid not in served:
+                    pending[eid] = fb["label"]
+                else:
+                    model.learn_one(served[eid], fb["label"])
+                    learned.add(eid)
+                seen.add(eid)
+    return time.perf_counter() - t0, scores
+
+
+def run_backtest(
+    archive: Archive | str | Path,
+    specs: list[str],
+    *,
+    view: str = "entity_v1",
+    start: int | None = None,
+    end: int | None = None,
+    join: str = "auto",
+    reference: tuple[str, int] | None = None,
+    out: Path | None = None,
+    rows: int = 50,
+    progress: bool = False,
+    bare: bool = True,
+    hook: LifecycleHook | None = None,
+) -> BacktestResult:
+    if not specs:
+        raise ValueError("give at least one --model")
+    for s in specs:
+        build_model(s)  # unknown spec: a clear error before any work
+    get_view(view)
+    t0 = time.perf_counter()
+    if not isinstance(archive, Archive):
+        archive = Archive.open(archive)
+    plan = make_plan(archive, start, end, join, reference)
+    read_s = time.perf_counter() - t0
+    runs = [ModelRun(label, spec, memory_loop(view, spec, name=label)) for label, spec in zip(_labels(specs), specs)]
+    every = max(1, math.ceil(plan.n_events / max(1, rows)))
+    sink: io.TextIOBase | None = None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        sink = open(out / "predictions.jsonl", "w", encoding="utf-8", newline="\n")
+    bar, update = _progress(progress, plan.n_events)
+    try:
+        rows_out, divergences, lifecycle, loop_s = asyncio.run(_execute(plan, runs, sink, every, update, hook))
+    finally:
+        if bar is not None:
+            bar.stop()
+        if sink is not None:
+            sink.close()
+    if plan.schedule is not None:
+        divergences = [str(d) for d in plan.schedule.divergences] + divergences
+    result = BacktestResult(
+        plan=plan, rows=rows_out,
+        final={r.label: {k: _finite(v) for k, v in r.loop.learner.metric_values().items()} for r in runs},
+        # final: exactly what the worker reports (its status metrics), for comparison
+        counters={r.label: r.loop.counters.as_dict() for r in runs},
+        divergences=divergences, loop_seconds=loop_s, read_seconds=read_s, lifecycle_events=lifecycle,
+    )
+    if bare:
+        bare_s, bare_scores = bare_river_loop(plan.steps, view, specs[0])
+        first = _first_model_scores(out) if out is not None else None
+        result.bare = {"spec": specs[0], "seconds": bare_s,
+                       "events_per_s": plan.n_events / bare_s if bare_s > 0 else float("inf"),
+                       "scores_identical": (first == bare_scores) if first is not None else None}
+    if out is not None:
+        result.out = out
+        write_outputs(result, archive, specs, view, start, end, out)
+    return result
+
+
+def _first_model_scores(out: Path) -> list[float]:
+    label = None
+    scores = []
+    with open(out / "predictions.jsonl", encoding="utf-8") as fo:
+        for line in fo:
+            rec = json.loads(line)
+            label = label or rec["model"]
+            if rec["model"] == label:
+                scores.append(rec["score"])
+    return scores
+
+
+def _progress(enabled: bool, total: int):  # noqa: ANN202 - (bar, callback)
+    if not enabled:
+        return None, lambda n: None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("backtest"), BarColumn(), MofNCompleteColumn(), TextColumn("events"),
+                   TimeElapsedColumn(), transient=False)
+    task = bar.add_task("backtest", total=total)
+    bar.start()
+    return bar, lambda n: bar.advance(task, n)
+
+
+# ---------------------------------------------------------------------- outputs
+def write_outputs(result: BacktestResult, archive: Archive, specs: list[str], view: str,
+                  start: int | None, end: int | None, out: Path) -> None:
+    labels = list(result.final)
+    metrics = {
+        "archive": str(getattr(archive.storage, "root", archive.storage)),
+        "range": {"from": start, "to": end, "from_iso": iso(start), "to_iso": iso(end)},
+        "mode": result.plan.mode, "view": view, "models": dict(zip(labels, specs)),
+        "events": result.plan.n_events, "rows": result.rows, "final": result.final,
+        "lifecycle_events": result.lifecycle_events,
+        "lifecycle": "evaluated" if result.lifecycle_events or any("lifecycle_events" in r for r in result.rows)
+        else "not evaluated: no lifecycle hook (drift/promotion decisions come from the lifecycle integration)",
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
+    _write_csv(result.rows, labels, out / "metrics.csv")
+    summary = {
+        "mode": result.plan.mode, "notes": result.plan.notes, "events": result.plan.n_events,
+        "reference_model": list(result.plan.reference) if result.plan.reference else None,
+        "counts": result.plan.counts, "counters": result.counters,
+        "divergences": len(result.divergences), "divergence_examples": result.divergences[:20],
+        "archive_problems": [str(p) for p in archive.problems],
+        "seconds": {"read_and_plan": round(result.read_seconds, 3), "loop": round(result.loop_seconds, 3)},
+        "events_per_s": round(result.events_per_s, 1), "bare_river_loop": result.bare,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    from streamlearn.replay.plot import plot_metrics
+
+    plot_metrics(metrics, out / "metrics.png")
+
+
+def _write_csv(rows: list[dict[str, Any]], labels: list[str], path: Path) -> None:
+    names: list[str] = []
+    for r in rows:
+        for label in labels:
+            for scope in ("cumulative", "window"):
+                for k in r["models"][label][scope]:
+                    col = f"{label}.{scope}.{k}"
+                    if col not in names:
+                        names.append(col)
+    with open(path, "w", newline="") as fo:
+        w = csv.writer(fo, lineterminator="\n")
+        w.writerow(["row", "events", "event_time", "time", "labels", *names])
+        for r in rows:
+            vals = []
+            for col in names:
+                label, scope, k = col.rsplit(".", 2)
+                v = r["models"][label][scope].get(k)
+                vals.append("" if v is None else repr(v))
+            w.writerow([r["row"], r["events"], r["event_time"], r["time"], r["labels"], *vals])
+
+
+def format_report(result: BacktestResult) -> str:
+    lines = [f"backtest ({result.plan.mode}): {result.plan.n_events} events, "
+             f"{len(result.final)} model(s)"]
+    lines += [f"  note: {n}" for n in result.plan.notes]
+    for label, m in result.final.items():
+        vals = ", ".join(f"{k}={v:.4f}" for k, v in m.items() if v is not None)
+        lines.append(f"  {label:<14} {vals}")
+    lines.append(f"  speed: backtest {result.events_per_s:,.0f} events/s (loop only, {len(result.final)} model(s)); "
+                 f"reading + planning {result.read_seconds:.2f}s")
+    if result.bare:
+        b = result.bare
+        ratio = b["events_per_s"] / result.events_per_s if result.events_per_s else float("nan")
+        same = {True: "identical scores", False: "SCORES DIFFER", None: "scores not compared"}[b["scores_identical"]]
+        lines.append(f"         bare River loop ({b['spec']}): {b['events_per_s']:,.0f} events/s "
+                     f"({ratio:.1f}x the backtest; {same})")
+    if result.divergences:
+        lines.append(f"  {len(result.divergences)} divergence(s) from the recorded run, first: {result.divergences[0]}")
+    if result.out:
+        lines.append(f"  wrote {result.out}/predictions.jsonl, metrics.json, metrics.csv, metrics.png, summary.json")
+    return "\n".join(lines)

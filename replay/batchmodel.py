@@ -1,0 +1,59 @@
+"""A fitted scikit-learn classifier behind River's interface, for the one scoring path.
+
+:class:`BatchClassifier` maps River's feature dict onto the training vocabulary (unknown
+features are ignored, missing ones are 0, exactly as in training), applies the fitted
+scaler and returns ``predict_proba`` as a ``{class: probability}`` dict. So it can sit in
+a :class:`~streamlearn.models.learner.Learner` (or a ModelSet as a challenger) and be
+scored, evaluated in shadow and gated like any River model.
+
+``learn_one`` is a no-op on purpose: a batch model is frozen between retrains (the next
+periodic retrain replaces it). The Learner still updates the model's progressive metrics
+with every label, which is what shadow evaluation and the gate look at. (River's
+``compat.SKL2RiverClassifier`` would call ``partial_fit`` per label, which neither
+HistGradientBoosting nor a scaled pipeline supports.)
+
+>>> import numpy as np
+>>> from sklearn.linear_model import LogisticRegression
+>>> X = np.array([[0.0], [1.0], [2.0], [3.0]]); y = np.array([False, False, True, True])
+>>> m = BatchClassifier(LogisticRegression().fit(X, y), None, ["amount"])
+>>> p = m.predict_proba_one({"amount": 3.0, "unseen": 1.0})
+>>> sorted(p), p[True] > 0.5
+([False, True], True)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from river import base
+
+
+def _py(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+class BatchClassifier(base.Classifier):
+    def __init__(self, estimator: Any, scaler: Any, features: list[str], model_id: str = "") -> None:
+        self.estimator = estimator
+        self.scaler = scaler
+        self.features = list(features)
+        self.model_id = model_id
+        self._index = {name: i for i, name in enumerate(self.features)}
+        self._classes = [_py(c) for c in estimator.classes_]
+
+    def vector(self, x: dict[str, float]) -> np.ndarray:
+        row = np.zeros((1, len(self.features)))
+        index = self._index
+        for k, v in x.items():
+            i = index.get(k)
+            if i is not None:
+                row[0, i] = v
+        return self.scaler.transform(row) if self.scaler is not None else row
+
+    def predict_proba_one(self, x: dict[str, float]) -> dict[Any, float]:
+        proba = self.estimator.predict_proba(self.vector(x))[0]
+        return {c: float(p) for c, p in zip(self._classes, proba)}
+
+    def learn_one(self, x: dict[str, float], y: Any) -> None:
+        """Frozen between retrains (see the module docstring)."""

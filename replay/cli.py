@@ -1,0 +1,159 @@
+"""CLI commands of the replay package, registered on the main ``streamlearn`` app:
+
+``archive run``, ``replay inspect``, ``replay republish``, ``backtest``, ``retrain``.
+Heavy imports happen inside the commands so ``streamlearn --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import typer
+
+archive_app = typer.Typer(no_args_is_help=True, help="The replay archive (events, feedback, predictions).")
+replay_app = typer.Typer(no_args_is_help=True, help="Look into and replay the archive.")
+
+ARCHIVE_OPT = typer.Option(None, "--archive", help="archive directory (default: settings.archive_dir)")
+
+
+def _archive_dir(archive: Path | None) -> str:
+    from streamlearn.settings import get_settings
+
+    return str(archive) if archive is not None else get_settings().archive_dir
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(2)
+
+
+def _open(archive: Path | None):  # noqa: ANN202 - Archive
+    from streamlearn.replay.reader import Archive
+    from streamlearn.settings import get_settings
+    from streamlearn.streams.codec import Limits
+
+    location = _archive_dir(archive)
+    if not Path(location).is_dir():
+        _fail(f"no archive at {location}")
+    return Archive.open(location, limits=Limits.from_settings(get_settings()))
+
+
+@archive_app.command("run")
+def archive_run(
+    archive: Path | None = ARCHIVE_OPT,
+    exit_when_idle: float | None = typer.Option(
+        None, help="exit once caught up with every partition and idle this many seconds (batch use)"),
+    loglevel: str = typer.Option("info"),
+) -> None:
+    """Run the archiver: copy events, feedback and predictions into Avro files (Ctrl-C/SIGTERM stops)."""
+    from streamlearn.replay.archive import Archiver
+    from streamlearn.replay.storage import open_storage
+    from streamlearn.settings import get_settings
+
+    logging.basicConfig(level=loglevel.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    s = get_settings()
+    archiver = Archiver(s, open_storage(_archive_dir(archive)))
+    stats = archiver.run(exit_when_idle_s=exit_when_idle, handle_signals=True)
+    typer.echo(json.dumps({"records": stats.records, "duplicates_skipped": stats.duplicates_skipped,
+                           "files": stats.files, "errors": stats.errors[:5]}))
+
+
+@replay_app.command("inspect")
+def replay_inspect(
+    archive: Path | None = ARCHIVE_OPT,
+    verify: bool = typer.Option(False, help="read every file and check it against its manifest"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """What the archive holds: time ranges, counts and offset gaps per topic/partition."""
+    from streamlearn.replay.inspect import format_summary, summarize
+
+    s = summarize(_open(archive), verify=verify)
+    typer.echo(json.dumps(s, indent=1) if as_json else format_summary(s))
+
+
+@replay_app.command("republish")
+def replay_republish(
+    to: str = typer.Option(..., "--to", help="target topic"),
+    archive: Path | None = ARCHIVE_OPT,
+    speed: str = typer.Option("max", help="10x (original timing, 10 times faster), 1x, or max"),
+    kind: str = typer.Option("event", help="event or feedback"),
+    start: str | None = typer.Option(None, "--from", help="ISO-8601 or epoch ms (record time)"),
+    end: str | None = typer.Option(None, "--to-time", help="ISO-8601 or epoch ms, exclusive"),
+) -> None:
+    """Push archived messages back to a topic with their original keys, in per-key order."""
+    from streamlearn.replay.backtest import parse_time
+    from streamlearn.replay.republish import parse_speed, republish
+    from streamlearn.settings import get_settings
+
+    if kind not in ("event", "feedback"):
+        _fail("--kind must be event or feedback")
+    try:
+        factor, t0, t1 = parse_speed(speed), parse_time(start), parse_time(end)
+    except ValueError as exc:
+        _fail(str(exc))
+    stats = republish(_open(archive), get_settings(), to, kind=kind, speed=factor, start=t0, end=t1)
+    typer.echo(f"republished {stats.sent} {kind} message(s) to {to} in {stats.seconds:.2f}s "
+               f"(source span {stats.source_span_ms / 1000:.1f}s)")
+
+
+def backtest(
+    archive: Path | None = ARCHIVE_OPT,
+    model: list[str] = typer.Option(..., "--model", help="model spec; repeat to compare side by side"),
+    start: str | None = typer.Option(None, "--from", help="ISO-8601 or epoch ms (event time)"),
+    end: str | None = typer.Option(None, "--to", help="ISO-8601 or epoch ms, exclusive"),
+    view: str | None = typer.Option(None, help="feature view (default: settings.feature_view)"),
+    out: Path = typer.Option(Path("backtest-out"), help="output directory"),
+    join: str = typer.Option("auto", help="auto, recorded (reproduce the live run) or arrival"),
+    rows: int = typer.Option(50, help="rows in the metrics-over-time table"),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+) -> None:
+    """Replay the archive through the online loop in-process; metrics over time, PNG, predictions."""
+    from streamlearn.replay.backtest import format_report, parse_time, run_backtest
+    from streamlearn.settings import get_settings
+
+    s = get_settings()
+    try:
+        result = run_backtest(_open(archive), model, view=view or s.feature_view, start=parse_time(start),
+                              end=parse_time(end), join=join, out=out, rows=rows, progress=progress)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(format_report(result))
+
+
+def retrain(
+    archive: Path | None = ARCHIVE_OPT,
+    estimator: str = typer.Option("sgd", help="sgd (out-of-core, chunked) or hgb (in memory)"),
+    train_from: str | None = typer.Option(None, help="start of the training window (default: archive start)"),
+    cutoff: str | None = typer.Option(None, help="end of training = start of the held-out window (default: 80%)"),
+    eval_to: str | None = typer.Option(None, help="end of the held-out window (default: archive end)"),
+    view: str | None = typer.Option(None, help="feature view (default: settings.feature_view)"),
+    chunk_size: int = typer.Option(5000, help="rows per out-of-core chunk"),
+    epochs: int = typer.Option(3, help="passes over the training chunks (sgd)"),
+    name: str = typer.Option("batch", help="model id prefix"),
+    out: Path = typer.Option(Path("retrain-out"), help="output directory (artifact + lineage)"),
+) -> None:
+    """Fit a scikit-learn model on a point-in-time training set from the archive; sign it with lineage."""
+    from streamlearn.replay.backtest import parse_time
+    from streamlearn.replay.retrain import RetrainConfig, format_result
+    from streamlearn.replay.retrain import retrain as run_retrain
+    from streamlearn.settings import get_settings
+
+    s = get_settings()
+    try:
+        cfg = RetrainConfig(view=view or s.feature_view, estimator=estimator, train_from=parse_time(train_from),
+                            cutoff=parse_time(cutoff), eval_to=parse_time(eval_to), chunk_size=chunk_size,
+                            epochs=epochs, name=name)
+        result = run_retrain(_open(archive), cfg, out, s.artifact_key.get_secret_value().encode())
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(format_result(result))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(archive_app, name="archive")
+    app.add_typer(replay_app, name="replay")
+    app.command("backtest")(backtest)
+    app.command("retrain")(retrain)

@@ -1,0 +1,267 @@
+"""Archive, reader and backtest logic without a broker (the wiring is in tests/test_replay.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from streamlearn import datasets
+from streamlearn.replay.archive import apply_retention
+from streamlearn.replay.backtest import run_backtest
+from streamlearn.replay.format import MANIFEST_SUFFIX, Manifest
+from streamlearn.replay.inprocess import memory_loop
+from streamlearn.replay.inspect import summarize
+from streamlearn.replay.reader import Archive
+from streamlearn.replay.schedule import RecordedSchedule
+from streamlearn.replay.storage import LocalStorage
+from streamlearn.replay.synthetic import archive_items
+from streamlearn.replay.writer import ArchiveWriter, KafkaRecord
+from streamlearn.schemas import SchemaRegistry
+from tests.helpers import feedback_for, make_events
+
+REG = SchemaRegistry.default()
+
+
+def _event_records(events, topic="events", partition=0, start_offset=0, ts=None):
+    enc = REG.encoder("event")
+    return [KafkaRecord("event", topic, partition, start_offset + i, ts or ev["event_time"], 1,
+                        ev["entity"].encode(), enc(ev)) for i, ev in enumerate(events)]
+
+
+# ---------------------------------------------------------------------- writer
+def test_restart_skips_redelivered_offsets_and_resumes_after_published_files(tmp_path):
+    store = LocalStorage(tmp_path)
+    recs = _event_records(make_events(30, seed=1))
+    w = ArchiveWriter(store, roll_bytes=10**9)
+    for r in recs[:10]:
+        w.append(r)
+    assert len(w.roll_all()) == 1
+    for r in recs[10:20]:
+        w.append(r)  # in staging only: a crash here loses nothing (Kafka re-delivers)
+
+    w2 = ArchiveWriter(store, roll_bytes=10**9)  # "restart"
+    assert w2.position("events", 0) == 10
+    w2.prepare_partition("events", 0)
+    assert not list(store.staging_dir().iterdir()), "the crashed writer's staging file is removed"
+    for r in recs[5:30]:  # Kafka re-delivers from the last commit, which may be earlier
+        w2.append(r)
+    w2.roll_all()
+    assert w2.duplicates_skipped == 5
+    a = Archive(store)
+    assert [rec["offset"] for m in a.files() for rec in a.read(m)] == list(range(30))
+
+
+def test_published_file_without_manifest_is_not_listed_and_removed_on_restart(tmp_path):
+    store = LocalStorage(tmp_path)
+    w = ArchiveWriter(store)
+    for r in _event_records(make_events(5, seed=2)):
+        w.append(r)
+    (m,) = w.roll_all()
+    store.delete(m.path + MANIFEST_SUFFIX)  # as if killed between publishing the data and its manifest
+    store.delete("_state/events/0.json")
+    a = Archive(store)
+    assert a.files() == [] and a.orphans == [m.path]
+    w2 = ArchiveWriter(store)
+    assert w2.position("events", 0) is None, "the orphan does not move the resume point"
+    w2.prepare_partition("events", 0)
+    assert m.path not in store.list()
+
+
+def test_files_roll_by_size_and_by_utc_date(tmp_path):
+    store = LocalStorage(tmp_path)
+    events = make_events(40, seed=3)
+    day = 86_400_000
+    recs = _event_records(events[:20], ts=10 * day - 1000) + _event_records(events[20:], start_offset=20,
+                                                                             ts=10 * day + 1000)
+    w = ArchiveWriter(store, roll_bytes=1500)
+    for r in recs:
+        w.append(r)
+    files = w.roll_all() and Archive(store).files()
+    assert len(files) > 2 and {m.date for m in files} == {"1970-01-10", "1970-01-11"}
+    assert all(m.date == ("1970-01-10" if m.last_offset < 20 else "1970-01-11") for m in files)
+    assert sum(m.record_count for m in files) == 40
+    m = files[0]
+    assert m.writer_fingerprints == {REG.current("event").fingerprint.hex(): m.record_count}
+    assert m.first_event_time == events[0]["event_time"] and len(m.sha256) == 64
+
+
+def test_retention_deletes_old_files_but_not_the_resume_point(tmp_path):
+    store = LocalStorage(tmp_path)
+    w = ArchiveWriter(store)
+    for r in _event_records(make_events(10, seed=4), ts=1_000):
+        w.append(r)
+    w.roll_all()
+    deleted = apply_retention(store, retention_days=1, now_ms=5 * 86_400_000)
+    assert len(deleted) == 1 and Archive(store).files() == []
+    assert ArchiveWriter(store).position("events", 0) == 10, "deleted history is not archived again"
+
+
+# ---------------------------------------------------------------------- bad input
+def test_corrupt_file_and_unknown_fingerprint_are_named_and_the_rest_loads(tmp_path, caplog):
+    store = LocalStorage(tmp_path / "a")
+    archive_items(store, datasets.cards(n=1500, seed=5), partitions=2, roll_bytes=20_000)
+    files = Archive(store).files("event")
+    assert len(files) >= 4
+    bad = files[1]
+    path = Path(store.describe(bad.path))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    # a record written with a schema this registry has never seen
+    ev = make_events(1, seed=6)[0]
+    foreign = b"\xc3\x01" + bytes.fromhex("0123456789abcdef") + REG.encode("event", ev)[10:]
+    w = ArchiveWriter(store)
+    w.append(KafkaRecord("event", "events", 5, 0, ev["event_time"], 1, b"k", foreign))
+    w.append(_event_records([make_events(2, seed=6)[1]], partition=5, start_offset=1)[0])
+    (odd,) = w.roll_all()
+
+    a = Archive(store)
+    assert any(odd.path in p.path and "0123456789abcdef" in p.detail for p in a.problems), a.problems
+    events = list(a.decoded(a.by_event_time("event")))
+    named = [p for p in a.problems if bad.path in p.path]
+    assert named and "sha256" in named[0].detail, "the corrupt file is named"
+    assert any(p.offset == 0 and odd.path in p.path for p in a.problems), "the unknown record is named with its offset"
+    expected = sum(m.record_count for m in a.files("event")) - bad.record_count - 1
+    assert len(events) == expected, "every other record loads"
+    assert bad.path in caplog.text
+    s = summarize(a, verify=True)
+    assert any(bad.path in p for p in s["problems"])
+
+    result = run_backtest(a, ["logreg"], bare=False)  # and a backtest still runs on the rest
+    assert result.plan.n_events == expected and result.final["logreg"]["accuracy"] > 0.5
+
+
+def test_unreadable_manifest_is_reported(tmp_path):
+    store = LocalStorage(tmp_path)
+    archive_items(store, datasets.cards(n=200, seed=7))
+    name = next(n for n in store.list() if n.endswith(MANIFEST_SUFFIX))
+    store.write(name, b"{not json")
+    a = Archive(store)
+    assert any(name in p.path and "manifest" in p.detail for p in a.problems)
+    assert a.files("feedback") or a.files("event")
+
+
+# ---------------------------------------------------------------------- recorded replay
+def _interleaving(rng: random.Random, n: int):
+    """A live arrival order: events; each label 2-40 items later, sometimes resent, sometimes
+    early (before its event; at most one early label outstanding at a time)."""
+    events = make_events(n, seed=rng.randrange(1000))
+    items: list[tuple[float, str, dict]] = []
+    early_until = -1.0
+    for i, ev in enumerate(events):
+        items.append((i, "event", ev))
+        fb = feedback_for(ev)
+        if rng.random() < 0.05 and i > early_until:
+            at = i - rng.uniform(0.5, 3)
+            early_until = i + 1
+        else:
+            at = i + rng.uniform(2, 40)
+        items.append((at, "feedback", fb))
+        if rng.random() < 0.05:
+            items.append((at + rng.uniform(0, 20), "feedback", fb))
+    items.sort(key=lambda t: t[0])
+    return [(k, r) for _, k, r in items]
+
+
+async def _live(order, rng: random.Random):
+    """What a worker does: take micro-batches of 1-6 consecutive items of one kind."""
+    loop = memory_loop("entity_v1", "logreg")
+    preds, fb_order = [], []
+    i = 0
+    while i < len(order):
+        kind = order[i][0]
+        j = i
+        while j < len(order) and order[j][0] == kind and j - i < rng.randint(1, 6):
+            j += 1
+        batch = [r for _, r in order[i:j]]
+        if kind == "event":
+            preds += await loop.score_batch(batch)
+        else:
+            fb_order += batch
+            await loop.learn_batch(batch)
+        i = j
+    return loop, preds, fb_order
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_recorded_schedule_reproduces_any_micro_batching(seed):
+    """A worker's run, whatever its micro-batches, is reproduced from its events' recorded
+    labels_learned and the feedback order alone: every score, every count, the metrics."""
+    rng = random.Random(seed)
+    order = _interleaving(rng, 150)
+    by_id = {r["event_id"]: r for k, r in order if k == "event"}
+    live_loop, preds, fb_order = asyncio.run(_live(order, rng))
+    sched = RecordedSchedule([(by_id[p.event_id], p.labels_learned) for p in preds], fb_order)
+    replay = memory_loop("entity_v1", "logreg")
+
+    async def run():
+        out = []
+        for step in sched.steps():
+            if step.kind == "score":
+                out += await replay.score_batch(step.items)
+            else:
+                await replay.learn_batch(step.items)
+            assert replay.learner.labels_learned == step.expect
+        return out
+    replayed = asyncio.run(run())
+    assert sched.divergences == []
+    assert [(p.event_id, p.labels_learned, p.score) for p in replayed] == \
+           [(p.event_id, p.labels_learned, p.score) for p in preds]
+    assert replay.learner.metric_values() == live_loop.learner.metric_values()
+    assert replay.learner.labels_learned == live_loop.learner.labels_learned
+
+
+def test_the_interleavings_exercise_early_and_duplicate_labels():
+    joined = dup = 0
+    for seed in range(12):
+        rng = random.Random(seed)
+        loop, _, _ = asyncio.run(_live(_interleaving(rng, 150), rng))
+        joined += loop.counters.labels_joined_late
+        dup += loop.counters.labels_duplicate
+    assert joined > 5 and dup > 5
+
+
+# ---------------------------------------------------------------------- arrival backtest
+def test_arrival_backtest_is_deterministic_and_compares_models_side_by_side(tmp_path):
+    store = LocalStorage(tmp_path / "a")
+    archive_items(store, datasets.cards(n=3000, seed=8), partitions=2, roll_bytes=50_000)
+    r1 = run_backtest(tmp_path / "a", ["logreg", "hat"], out=tmp_path / "o1", rows=10)
+    r2 = run_backtest(tmp_path / "a", ["logreg", "hat"], out=tmp_path / "o2", rows=10)
+    assert r2.final == r1.final
+    assert r1.plan.mode == "arrival" and r1.plan.n_events == 3000
+    for name in ("predictions.jsonl", "metrics.json", "metrics.csv"):
+        assert (tmp_path / "o1" / name).read_bytes() == (tmp_path / "o2" / name).read_bytes(), name
+    metrics = json.loads((tmp_path / "o1" / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"logreg", "hat"} and 10 <= len(metrics["rows"]) <= 11
+    last = metrics["rows"][-1]["models"]
+    assert last["logreg"]["cumulative"] == r1.final["logreg"]
+    assert sum(r["models"]["hat"]["window"]["labels"] for r in metrics["rows"]) == r1.counters["hat"]["labels_learned"]
+    assert metrics["lifecycle_events"] == [] and metrics["lifecycle"].startswith("not evaluated")
+    header = (tmp_path / "o1" / "metrics.csv").read_text().splitlines()[0]
+    assert "logreg.window.roc_auc" in header and "hat.cumulative.log_loss" in header
+    assert r1.bare["scores_identical"] is True
+    lines = (tmp_path / "o1" / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 2 * 3000
+
+
+def test_time_range_and_bad_arguments(tmp_path):
+    items = datasets.cards(n=2000, seed=9)
+    archive_items(LocalStorage(tmp_path), items)
+    t0, t1 = items[500].event["event_time"], items[1500].event["event_time"]
+    r = run_backtest(tmp_path, ["logreg"], start=t0, end=t1, bare=False)
+    assert r.plan.n_events == 1000
+    with pytest.raises(ValueError, match="unknown model spec"):
+        run_backtest(tmp_path, ["nope"])
+    with pytest.raises(ValueError, match="no predictions"):
+        run_backtest(tmp_path, ["logreg"], join="recorded")
+
+
+def test_manifest_round_trips():
+    m = Manifest(path="p", kind="event", topic="t", partition=0, date="2024-01-01", first_offset=0, last_offset=1,
+                 record_count=2, first_event_time=1, last_event_time=2, first_timestamp=1, last_timestamp=2,
+                 bytes=10, sha256="0" * 64)
+    assert Manifest.from_json(m.to_json()) == m
