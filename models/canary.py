@@ -98,6 +98,15 @@ class _Arm:
             self.hits += float(np.sum(hits))
             self.n_hits += losses.size
 
+    def add_one(self, loss: float, hit: bool | None) -> None:
+        x = min(max(loss, 0.0), self.bound)
+        self.cs.update(1.0 - x / self.bound if self.upper else x / self.bound)
+        self.n += 1
+        self.loss_sum += x
+        if hit is not None:
+            self.hits += float(hit)
+            self.n_hits += 1
+
     def bound_on_loss(self) -> float:
         lb = self.cs.lower_bound
         return (1.0 - lb) * self.bound if self.upper else lb * self.bound
@@ -119,7 +128,9 @@ class CanaryMonitor:
 
     def observe(self, arm: str, loss: float, hit: bool | None = None) -> None:
         """One labeled event served by ``arm`` (``canary`` or ``champion``)."""
-        self.observe_many(arm, [loss], None if hit is None else [hit])
+        if arm not in ARMS:
+            raise ValueError(f"unknown arm {arm!r}; expected one of {ARMS}")
+        self.arms[arm].add_one(float(loss), hit)
 
     def observe_many(self, arm: str, losses: Sequence[float] | np.ndarray,
                      hits: Sequence[Any] | np.ndarray | None = None) -> None:

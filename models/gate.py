@@ -135,27 +135,43 @@ class WindowSummary:
 
 
 class RollingWindow:
-    """The last ``size`` values of one model's loss and hit, for reports and the floor."""
+    """The last ``size`` values of one model's loss and hit, for reports and the floor.
+
+    Running sums make appends and summaries O(1) (the gate may be asked after every event).
+    """
 
     def __init__(self, size: int) -> None:
         self.losses: deque[float] = deque(maxlen=size)
         self.hits: deque[float] = deque(maxlen=size)  # NaN when unknown
+        self.loss_sum = self.hit_sum = 0.0
+        self.hit_n = 0
+
+    def append(self, loss: float, hit: Any = None) -> None:
+        h = math.nan if hit is None else float(hit)
+        if len(self.losses) == self.losses.maxlen:
+            self.loss_sum -= self.losses[0]
+            if not math.isnan(self.hits[0]):
+                self.hit_sum -= self.hits[0]
+                self.hit_n -= 1
+        self.losses.append(loss)
+        self.hits.append(h)
+        self.loss_sum += loss
+        if not math.isnan(h):
+            self.hit_sum += h
+            self.hit_n += 1
 
     def extend(self, losses: ArrayLike, hits: ArrayLike | None) -> None:
         n = self.losses.maxlen or 0
         losses = np.asarray(losses, dtype=float)[-n:]
-        h = np.full(losses.shape, np.nan) if hits is None else np.asarray(hits, dtype=float)[-n:]
-        self.losses.extend(losses.tolist())
-        self.hits.extend(h.tolist())
+        h = [None] * len(losses) if hits is None else np.asarray(hits, dtype=float)[-n:].tolist()
+        for loss, hit in zip(losses.tolist(), h):
+            self.append(loss, hit)
 
     def summary(self) -> WindowSummary:
         n = len(self.losses)
         if n == 0:
             return WindowSummary(0, math.nan, None)
-        hits = np.fromiter(self.hits, float, n)
-        known = hits[~np.isnan(hits)]
-        return WindowSummary(n, float(np.mean(np.fromiter(self.losses, float, n))),
-                             float(known.mean()) if known.size else None)
+        return WindowSummary(n, self.loss_sum / n, self.hit_sum / self.hit_n if self.hit_n else None)
 
 
 @dataclass(frozen=True)
@@ -191,9 +207,11 @@ class PromotionGate:
     def update(self, champion_loss: float, challenger_loss: float,
                champion_hit: bool | None = None, challenger_hit: bool | None = None) -> None:
         """One labeled event both models scored."""
-        known = champion_hit is not None and challenger_hit is not None
-        self.update_many([champion_loss], [challenger_loss], [champion_hit] if known else None,
-                         [challenger_hit] if known else None)
+        b = self.config.bound
+        lc, lh = min(max(float(champion_loss), 0.0), b), min(max(float(challenger_loss), 0.0), b)
+        self.cs.update((lc - lh + b) / (2.0 * b))
+        self.champion.append(lc, champion_hit)
+        self.challenger.append(lh, challenger_hit)
 
     def update_many(self, champion_losses: ArrayLike, challenger_losses: ArrayLike,
                     champion_hits: ArrayLike | None = None, challenger_hits: ArrayLike | None = None) -> None:

@@ -122,7 +122,20 @@ class ConfidenceSequence:
         return self.state.sum_x / self.state.n if self.state.n else math.nan
 
     def update(self, x: float) -> float:
-        return self.update_many([x])
+        """One observation: :func:`advance` for ``T = 1``, in plain floats (~1 us instead of ~30)."""
+        if not 0.0 <= x <= 1.0:
+            raise ValueError("confidence-sequence observations must lie in [0, 1]")
+        st, log_inv = self.state, math.log(1.0 / self.alpha)
+        i = st.n + 1
+        mu_prev = (0.5 + st.sum_x) / i
+        var_prev = (0.25 + st.sum_dev) / i
+        lam = min(math.sqrt(2.0 * log_inv / (var_prev * i * math.log1p(i))), self.cap)
+        sum_x = st.sum_x + x
+        sum_lx, sum_l = st.sum_lx + lam * x, st.sum_l + lam
+        sum_psi = st.sum_psi + (x - mu_prev) ** 2 * (-math.log1p(-lam) - lam)
+        self.state = CSState(i, sum_x, st.sum_dev + (x - (0.5 + sum_x) / (i + 1.0)) ** 2, sum_lx, sum_l, sum_psi)
+        self.lower_bound = max(self.lower_bound, (sum_lx - sum_psi - log_inv) / sum_l)
+        return self.lower_bound
 
     def update_many(self, xs: Sequence[float] | np.ndarray) -> float:
         lcb, self.state = advance(self.state, np.asarray(xs, dtype=float), self.alpha, self.cap)

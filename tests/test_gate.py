@@ -109,6 +109,19 @@ def test_batch_updates_equal_per_event_updates_and_survive_pickling():
     assert one.state.sum_psi == pytest.approx(many.state.sum_psi, rel=1e-12)
 
 
+def test_rolling_window_running_sums_equal_the_window_means():
+    rng = np.random.default_rng(12)
+    losses, hits = rng.random(5000) * 2, rng.random(5000) < 0.7
+    gate = PromotionGate(GateConfig(window=300))
+    for i in range(2500):
+        gate.update(losses[i], 0.5, bool(hits[i]), None if i % 2 else True)  # challenger hits partly unknown
+    gate.update_many(losses[2500:], np.full(2500, 0.5), hits[2500:], None)
+    champ, chall = gate.decision().champion, gate.decision().challenger
+    assert champ.n == 300 and champ.loss == pytest.approx(losses[-300:].mean(), rel=1e-9)
+    assert champ.accuracy == pytest.approx(hits[-300:].mean(), rel=1e-9)
+    assert chall.accuracy is None  # the last 300 challenger hits are all unknown
+
+
 def test_decision_reasons_and_losses():
     g = PromotionGate(GateConfig(min_samples=10, loss="abs", scale=2.0))
     g.update_many([1.0] * 50, [0.0] * 50)  # regression: no hits, accuracy floor cannot be judged
