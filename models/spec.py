@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from river import base, compose, forest, linear_model, optim, preprocessing, tree
+from river import base, compose, dummy, forest, linear_model, naive_bayes, optim, preprocessing, tree
 
 SEED = 42
 
@@ -34,6 +34,20 @@ def _arf() -> base.Estimator:
     return forest.ARFClassifier(n_models=5, seed=SEED)
 
 
+def _ht() -> base.Estimator:
+    # grows but never prunes: cannot unlearn an old concept (the case drift challengers fix)
+    return tree.HoeffdingTreeClassifier(grace_period=100)
+
+
+def _nb() -> base.Estimator:
+    return naive_bayes.GaussianNB()
+
+
+def _prior() -> base.Estimator:
+    # predicts the class frequencies: the floor any real model must beat
+    return dummy.PriorClassifier()
+
+
 def _linreg() -> base.Estimator:
     return compose.Pipeline(preprocessing.StandardScaler(), linear_model.LinearRegression())
 
@@ -42,6 +56,9 @@ SPECS: dict[str, Callable[[], base.Estimator]] = {
     "logreg": _logreg,
     "hat": _hat,
     "arf": _arf,
+    "ht": _ht,
+    "nb": _nb,
+    "prior": _prior,
     "linreg": _linreg,
 }
 

@@ -117,7 +117,29 @@ def phishing(n: int | None = None) -> list[Item]:
     return items
 
 
-DATASETS = {"cards": cards, "phishing": phishing}
+def drift(n: int = 12_000, *, position: int | None = 5_000, seed: int = 7, label_delay: int = 20,
+          width: int = 50) -> list[Item]:
+    """River's SEA concept (seeded) switching variant at ``position`` (``None``: no drift).
+
+    Features stay identically distributed; only the concept changes, so a model that cannot
+    unlearn (Gaussian NB, a plain Hoeffding tree) keeps the old boundary. Labels arrive
+    ``label_delay`` events later.
+    """
+    from river.datasets import synth
+
+    before = synth.SEA(variant=0, seed=seed)
+    stream = before if position is None else synth.ConceptDriftStream(
+        stream=before, drift_stream=synth.SEA(variant=3, seed=seed + 1), position=position, width=width, seed=seed)
+    t0 = 1_700_000_000_000
+    items = []
+    for i, (x, y) in enumerate(stream.take(n)):
+        ev = {"event_id": f"sea-{seed}-{i}", "entity": f"row-{i}", "event_time": t0 + i * 1000,
+              "features": {f"x{k}": float(v) for k, v in x.items()}}
+        items.append(Item(ev, bool(y), t0 + (i + label_delay) * 1000))
+    return items
+
+
+DATASETS = {"cards": cards, "phishing": phishing, "drift": drift}
 
 
 def load(name: str, n: int | None = None, seed: int = 7) -> list[Item]:
@@ -125,6 +147,8 @@ def load(name: str, n: int | None = None, seed: int = 7) -> list[Item]:
         return cards(n or 50_000, seed=seed)
     if name == "phishing":
         return phishing(n)
+    if name == "drift":
+        return drift(n or 12_000, seed=seed)
     raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
 
 

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     drift_bias_window: int = Field(1000, ge=1)
     drift_bias_threshold: float = Field(0.1, gt=0, description="|mean score - mean label| that alarms")
     drift_rollback_within: int = Field(2000, ge=0, description="labels after a promotion in which drift rolls back")
+    lifecycle_auto: bool = Field(True, description="let the gate, canary and drift detectors act on their own")
+    lifecycle_canary: bool = Field(True, description="a gate-passed challenger serves as a canary first")
+    lifecycle_max_challengers: int = Field(3, ge=1, description="shadow challengers kept at once")
     drift_actions: dict[str, list[str]] = Field(
         default_factory=lambda: {
             "concept.warning": ["warn"], "concept.drift": ["warn", "start_challenger"],
@@ -146,6 +149,9 @@ class Settings(BaseSettings):
     # --- HTTP ----------------------------------------------------------------------------
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    http_score_timeout_s: float = Field(
+        10.0, gt=0, description="POST /score answers 503 if the state store does not answer within this"
+    )
 
     @classmethod
     def settings_customise_sources(

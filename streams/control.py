@@ -21,23 +21,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from streamlearn.models.lifecycle import record
 from streamlearn.models.modelset import ModelSet
+
+__all__ = ["OPS", "CommandError", "apply", "encode", "record"]
 
 OPS = ("add", "promote", "canary", "rollback", "retire")
 
 
 class CommandError(ValueError):
     pass
-
-
-def record(models: ModelSet, version: int, action: str, reason: str, now_ms: int,
-           **details: Any) -> dict[str, Any]:
-    """A lifecycle-topic record (schemas/lifecycle.v1.avsc)."""
-    return {
-        "model_name": models.name, "version": int(version), "action": action, "reason": reason,
-        "champion": models.champion, "labels_learned": models.champion_learner.labels_learned,
-        "details": {k: str(v) for k, v in details.items()}, "at": int(now_ms),
-    }
 
 
 def apply(models: ModelSet, cmd: dict[str, Any], now_ms: int) -> list[dict[str, Any]]:

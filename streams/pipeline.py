@@ -33,6 +33,7 @@ from streamlearn.featurestore.backend import Backend, WriteBatch
 from streamlearn.featurestore.definitions import FeatureView
 from streamlearn.models import artifacts
 from streamlearn.models.learner import Learner
+from streamlearn.models.lifecycle import Lifecycle
 from streamlearn.models.modelset import ModelSet
 from streamlearn.streams import control
 
@@ -141,6 +142,7 @@ class OnlineLoop:
         pending_ttl_s: int = 3600,
         clock: Callable[[], float] = time.time,
         on_learn: Callable[[str, Any, dict[str, Any]], None] | None = None,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
         self.view = view
         if isinstance(models, Learner):
@@ -155,6 +157,7 @@ class OnlineLoop:
         self.pending_ttl_s = pending_ttl_s
         self.clock = clock
         self.on_learn = on_learn
+        self.lifecycle = lifecycle  # automatic gate/canary/drift decisions (None: operator only)
         self.counters = Counters()
         self._lock = asyncio.Lock()  # model mutation + its log write happen in one order
         self._log_len = 0  # learn-log entries written since the last checkpoint
@@ -250,7 +253,7 @@ class OnlineLoop:
             p, per_model = self._score_one(ev, x)
             preds.append(p)
             # what each model predicted is kept with the features: labels are scored against it
-            rec = {"x": x, "t": ev["event_time"], "m": per_model}
+            rec = {"x": x, "t": ev["event_time"], "m": per_model, "s": p.model_version}
             served_now[eid] = rec
             batch.set(keys.served(eid), _dumps(rec), self.served_ttl_s)
             # a label parked before this event was served is taken in the same transaction
@@ -274,6 +277,9 @@ class OnlineLoop:
                 now = int(self.clock() * 1000)
                 self.outbox.extend(("feedback", {"event_id": eid, "label": y, "label_time": now}) for eid, y in parked)
             await self._io(lambda: self.backend.write_batch(wb), "learn write")
+        if self.lifecycle is not None and self.is_learner:
+            self.lifecycle.on_scored([rec["x"] for rec in served_now.values()])
+            await self._decide_locked()
         return preds
 
     # ------------------------------------------------------------------ learning
@@ -282,6 +288,8 @@ class OnlineLoop:
         x, served = rec["x"], rec["m"]
         for v, learner in self.models.learners.items():
             learner.learn(x, y, served.get(str(v)))
+        if self.lifecycle is not None:
+            self.lifecycle.on_label(self.models, y, served, rec.get("s"))
 
     def _learn(self, eid: str, y: Any, rec: dict[str, Any], wb: WriteBatch, report: LearnReport) -> None:
         self._learn_all(y, rec)
@@ -328,6 +336,7 @@ class OnlineLoop:
             # in-memory model is ahead of the store until this lands: retry, never re-learn
             await self._io(lambda: self.backend.write_batch(wb), "learn write")
             self._log_len += len(report.learned)
+            await self._decide_locked()
         self.counters.labels_duplicate += len(report.duplicate)
         self.counters.labels_unmatched += len(report.unmatched)
         return report
@@ -367,7 +376,7 @@ class OnlineLoop:
     async def _checkpoint_locked(self, extra_status: dict[str, Any] | None) -> bool:
         if not self._dirty and self._log_len == 0:
             return False
-        blob = artifacts.sign(self.models, self.artifact_key)
+        blob = artifacts.sign({"models": self.models, "lifecycle": self.lifecycle}, self.artifact_key)
         wb = WriteBatch()
         wb.set(self.keys.checkpoint, blob, 0)
         self._checkpoint_id = uuid.uuid4().hex.encode()
@@ -380,6 +389,25 @@ class OnlineLoop:
         self.counters.checkpoints += 1
         return True
 
+    def _load(self, blob: bytes) -> tuple[ModelSet, Lifecycle | None]:
+        state = artifacts.load(blob, self.artifact_key)
+        models = state.get("models") if isinstance(state, dict) else None
+        if not isinstance(models, ModelSet):
+            raise artifacts.ArtifactError(f"checkpoint holds {type(state).__name__}, not the loop's models")
+        return models, state.get("lifecycle")
+
+    async def _decide_locked(self) -> None:
+        """Let the lifecycle act; a change is checkpointed before it is announced."""
+        if self.lifecycle is None or not self.is_learner:
+            return
+        records = self.lifecycle.decide(self.models, self.clock())
+        if not records:
+            return
+        self.outbox.extend(records)
+        if any(subject == "lifecycle" for subject, _ in records):
+            self._dirty = True
+            await self._checkpoint_locked(None)
+
     async def follow(self) -> bool:
         """On a scoring-only worker: load the learner's newest snapshot. True if it changed."""
         if self.is_learner:
@@ -390,7 +418,7 @@ class OnlineLoop:
         blob, = await self._io(lambda: self.backend.read_many([self.keys.checkpoint]), "follow")
         if blob is None:
             return False
-        models = artifacts.load(blob, self.artifact_key)
+        models, _ = self._load(blob)
         async with self._lock:
             self.models, self._checkpoint_id = models, ckpt_id
         return True
@@ -405,9 +433,9 @@ class OnlineLoop:
             lambda: self.backend.read_many([self.keys.checkpoint, self.keys.checkpoint_id]), "restore")
         self._checkpoint_id = ckpt_id
         if blob is not None:
-            models = artifacts.load(blob, self.artifact_key)
-            if not isinstance(models, ModelSet):
-                raise artifacts.ArtifactError(f"checkpoint holds a {type(models).__name__}, not a ModelSet")
+            models, lifecycle = self._load(blob)
+            if self.lifecycle is not None and lifecycle is not None:
+                self.lifecycle = lifecycle  # resume the same evidence
             if models.champion_learner.spec != self.learner.spec:
                 log.warning("checkpoint champion spec %s differs from configured %s; resuming the checkpoint",
                             models.champion_learner.spec, self.learner.spec)

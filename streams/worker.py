@@ -20,6 +20,7 @@ from streamlearn.featurestore.definitions import get_view
 from streamlearn.featurestore.instrumented import InstrumentedBackend
 from streamlearn.metrics import Metrics
 from streamlearn.models.learner import Learner
+from streamlearn.models.lifecycle import Lifecycle, LifecycleConfig
 from streamlearn.schemas import InvalidRecord, SchemaRegistry
 from streamlearn.settings import Settings
 from streamlearn.streams.codec import Limits, decode_event, decode_feedback
@@ -51,6 +52,7 @@ def build_loop(settings: Settings, backend: Backend) -> OnlineLoop:
         artifact_key=settings.artifact_key.get_secret_value().encode(),
         entity_ttl_s=settings.entity_ttl_s,
         served_ttl_s=settings.served_ttl_s,
+        lifecycle=Lifecycle(LifecycleConfig.from_settings(settings)) if settings.lifecycle_auto else None,
     )
 
 
@@ -194,7 +196,12 @@ class WorkerRuntime:
         key = f"{self.settings.redis_prefix}:worker:{self.settings.app_id}:{os.getpid()}"
         rec = {"pid": os.getpid(), "assigned": self.assigned, "is_learner": self.loop.is_learner,
                "counters": self.loop.counters.as_dict(), "model_version": self.loop.learner.version}
-        await self.backend.write_batch(WriteBatch(sets={key: (json.dumps(rec).encode(), 10)}))
+        try:
+            await self.backend.write_batch(WriteBatch(sets={key: (json.dumps(rec).encode(), 10)}))
+        except self.backend.transient_errors:
+            # a heartbeat, refreshed every second: skip it while Redis is down (the store metrics
+            # count the error). Raising here crashed the Faust app and left a hung worker.
+            pass
 
     def status_extra(self) -> dict[str, Any]:
         return {"deadlettered": self.deadlettered, "assigned": self.assigned, "pid": os.getpid()}
