@@ -134,6 +134,8 @@ def retrain(
     epochs: int = typer.Option(3, help="passes over the training chunks (sgd)"),
     name: str = typer.Option("batch", help="model id prefix"),
     out: Path = typer.Option(Path("retrain-out"), help="output directory (artifact + lineage)"),
+    register: str | None = typer.Option(
+        None, help="register as a shadow challenger of this model name in the model registry (settings.registry_url)"),
 ) -> None:
     """Fit a scikit-learn model on a point-in-time training set from the archive; sign it with lineage."""
     from streamlearn.replay.backtest import parse_time
@@ -146,8 +148,14 @@ def retrain(
         cfg = RetrainConfig(view=view or s.feature_view, estimator=estimator, train_from=parse_time(train_from),
                             cutoff=parse_time(cutoff), eval_to=parse_time(eval_to), chunk_size=chunk_size,
                             epochs=epochs, name=name)
-        result = run_retrain(_open(archive), cfg, out, s.artifact_key.get_secret_value().encode())
-    except ValueError as exc:
+        registry = None
+        if register:
+            from streamlearn.models.registry import open_registry
+
+            registry = open_registry(s)
+        result = run_retrain(_open(archive), cfg, out, s.artifact_key.get_secret_value().encode(),
+                             registry=registry, register_as=register)
+    except ValueError as exc:  # RegistryError is a ValueError too: bad name, unknown parent
         _fail(str(exc))
     typer.echo(format_result(result))
 

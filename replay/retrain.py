@@ -19,6 +19,13 @@ archive files, windows and parameters give the same id):
   it in shadow through the same scoring path as the River models;
 * ``lineage.json`` -- archive files used (path, sha256, offsets), windows, parameters,
   data counts, held-out and training metrics, the artifact's sha256.
+
+With a registry (:mod:`streamlearn.models.registry`), the model is registered as a new
+``shadow`` version of a model name (parent: its current champion) with the same lineage
+(``trained_on``), params and held-out metrics: a challenger for the promotion gate.
+Loading it from the registry and adding it to a worker's ModelSet is the lifecycle
+integration's step; :func:`streamlearn.replay.challenge.gate_on_archive` runs the same
+gate offline on archived history.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from sklearn.preprocessing import StandardScaler
 import streamlearn
 from streamlearn.featurestore.definitions import get_view
 from streamlearn.models import artifacts
+from streamlearn.models.registry import ModelRegistry, ModelVersion
 from streamlearn.replay.backtest import iso
 from streamlearn.replay.batchmodel import BatchClassifier
 from streamlearn.replay.reader import Archive
@@ -72,6 +80,7 @@ class RetrainResult:
     model: BatchClassifier
     lineage: dict[str, Any]
     directory: Path | None
+    registered: ModelVersion | None = None  # the registry version, when registered
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -130,7 +139,10 @@ def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def retrain(archive: Archive | str | Path, cfg: RetrainConfig, out: Path | None, artifact_key: bytes,
-            workdir: Path | None = None) -> RetrainResult:
+            workdir: Path | None = None, registry: ModelRegistry | None = None,
+            register_as: str | None = None) -> RetrainResult:
+    """Fit, evaluate, write ``out/<id>/`` (if ``out``) and register as a shadow challenger of
+    ``register_as`` in ``registry`` (if given), parented on that name's current champion."""
     if cfg.estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {cfg.estimator!r}; known: {', '.join(ESTIMATORS)}")
     view = get_view(cfg.view)
@@ -182,8 +194,6 @@ def retrain(archive: Archive | str | Path, cfg: RetrainConfig, out: Path | None,
                     "problems": [str(p) for p in archive.problems]},
         "data": data, "metrics": metrics, "features": vocab.names,
         "created_at": iso(int(time.time() * 1000)), "code": {"streamlearn": streamlearn.__version__},
-        "handoff": {"gate": "not yet wired: add as a shadow challenger with ModelSet.add_challenger(spec, reason, "
-                            "model=load_batch_model(path, key)[1]); the promotion gate then compares it online"},
     }
     directory = None
     if out is not None:
@@ -194,7 +204,27 @@ def retrain(archive: Archive | str | Path, cfg: RetrainConfig, out: Path | None,
         lineage["artifact"] = {"file": "model.sla", "sha256": hashlib.sha256(blob).hexdigest(),
                                "signed": "HMAC-SHA256 with the settings' artifact_key (models/artifacts.py)"}
         (directory / "lineage.json").write_text(json.dumps(lineage, indent=1, sort_keys=True, default=str) + "\n")
-    return RetrainResult(model_id, spec, wrapped, lineage, directory)
+    registered = None
+    if registry is not None:
+        if not register_as:
+            raise ValueError("registering needs a model name (register_as)")
+        champion = registry.champion(register_as)
+        registered = registry.register(
+            register_as, wrapped, spec=spec, parent=champion.version if champion else None,
+            trained_on=trained_on(lineage), params=params,
+            metrics={f"held_out_{k}": v for k, v in metrics["held_out"].items() if isinstance(v, (int, float))},
+            stage="shadow", reason=f"batch retrain {model_id}", by="retrainer")
+    return RetrainResult(model_id, spec, wrapped, lineage, directory, registered)
+
+
+def trained_on(lineage: dict[str, Any]) -> dict[str, Any]:
+    """The registry's lineage record: archive range, the files (by hash) and the windows."""
+    return {"archive": lineage["archive"]["location"], "model_id": lineage["model_id"],
+            "windows": lineage["windows"], "view": lineage["view"], "estimator": lineage["estimator"],
+            "data": lineage["data"],
+            "files": [{k: f[k] for k in ("path", "sha256", "first_offset", "last_offset")}
+                      for f in lineage["archive"]["files"]],
+            "archive_problems": lineage["archive"]["problems"]}
 
 
 def _fit(cfg: RetrainConfig, train: ChunkSpill, classes: list[Any]) -> tuple[Any, Any, dict[str, Any]]:
@@ -241,4 +271,7 @@ def format_result(r: RetrainResult) -> str:
                      f"{r.lineage['archive']['problems'][0]}")
     if r.directory:
         lines.append(f"  wrote {r.directory}/model.sla and lineage.json")
+    if r.registered:
+        lines.append(f"  registered {r.registered.name} v{r.registered.version} ({r.registered.stage}, "
+                     f"parent {r.registered.parent})")
     return "\n".join(lines)

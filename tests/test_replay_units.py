@@ -265,3 +265,58 @@ def test_manifest_round_trips():
                  record_count=2, first_event_time=1, last_event_time=2, first_timestamp=1, last_timestamp=2,
                  bytes=10, sha256="0" * 64)
     assert Manifest.from_json(m.to_json()) == m
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "streamlearn", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})}, cwd=cwd)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_cli_backtest_is_byte_identical_across_processes_and_inspect_and_retrain_run(tmp_path):
+    archive_items(LocalStorage(tmp_path / "a"), datasets.cards(n=1500, seed=10, fraud_rate=0.05), partitions=2)
+    outs = []
+    for i, hashseed in enumerate(("1", "2")):  # a different str-hash seed per process
+        out = tmp_path / f"o{i}"
+        text = _cli("backtest", "--archive", str(tmp_path / "a"), "--model", "logreg", "--model", "arf",
+                    "--out", str(out), "--no-progress", "--rows", "8", env={"PYTHONHASHSEED": hashseed})
+        assert "events/s" in text and "bare River loop (logreg)" in text and "identical scores" in text
+        outs.append(out)
+    for name in ("predictions.jsonl", "metrics.json", "metrics.csv"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    summary = json.loads(_cli("replay", "inspect", "--archive", str(tmp_path / "a"), "--json", "--verify"))
+    assert sum(p["records"] for p in summary["partitions"] if p["kind"] == "event") == 1500
+    assert all(p["gaps"] == [] and p["verified_records"] == p["records"] for p in summary["partitions"])
+    assert summary["problems"] == []
+    text = _cli("retrain", "--archive", str(tmp_path / "a"), "--out", str(tmp_path / "m"), "--register", "fraud",
+                env={"STREAMLEARN_REGISTRY_URL": f"file://{tmp_path / 'reg'}"})
+    assert "registered fraud v1 (shadow" in text and "roc_auc=" in text
+    assert list((tmp_path / "m").glob("*/lineage.json"))
+
+
+def test_inspect_reports_counts_gaps_and_unfinished_files(tmp_path):
+    from streamlearn.replay.inspect import format_summary
+
+    store = LocalStorage(tmp_path)
+    w = ArchiveWriter(store, roll_bytes=1500)
+    for r in _event_records(make_events(50, seed=11)):
+        w.append(r)
+    w.flush()
+    assert w.open, "the last file is still being written"
+    files = Archive(store).files()
+    assert len(files) >= 3
+    mid = files[1]
+    store.delete(mid.path + MANIFEST_SUFFIX)
+    store.delete(mid.path)
+    s = summarize(Archive(store))
+    (p,) = s["partitions"]
+    assert p["gaps"] == [[mid.first_offset, mid.last_offset]] and p["missing_offsets"] == mid.record_count
+    assert p["records"] == sum(m.record_count for m in files) - mid.record_count
+    assert s["unfinished_staging_files"] and s["problems"] == []
+    text = format_summary(s)
+    assert f"missing offsets {mid.first_offset}..{mid.last_offset}" in text and "unfinished" in text

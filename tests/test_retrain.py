@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from streamlearn import datasets
@@ -14,6 +15,9 @@ from streamlearn.featurestore.backend import MemoryBackend
 from streamlearn.featurestore.definitions import get_view
 from streamlearn.models.artifacts import ArtifactError
 from streamlearn.models.learner import Learner
+from streamlearn.models.registry import DirectoryStore, ModelRegistry
+from streamlearn.models.spec import build_model
+from streamlearn.replay.challenge import gate_on_archive
 from streamlearn.replay.reader import Archive
 from streamlearn.replay.retrain import RetrainConfig, load_batch_model, retrain
 from streamlearn.replay.storage import LocalStorage
@@ -95,7 +99,17 @@ def test_retrain_registers_a_signed_model_with_lineage_served_by_the_online_loop
     items = datasets.cards(n=6000, seed=5, n_cards=300, fraud_rate=0.05)
     store = LocalStorage(tmp_path / "archive")
     archive_items(store, items, roll_bytes=100_000)
-    r = retrain(tmp_path / "archive", RetrainConfig(chunk_size=1000), tmp_path / "models", KEY)
+    registry = ModelRegistry(DirectoryStore(tmp_path / "registry"), key=KEY)
+    registry.register("fraud", build_model("logreg"), spec="logreg", stage="champion", reason="bootstrap")
+    r = retrain(tmp_path / "archive", RetrainConfig(chunk_size=1000), tmp_path / "models", KEY,
+                registry=registry, register_as="fraud")
+    mv = registry.get("fraud", 2)
+    assert (mv.stage, mv.parent, mv.spec) == ("shadow", 1, r.spec) and r.registered == mv
+    assert mv.metrics["held_out_roc_auc"] == r.metrics["roc_auc"] and mv.params["loss"] == "log_loss"
+    assert sorted(f["sha256"] for f in mv.trained_on["files"]) == sorted(m.sha256 for m in Archive(store).files())
+    assert mv.trained_on["windows"]["cutoff"] == r.lineage["windows"]["cutoff"]
+    assert registry.history("fraud", 2)[0].by == "retrainer"
+    from_registry = registry.load("fraud", 2)
     lineage = json.loads((r.directory / "lineage.json").read_text())
     held = lineage["metrics"]["held_out"]
     assert held["n"] > 500 and 0.8 < held["roc_auc"] <= 1.0 and held["log_loss"] > 0
@@ -107,9 +121,15 @@ def test_retrain_registers_a_signed_model_with_lineage_served_by_the_online_loop
     with pytest.raises(ArtifactError):
         load_batch_model(r.directory / "model.sla", b"another key")
     spec, model = load_batch_model(r.directory / "model.sla", KEY)
-    assert spec == r.spec
+    assert spec == r.spec and type(from_registry) is type(model)
     again = retrain(tmp_path / "archive", RetrainConfig(chunk_size=1000), None, KEY)
     assert again.model_id == r.model_id and again.metrics == r.metrics, "same inputs, same model"
+
+    # what the wrapper serves is the fitted sklearn model's probability
+    sample = [ex for ex, _ in zip(examples(Archive(store), VIEW, {}), range(200))][::10]
+    direct = model.estimator.predict_proba(np.vstack([model.vector(ex.x) for ex in sample]))[:, 1]
+    assert np.allclose([model.predict_proba_one(ex.x)[True] for ex in sample], direct, rtol=0, atol=1e-12)
+    assert [from_registry.predict_proba_one(ex.x) for ex in sample] == [model.predict_proba_one(ex.x) for ex in sample]
 
     # served through the same scoring path as the River models
     loop = OnlineLoop(VIEW, Learner("batch", spec, model=model), MemoryBackend(), Keys("t", "batch"),
@@ -125,7 +145,7 @@ def test_retrain_registers_a_signed_model_with_lineage_served_by_the_online_loop
 def test_after_drift_a_model_trained_on_recent_history_beats_one_trained_on_all(tmp_path):
     """cards with drift at 50%: fraud turns from large to tiny amounts. A linear model fitted
     on all history averages both regimes; one fitted after the drift wins on the held-out,
-    post-drift window (the promotion decision itself belongs to the lifecycle gate)."""
+    post-drift window, and the promotion gate promotes it over the other, never the reverse."""
     n = 8000
     items = datasets.cards(n=n, seed=2, n_cards=400, fraud_rate=0.05, drift_at=0.5)
     store = LocalStorage(tmp_path)
@@ -138,6 +158,13 @@ def test_after_drift_a_model_trained_on_recent_history_beats_one_trained_on_all(
     assert recent.metrics["roc_auc"] > everything.metrics["roc_auc"] + 0.02
     assert recent.metrics["log_loss"] < everything.metrics["log_loss"]
     assert recent.lineage["data"]["train_examples"] < everything.lineage["data"]["train_examples"]
+
+    # the promotion gate, fed paired losses from both models served side by side in one loop
+    champ, chall = (everything.spec, everything.model), (recent.spec, recent.model)
+    promote = gate_on_archive(archive, champ, chall, start=cutoff)
+    assert promote.promote and promote.reason == "promote" and promote.n > 1000, promote
+    keep = gate_on_archive(archive, chall, champ, start=cutoff)
+    assert not keep.promote and keep.reason == "not_significant", "the worse model is never promoted"
 
 
 def test_corrupt_archive_file_is_named_and_retraining_uses_the_rest(tmp_path):
@@ -153,3 +180,16 @@ def test_corrupt_archive_file_is_named_and_retraining_uses_the_rest(tmp_path):
     seen = r.lineage["data"]["train_examples"] + r.lineage["data"]["held_out_examples"] + \
         r.lineage["data"]["unlabeled"] + r.lineage["data"]["label_after_cutoff"]
     assert seen == total - victim.record_count
+
+
+def test_hist_gradient_boosting_fits_in_memory_and_is_served_like_the_rest(tmp_path):
+    items = datasets.cards(n=3000, seed=8, n_cards=200, fraud_rate=0.05)
+    store = LocalStorage(tmp_path)
+    archive_items(store, items)
+    r = retrain(Archive(store), RetrainConfig(estimator="hgb"), None, KEY)
+    assert r.metrics["n"] > 300 and r.metrics["roc_auc"] > 0.8 and r.lineage["params"]["random_state"] == 42
+    sample = [ex.x for ex, _ in zip(examples(Archive(store), VIEW, {}), range(40))]
+    direct = r.model.estimator.predict_proba(np.vstack([r.model.vector(x) for x in sample]))[:, 1]
+    assert [r.model.predict_proba_one(x)[True] for x in sample] == direct.tolist()
+    with pytest.raises(ValueError, match="max_in_memory_rows"):
+        retrain(Archive(store), RetrainConfig(estimator="hgb", max_in_memory_rows=100), None, KEY)
