@@ -106,3 +106,35 @@ def test_two_workers_both_score_one_learns_and_both_serve_the_promoted_champion(
     recs = preds.wait_count(260, key="event_id")
     latest = {r["event_id"]: r for r in recs}
     assert {latest[e["event_id"]]["model_version"] for e in more} == {2}
+
+
+def test_drift_on_the_real_broker_starts_a_challenger_that_the_gate_promotes(make_settings, start_worker):
+    """The lifecycle acting on its own in a real worker: concept drift -> alarm on the drift topic ->
+    fresh challenger -> paired gate -> canary -> champion, each step on the lifecycle topic."""
+    from streamlearn import datasets
+
+    s = make_settings(model_spec="nb", feature_view="raw_v1", gate_min_samples=300, promotion_cooldown_s=0.0,
+                      canary_fraction=0.5, canary_window=300, drift_grace=1000, drift_min_gap=1000)
+    worker = start_worker(s)
+    items = datasets.drift(9_000, position=4_000, seed=7)
+    send = Sender(s)
+    # in arrival order (chunked), so labels trail their events as in production
+    batch_e: list = []
+    batch_f: list = []
+    for kind, rec in datasets.arrival_order(items):
+        (batch_e if kind == "event" else batch_f).append(rec)
+        if len(batch_e) + len(batch_f) >= 500:
+            send.events(batch_e)
+            send.feedback(batch_f)
+            batch_e, batch_f = [], []
+    send.events(batch_e)
+    send.feedback(batch_f)
+
+    lifecycle = TopicReader(s, s.topic_lifecycle, "lifecycle")
+    drift = TopicReader(s, s.topic_drift, "drift")
+    wait_for(lambda: any(r["action"] == "promoted" for r in lifecycle.poll()), 120, "a promotion")
+    actions = [(r["action"], r["version"]) for r in lifecycle.records]
+    assert actions[:3] == [("challenger_started", 2), ("canary_started", 2), ("promoted", 2)], actions
+    concept = [d for d in drift.poll() if d["detector"].startswith("concept")]
+    assert concept and 4_000 <= concept[0]["position"] <= 4_600 and "start_challenger" in concept[0]["action"]
+    wait_for(lambda: worker.status().get("model_version") == 2, 30, "status shows the new champion")
