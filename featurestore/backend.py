@@ -26,6 +26,10 @@ class WriteBatch:
     appends: dict[str, list[bytes]] = field(default_factory=dict)  # list key -> values to push
     trims: dict[str, int] = field(default_factory=dict)  # list key -> number of leading items to drop
     getdels: list[str] = field(default_factory=list)  # read and delete, in the same transaction
+    # (key, token): apply at most once per token, even when retried after a lost reply (a Redis
+    # stopped mid-write executes it but never answers; the client retries). Writers sharing a
+    # receipt key must not overlap (the loop's lock serialises them).
+    receipt: tuple[str, str] | None = None
 
     def set(self, key: str, value: bytes, ttl: int) -> None:
         self.sets[key] = (value, ttl)
@@ -79,6 +83,7 @@ class RedisBackend(Backend):
     def __init__(self, url: str, **kwargs) -> None:
         self.url = url
         self.client = aioredis.Redis.from_url(url, **kwargs)
+        self._write_script = self.client.register_script(self._WRITE_ONCE)
 
     async def read_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
@@ -106,9 +111,64 @@ class RedisBackend(Backend):
         out = await self.client.eval(self._PARK, len(keys), *keys, *args)
         return [v or None for v in out]
 
+    # A batch with a receipt, as one script (atomic like MULTI): if the receipt already holds
+    # this token the batch was applied and only its GETDEL results are returned again.
+    # KEYS: receipt, getdels, sets, deletes, appends, trims. ARGV: token, receipt ttl, the five
+    # counts, then (value, ttl) per set, (count, values...) per append, n per trim.
+    _WRITE_ONCE = """
+    local r, token = KEYS[1], ARGV[1]
+    local ng, ns, nd, na, nt = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
+                               tonumber(ARGV[6]), tonumber(ARGV[7])
+    local out = {}
+    if redis.call('HGET', r, 't') == token then
+      for i = 1, ng do out[i] = redis.call('HGET', r, tostring(i)) end
+      return out
+    end
+    redis.call('DEL', r)
+    local k, a = 2, 8
+    for i = 1, ng do
+      local v = redis.call('GETDEL', KEYS[k])
+      out[i] = v
+      if v then redis.call('HSET', r, tostring(i), v) end
+      k = k + 1
+    end
+    for i = 1, ns do
+      local ttl = tonumber(ARGV[a + 1])
+      if ttl > 0 then redis.call('SET', KEYS[k], ARGV[a], 'EX', ttl) else redis.call('SET', KEYS[k], ARGV[a]) end
+      k, a = k + 1, a + 2
+    end
+    for i = 1, nd do redis.call('DEL', KEYS[k]); k = k + 1 end
+    for i = 1, na do
+      local c = tonumber(ARGV[a]); a = a + 1
+      for j = a, a + c - 1, 1000 do redis.call('RPUSH', KEYS[k], unpack(ARGV, j, math.min(j + 999, a + c - 1))) end
+      k, a = k + 1, a + c
+    end
+    for i = 1, nt do redis.call('LTRIM', KEYS[k], tonumber(ARGV[a]), -1); k, a = k + 1, a + 1 end
+    redis.call('HSET', r, 't', token)
+    redis.call('EXPIRE', r, tonumber(ARGV[2]))
+    return out
+    """
+    RECEIPT_TTL_S = 7 * 86400
+
+    async def _write_once(self, batch: WriteBatch) -> dict[str, bytes | None]:
+        assert batch.receipt is not None
+        rkey, token = batch.receipt
+        keys = [rkey, *batch.getdels, *batch.sets, *batch.deletes, *batch.appends, *batch.trims]
+        args: list[bytes | str | int] = [token, self.RECEIPT_TTL_S, len(batch.getdels), len(batch.sets),
+                                         len(batch.deletes), len(batch.appends), len(batch.trims)]
+        for value, ttl in batch.sets.values():
+            args += [value, ttl]
+        for values in batch.appends.values():
+            args += [len(values), *values]
+        args += list(batch.trims.values())
+        out = await self._write_script(keys=keys, args=args)
+        return {k: v or None for k, v in zip(batch.getdels, out + [None] * len(batch.getdels))}
+
     async def write_batch(self, batch: WriteBatch) -> dict[str, bytes | None]:
         if not batch:
             return {}
+        if batch.receipt is not None:
+            return await self._write_once(batch)
         pipe = self.client.pipeline(transaction=True)
         for key in batch.getdels:
             pipe.getdel(key)

@@ -80,6 +80,9 @@ class Keys:
     def checkpoint_id(self) -> str:
         return f"{self.prefix}:m:{self.model}:ckpt-id"
 
+    def receipt(self, writer: str) -> str:
+        return f"{self.prefix}:m:{self.model}:receipt:{writer}"
+
 
 @dataclass
 class Counters:
@@ -167,6 +170,7 @@ class OnlineLoop:
         # score, following the learner's checkpoints.
         self.is_learner = True
         self._checkpoint_id: bytes | None = None
+        self._receipt_key = keys.receipt(uuid.uuid4().hex)  # this loop's writes, one at a time (lock)
 
     # ------------------------------------------------------------------ store access
     async def _io(self, op: Callable[[], Awaitable[T]], what: str) -> T:
@@ -179,6 +183,13 @@ class OnlineLoop:
                 self._on_store_error(what, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+    async def _write(self, wb: WriteBatch, what: str) -> dict[str, bytes | None]:
+        """A write under the loop's lock, applied at most once however often it is retried:
+        a Redis stopped mid-write may execute it without answering, and a blind retry would
+        append the learn log twice or lose the parked labels the first attempt took."""
+        wb.receipt = (self._receipt_key, uuid.uuid4().hex)
+        return await self._io(lambda: self.backend.write_batch(wb), what)
 
     def _on_store_error(self, what: str, exc: BaseException) -> None:
         self.counters.store_retries += 1
@@ -261,7 +272,7 @@ class OnlineLoop:
             batch.getdels.append(keys.pending(eid))
         for e in changed:
             batch.set(keys.entity(e), _dumps(states[e]), self.entity_ttl_s)
-        taken = await self._io(lambda: self.backend.write_batch(batch), "score write")
+        taken = await self._write(batch, "score write")
         self.counters.events_scored += len(preds)
         parked = [(eid, json.loads(taken[keys.pending(eid)])["y"]) for eid in served_now
                   if taken.get(keys.pending(eid)) is not None]
@@ -276,7 +287,7 @@ class OnlineLoop:
             else:  # only the learner learns: hand the label back to it through the feedback topic
                 now = int(self.clock() * 1000)
                 self.outbox.extend(("feedback", {"event_id": eid, "label": y, "label_time": now}) for eid, y in parked)
-            await self._io(lambda: self.backend.write_batch(wb), "learn write")
+            await self._write(wb, "learn write")
         if self.lifecycle is not None and self.is_learner:
             self.lifecycle.on_scored([rec["x"] for rec in served_now.values()])
             await self._decide_locked()
@@ -334,7 +345,7 @@ class OnlineLoop:
                     else:
                         self._learn(fb["event_id"], fb["label"], json.loads(rec), wb, report)
             # in-memory model is ahead of the store until this lands: retry, never re-learn
-            await self._io(lambda: self.backend.write_batch(wb), "learn write")
+            await self._write(wb, "learn write")
             self._log_len += len(report.learned)
             await self._decide_locked()
         self.counters.labels_duplicate += len(report.duplicate)
@@ -363,7 +374,7 @@ class OnlineLoop:
                         self.models, self.models.champion, "refused", f"bad command: {exc}", now)))
             self._dirty = True
             wb = WriteBatch(trims={key: len(raw)})
-            await self._io(lambda: self.backend.write_batch(wb), "control trim")
+            await self._write(wb, "control trim")
             await self._checkpoint_locked(None)
         return len(raw)
 
@@ -383,7 +394,7 @@ class OnlineLoop:
         wb.set(self.keys.checkpoint_id, self._checkpoint_id, 0)
         wb.trims[self.keys.learn_log] = self._log_len
         wb.set(self.keys.status, _dumps(self.status(extra_status)), 0)
-        await self._io(lambda: self.backend.write_batch(wb), "checkpoint")
+        await self._write(wb, "checkpoint")
         self._log_len = 0
         self._dirty = False
         self.counters.checkpoints += 1

@@ -159,3 +159,18 @@ def label_of(ev: dict[str, Any]) -> bool:
 
 def feedback_for(ev: dict[str, Any]) -> dict[str, Any]:
     return {"event_id": ev["event_id"], "label": label_of(ev), "label_time": ev["event_time"] + 5_000}
+
+
+def scrape_metrics(port: int, timeout: float = 15.0) -> dict[str, dict[tuple, float]]:
+    """A worker's real ``GET /metrics``: ``{sample name: {sorted label items: value}}``."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as resp:
+        text = resp.read().decode()
+    out: dict[str, dict[tuple, float]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
