@@ -13,7 +13,9 @@
   other, and re-sending the same ``event_id`` (either way) reuses the stored features. The
   prediction is returned, not published to the predictions topic.
   Errors: 400 ``{"error": reason, "detail": ...}`` with the dead-letter reason codes, 413 over
-  ``max_message_bytes``, 503 before the model is loaded.
+  ``max_message_bytes``, 503 before the model is loaded or when the store does not answer
+  in time (``http_score_timeout_s``; the event is still scored once the store is back, and
+  retrying the same event_id reuses its stored features).
 """
 
 from __future__ import annotations
@@ -205,7 +207,16 @@ class ScoreView(web.View):
         m = runtime.metrics
         m.received(1, "http")
         with m.loop_batch("score", 1, runtime.backend):
-            pred, = await runtime.loop.score_batch([event])
+            # shielded: cancelling the loop mid-write would break its crash-consistency, so on a
+            # timeout it finishes in the background (idempotent by event_id: a retry is safe)
+            # (the loop retries the store forever; an HTTP caller gets a 503 instead)
+            timeout = runtime.settings.http_score_timeout_s
+            scoring = asyncio.ensure_future(runtime.loop.score_batch([event]))
+            try:
+                pred, = await asyncio.wait_for(asyncio.shield(scoring), timeout)
+            except TimeoutError:
+                return self._error(503, "unavailable", f"state store did not answer within {timeout}s; "
+                                   "retry with the same event_id")
         now = time.time()
         pred.served_at = int(now * 1000)
         pred.latency_ms = (now - received) * 1000.0
