@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -11,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from streamlearn.models.registry import open_registry
 from streamlearn.settings import Settings, get_settings
 from streamlearn.streams import control
 
@@ -61,12 +63,18 @@ def list_models(as_json: bool = typer.Option(False, "--json")) -> None:
 @app.command()
 def show(version: int) -> None:
     """One version: its stage, metrics and stage history."""
-    st = _status(get_settings())
-    m = next((m for m in st["models"] if m["version"] == version), None)
-    history = [h for h in st.get("history", []) if h["version"] == version]
-    if m is None and not history:
+    s = get_settings()
+    st = _status(s)
+    live = next((m for m in st["models"] if m["version"] == version), None)
+    reg = open_registry(s)
+    try:
+        recorded = dataclasses.asdict(reg.get(s.model_name, version))
+    except Exception:  # noqa: BLE001 - not (yet) mirrored: show what the worker runs
+        recorded = None
+    history = [dataclasses.asdict(t) for t in reg.history(s.model_name, version)] if recorded else []
+    if live is None and recorded is None:
         raise typer.BadParameter(f"no version {version}")
-    typer.echo(json.dumps({"model": m, "history": history}, indent=2))
+    typer.echo(json.dumps({"live": live, "registry": recorded, "history": history}, indent=2, default=str))
 
 
 @app.command()

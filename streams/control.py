@@ -40,7 +40,7 @@ def apply(models: ModelSet, cmd: dict[str, Any], now_ms: int) -> list[dict[str, 
     try:
         if op == "add":
             v = models.add_challenger(str(cmd["spec"]), reason)
-            return [record(models, v, "challenger_started", reason, now_ms, spec=cmd["spec"])]
+            return [record(models, v, "challenger_started", reason, now_ms, spec=cmd["spec"], by="operator")]
         if op == "promote":
             v = int(cmd["version"])
             old = models.promote(v, reason)
@@ -48,7 +48,7 @@ def apply(models: ModelSet, cmd: dict[str, Any], now_ms: int) -> list[dict[str, 
         if op == "canary":
             v, fraction = int(cmd["version"]), float(cmd.get("fraction", 0.1))
             models.start_canary(v, fraction, reason)
-            return [record(models, v, "canary_started", reason, now_ms, fraction=fraction)]
+            return [record(models, v, "canary_started", reason, now_ms, fraction=fraction, by="operator")]
         if op == "rollback":
             before = models.canary.version if models.canary else models.champion
             now = models.rollback(reason)
@@ -58,7 +58,7 @@ def apply(models: ModelSet, cmd: dict[str, Any], now_ms: int) -> list[dict[str, 
         if op == "retire":
             v = int(cmd["version"])
             models.retire(v, reason)
-            return [record(models, v, "retired", reason, now_ms)]
+            return [record(models, v, "retired", reason, now_ms, by="operator")]
     except (KeyError, TypeError) as exc:
         raise CommandError(f"command {op!r} is missing or has a bad argument: {exc}") from None
     except ValueError as exc:

@@ -127,6 +127,15 @@ class LearnReport:
     unmatched: list[str] = field(default_factory=list)
 
 
+def read_checkpoint(blob: bytes, key: bytes) -> tuple[ModelSet, Lifecycle | None]:
+    """The models and lifecycle evidence of a signed loop checkpoint (refused if unsigned)."""
+    state = artifacts.load(blob, key)
+    models = state.get("models") if isinstance(state, dict) else None
+    if not isinstance(models, ModelSet):
+        raise artifacts.ArtifactError(f"checkpoint holds {type(state).__name__}, not the loop's models")
+    return models, state.get("lifecycle")
+
+
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
@@ -401,11 +410,7 @@ class OnlineLoop:
         return True
 
     def _load(self, blob: bytes) -> tuple[ModelSet, Lifecycle | None]:
-        state = artifacts.load(blob, self.artifact_key)
-        models = state.get("models") if isinstance(state, dict) else None
-        if not isinstance(models, ModelSet):
-            raise artifacts.ArtifactError(f"checkpoint holds {type(state).__name__}, not the loop's models")
-        return models, state.get("lifecycle")
+        return read_checkpoint(blob, self.artifact_key)
 
     async def _decide_locked(self) -> None:
         """Let the lifecycle act; a change is checkpointed before it is announced."""

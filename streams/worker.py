@@ -21,6 +21,8 @@ from streamlearn.featurestore.instrumented import InstrumentedBackend
 from streamlearn.metrics import Metrics
 from streamlearn.models.learner import Learner
 from streamlearn.models.lifecycle import Lifecycle, LifecycleConfig
+from streamlearn.models.mirror import RegistryMirror
+from streamlearn.models.registry import open_registry
 from streamlearn.schemas import InvalidRecord, SchemaRegistry
 from streamlearn.settings import Settings
 from streamlearn.streams.codec import Limits, decode_event, decode_feedback
@@ -74,12 +76,16 @@ class WorkerRuntime:
         self.ready = asyncio.Event()
         self.deadlettered = 0
         self.assigned: list[tuple[str, int]] = []  # set by the transport on rebalance
+        self.mirror = RegistryMirror(open_registry(settings), {
+            "source": "live", "events": settings.topic_events, "feedback": settings.topic_feedback})
+        self.registry_errors = 0
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, ensure_topics, self.settings)
         replayed = await self.loop.restore()
         log.info("model %s (%s) restored: %d labels learned, %d replayed from the learn log",
                  self.loop.learner.name, self.loop.learner.spec, self.loop.learner.labels_learned, replayed)
+        await self._registry(self.mirror.bootstrap, self.loop.models)
         self.metrics.sync_counters(self.loop.counters)  # baseline: counts before now are not this run's traffic
         s = self.settings
         self.metrics.info.labels(s.app_id, s.model_name, s.model_spec, s.feature_view).set(1)
@@ -166,8 +172,19 @@ class WorkerRuntime:
             self.out.produce(self.outbox_topics[subject], self.encoders[subject](record), key.encode())
         if outbox:
             await self.out.flush()
+        decisions = [r for subject, r in outbox if subject == "lifecycle"]
+        if decisions:
+            await self._registry(self.mirror.apply, self.loop.models, decisions)
         for subject, record in outbox:
             self.metrics.announced(subject, record)
+
+    async def _registry(self, fn, *args) -> None:
+        """Lineage and audit go to the registry off the event loop; its failure never stops scoring."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        except Exception as exc:  # noqa: BLE001 - recorded, the lifecycle topic still has it
+            self.registry_errors += 1
+            log.error("model registry update failed: %s", exc)
 
     # ---------------------------------------------------------------- rebalances
     async def on_assigned(self, assigned: list[tuple[str, int]]) -> None:
@@ -204,7 +221,8 @@ class WorkerRuntime:
             pass
 
     def status_extra(self) -> dict[str, Any]:
-        return {"deadlettered": self.deadlettered, "assigned": self.assigned, "pid": os.getpid()}
+        return {"deadlettered": self.deadlettered, "assigned": self.assigned, "pid": os.getpid(),
+                "registry_errors": self.registry_errors}
 
     async def close(self) -> None:
         if self.ready.is_set():

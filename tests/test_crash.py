@@ -8,14 +8,14 @@ import random
 
 import redis
 
-from streamlearn.models import artifacts
 from streamlearn.replay.inprocess import memory_loop, run_stream
+from streamlearn.streams.pipeline import read_checkpoint
 from tests.helpers import Sender, TopicReader, feedback_for, make_events, wait_for
 
 
 def _final_models(s):
     blob = redis.Redis.from_url(s.redis_url).get(f"{s.redis_prefix}:m:{s.model_name}:ckpt")
-    return artifacts.load(blob, s.artifact_key.get_secret_value().encode())
+    return read_checkpoint(blob, s.artifact_key.get_secret_value().encode())[0]
 
 
 def test_kill_9_at_random_points_changes_nothing(make_settings, start_worker):
