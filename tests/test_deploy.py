@@ -200,7 +200,7 @@ def _setting_for(env_name: str) -> str:
 
 def test_compose_env_vars_are_settings_the_code_reads(compose, monkeypatch):
     ours = _ours(compose)
-    assert {"topics", "worker", "producer", "labeler"} <= set(ours)
+    assert {"topics", "worker", "archiver", "producer", "labeler"} <= set(ours)
     for name, svc in ours.items():
         env = {k: _interpolate(v) for k, v in svc["environment"].items()}
         for key in [k for k in os.environ if k.startswith(ENV_PREFIX) or k in ("KAFKA_BOOTSTRAP", "REDIS_URL")]:
@@ -318,6 +318,12 @@ def test_compose_ports_mounts_and_dependencies_match(compose):
             if cond["condition"] == "service_healthy":
                 assert "healthcheck" in services[dep], f"{name} waits for {dep} to be healthy; it has no check"
     assert services["producer"]["profiles"] == ["demo"] and services["labeler"]["profiles"] == ["demo"]
+
+    # the archiver writes where its volume is mounted, a directory the image's user owns
+    archiver = services["archiver"]
+    archive_dir = archiver["environment"]["STREAMLEARN_ARCHIVE_DIR"]
+    assert any(v.split(":")[1] == archive_dir for v in archiver["volumes"])
+    assert f"install -d -o streamlearn -g streamlearn {archive_dir}" in (DEPLOY / "Dockerfile").read_text()
 
 
 def test_dockerfile_copies_every_package_folder():
