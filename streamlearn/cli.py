@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from streamlearn import bench as bench_cli
 from streamlearn import cli_io
 from streamlearn.cli_models import app as models_app
 from streamlearn.replay import cli as replay_cli
@@ -24,7 +25,7 @@ app.add_typer(models_app, name="models")
 
 @app.command()
 def demo(
-    dataset: str = typer.Option("cards", help="cards (entity-keyed, with drift) or phishing (River's bundled)"),
+    dataset: str = typer.Option("cards", help="cards (entity-keyed, with drift), drift (SEA concept drift: try --spec nb), phishing (River's)"),
     events: int = typer.Option(20_000, help="number of events (cards)"),
     rate: float | None = typer.Option(None, help="events per second; default: as fast as possible"),
     spec: str = typer.Option("logreg", help="model spec: logreg, hat, arf, linreg"),
@@ -126,6 +127,7 @@ def drift_eval(
 
 
 cli_io.register(app)  # produce, feedback, tail (streamlearn/cli_io.py)
+bench_cli.register(app)  # bench (streamlearn/bench.py)
 replay_cli.register(app)  # archive run, replay inspect/republish, backtest, retrain (replay/cli.py)
 
 

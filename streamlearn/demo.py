@@ -189,7 +189,7 @@ def run_demo(dataset: str = "cards", events: int = 20_000, rate: float | None = 
             console.print("[bold]starting[/] embedded broker (tansu) and Redis (valkey) ...")
             infra = EmbeddedInfra(**({"workdir": workdir} if workdir else {})).start()
             addresses = infra.env()
-        view = "raw_v1" if dataset == "phishing" else "entity_v1"
+        view = "entity_v1" if dataset == "cards" else "raw_v1"  # only cards has entities
         env = {**addresses, "STREAMLEARN_MODEL_SPEC": spec, "STREAMLEARN_FEATURE_VIEW": view}
         settings = Settings(kafka_bootstrap=addresses["KAFKA_BOOTSTRAP"], redis_url=addresses["REDIS_URL"],
                             model_spec=spec, feature_view=view)
@@ -239,6 +239,7 @@ def run_demo(dataset: str = "cards", events: int = 20_000, rate: float | None = 
             "latency_ms_p50": percentile(follower.latencies, 0.5),
             "latency_ms_p99": percentile(follower.latencies, 0.99),
             "model_spec": spec, "feature_view": view,
+            "models": status.get("models", []), "decisions": status.get("history", []),
         }
         if compare and dataset == "cards":
             from streamlearn.replay.inprocess import run
@@ -279,6 +280,17 @@ def print_summary(s: dict[str, Any]) -> None:
     for k, v in rows:
         t.add_row(k, v)
     console.print(t)
+    if s.get("models"):
+        mt = Table(title="models (champion serves; shadows learn the same labels)")
+        for col in ("version", "spec", "stage", "labels learned", "accuracy", "roc_auc"):
+            mt.add_column(col)
+        for m in s["models"]:
+            met = m["metrics"]
+            mt.add_row(str(m["version"]), m["spec"], m["stage"], f"{m['labels_learned']:,}",
+                       f"{met.get('accuracy', float('nan')):.4f}", f"{met.get('roc_auc', float('nan')):.4f}")
+        console.print(mt)
+    for d in s.get("decisions", []):
+        console.print(f"  lifecycle: v{d['version']} -> {d['stage']}: {d['reason']}")
     comp = s.get("feature_store_comparison")
     if comp:
         ct = Table(title="same stream, in-process: with vs without per-entity features")
