@@ -86,6 +86,15 @@ def promote(version: int, reason: str = typer.Option("operator promote")) -> Non
 
 
 @app.command()
+def canary(version: int, fraction: float = typer.Option(0.1, min=0.0, max=1.0),
+           reason: str = typer.Option("operator canary")) -> None:
+    """Let VERSION serve FRACTION of entities; the canary monitor promotes or rolls it back."""
+    send(get_settings(), {"op": "canary", "version": version, "fraction": fraction, "reason": reason},
+         done=lambda st: (st.get("canary") or {}).get("version") == version)
+    typer.echo(f"version {version} serves {fraction:.0%} of entities as a canary")
+
+
+@app.command()
 def rollback(reason: str = typer.Option("operator rollback")) -> None:
     """End the canary, or restore the previous champion."""
     s = get_settings()
