@@ -290,8 +290,11 @@ class Metrics:
             if record["action"] in LIFECYCLE_ACTIONS:
                 self.lifecycle(record["model_name"], record["action"])
         elif subject == "drift":
-            state = "warning" if str(record.get("severity", "")).startswith("warn") else "drift"
-            self.set_drift(record["detector"], record.get("feature") or "", state, record.get("position"))
+            # severities (models/drift.py): info (error fell), warning, drift, critical
+            severity = str(record.get("severity", "drift"))
+            state = {"info": "stable", "warning": "warning"}.get(severity, "drift")
+            position = record.get("position") if state == "drift" else None  # only drifts are detections
+            self.set_drift(record["detector"], record.get("feature") or "", state, position)
 
     # ------------------------------------------------------------------ drift
     def set_drift(self, detector: str, feature: str, state: str, last_position: int | None = None) -> None:

@@ -83,6 +83,19 @@ def consumer_offsets(app: faust.App) -> list[tuple[str, int, int | None, int | N
     return rows
 
 
+def champion_bias(loop: Any) -> float | None:
+    """Mean served score minus mean label over the bias monitor's current window, if any.
+
+    Read from the automatic lifecycle's ``BiasMonitor`` (models/drift.py); None without
+    automatic lifecycle or right after a window closed (the gauge keeps the last value).
+    """
+    bias = getattr(getattr(loop, "lifecycle", None), "bias", None)
+    count = getattr(bias, "count", 0)
+    if not count:
+        return None
+    return (bias.sum_score - bias.sum_label) / count
+
+
 def refresh_metrics(app: faust.App, runtime: WorkerRuntime) -> None:
     """Bring scrape-time values up to date: loop counters, model gauges, consumer offsets."""
     m = runtime.metrics
@@ -91,6 +104,9 @@ def refresh_metrics(app: faust.App, runtime: WorkerRuntime) -> None:
         models = runtime.loop.models
         m.set_models((lr.name, v, models.stage(v), lr.metric_values(), lr.labels_learned)
                      for v, lr in sorted(models.learners.items()))
+        bias = champion_bias(runtime.loop)
+        if bias is not None:
+            m.set_prediction_bias(models.name, models.champion, "champion", bias)
     m.set_consumer_offsets(consumer_offsets(app))
 
 

@@ -215,6 +215,15 @@ def test_metrics_scrape_after_a_short_run_has_every_family(make_settings, start_
         assert stages == {x["stage"]}, f"v{v} changed stage; only its current stage may have series"
     got, sent = lifecycle_counts(m)
     assert got == sent and min(got.values()) >= 1, (got, sent)
+    # prediction bias of the champion: mean served score - mean label over the labels learned
+    first: dict[str, float] = {}
+    for p in TopicReader(s, s.topic_predictions, "prediction").wait_count(len(events), key="event_id"):
+        first.setdefault(p["event_id"], p["score"])
+    labels = [float(feedback_for(e)["label"]) for e in events]
+    expected_bias = (sum(first[e["event_id"]] for e in events) - sum(labels)) / len(events)
+    assert value(m, "streamlearn_prediction_bias", model=s.model_name, version="1", stage="champion") \
+        == pytest.approx(expected_bias, rel=1e-9, abs=1e-12)
+
     # drift alarms (if the loop raised any on this traffic) feed the drift families one to one
     drift_got, drift_sent = drift_counts(m)
     assert drift_got == drift_sent
@@ -376,10 +385,16 @@ def test_lifecycle_and_drift_records_feed_their_families():
              "severity": "drift"}
     m.announced("drift", drift)
     m.announced("drift", drift)  # the same alarm twice is one detection
-    m.announced("drift", {**drift, "position": 900, "severity": "warning"})
+    m.announced("drift", {**drift, "position": 900, "severity": "warning"})  # a warning is a state, not a drift
+    assert _samples(m, "streamlearn_drift_state")[(("detector", "concept:adwin"), ("feature", ""))] == 1
+    m.announced("drift", {**drift, "position": 950, "severity": "info"})  # error fell: not a detection
     key = (("detector", "concept:adwin"), ("feature", ""))
+    assert _samples(m, "streamlearn_drift_detections")[key] == 1
+    assert _samples(m, "streamlearn_drift_last_position")[key] == 400
+    assert _samples(m, "streamlearn_drift_state")[key] == 0
+    m.announced("drift", {**drift, "position": 1200, "severity": "critical"})
     assert _samples(m, "streamlearn_drift_detections")[key] == 2
-    assert _samples(m, "streamlearn_drift_last_position")[key] == 900
-    assert _samples(m, "streamlearn_drift_state")[key] == 1
+    assert _samples(m, "streamlearn_drift_last_position")[key] == 1200
+    assert _samples(m, "streamlearn_drift_state")[key] == 2
     with pytest.raises(ValueError, match="unknown lifecycle action"):
         m.lifecycle("fraud", "exploded")
