@@ -92,20 +92,21 @@ class Plan:
 
 
 def _reference_predictions(archive: Archive, reference: tuple[str, int] | None
-                           ) -> tuple[tuple[str, int] | None, dict[str, deque[int]]]:
-    preds: list[tuple[str, str, int, int]] = []
+                           ) -> tuple[tuple[str, int] | None, dict[str, deque[tuple[int, int]]]]:
+    """(reference model, event id -> its predictions' (labels_learned, served_at) in order)."""
+    preds: list[tuple[str, str, int, int, int]] = []
     for tp in archive.partitions("prediction"):
         for _, p in archive.decoded(archive.partition_records("prediction", *tp)):
-            preds.append((p["event_id"], p["model_name"], p["model_version"], p["labels_learned"]))
+            preds.append((p["event_id"], p["model_name"], p["model_version"], p["labels_learned"], p["served_at"]))
     if not preds:
         return None, {}
     if reference is None:  # the model that served most events: the one to reproduce
-        counts = Counter((name, v) for _, name, v, _ in preds)
+        counts = Counter((name, v) for _, name, v, _, _ in preds)
         reference = min(counts, key=lambda k: (-counts[k], k))
-    by_event: dict[str, deque[int]] = defaultdict(deque)
-    for eid, name, v, labels in preds:
+    by_event: dict[str, deque[tuple[int, int]]] = defaultdict(deque)
+    for eid, name, v, labels, served_at in preds:
         if (name, v) == reference:
-            by_event[eid].append(labels)
+            by_event[eid].append((labels, served_at))
     return reference, by_event
 
 
@@ -127,21 +128,22 @@ def plan_recorded(archive: Archive, end: int | None, reference: tuple[str, int] 
         raise ValueError("the archive holds no predictions: a recorded replay needs them (use --join arrival)")
     missing = 0
 
-    def partition_events(topic: str, partition: int) -> Iterator[tuple[dict[str, Any], int, int, int]]:
+    def partition_events(topic: str, partition: int) -> Iterator[tuple[dict[str, Any], int, int | None, int, int]]:
         nonlocal missing
         last = 0
         for rec, ev in archive.decoded(archive.partition_records("event", topic, partition)):
             if end is not None and ev["event_time"] >= end:
                 continue
             q = recorded.get(ev["event_id"])
+            served_at = None
             if q:
-                last = q.popleft()
+                last, served_at = q.popleft()
             else:  # no prediction of the reference model: keep the partition's last count
                 missing += 1
-            yield ev, last, partition, rec["offset"]
+            yield ev, last, served_at, partition, rec["offset"]
 
     events = list(merge_by_recorded_order([partition_events(*tp) for tp in archive.partitions("event")]))
-    sched = RecordedSchedule(events, (fb for _, fb in _feedback_offset_order(archive)))
+    sched = RecordedSchedule(events, ((fb, rec["timestamp"] or None) for rec, fb in _feedback_offset_order(archive)))
     steps = list(sched.steps())
     notes = [f"recorded: reproducing {ref[0]} v{ref[1]} (labels_learned of its predictions)"]
     if missing:

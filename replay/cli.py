@@ -133,6 +133,7 @@ def retrain(
     chunk_size: int = typer.Option(5000, help="rows per out-of-core chunk"),
     epochs: int = typer.Option(3, help="passes over the training chunks (sgd)"),
     name: str = typer.Option("batch", help="model id prefix"),
+    threads: int | None = typer.Option(None, help="threads while fitting (default: all cores)"),
     out: Path = typer.Option(Path("retrain-out"), help="output directory (artifact + lineage)"),
     register: str | None = typer.Option(
         None, help="register as a shadow challenger of this model name in the model registry (settings.registry_url)"),
@@ -147,7 +148,7 @@ def retrain(
     try:
         cfg = RetrainConfig(view=view or s.feature_view, estimator=estimator, train_from=parse_time(train_from),
                             cutoff=parse_time(cutoff), eval_to=parse_time(eval_to), chunk_size=chunk_size,
-                            epochs=epochs, name=name)
+                            epochs=epochs, name=name, threads=threads)
         registry = None
         if register:
             from streamlearn.models.registry import open_registry

@@ -44,6 +44,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import SGDClassifier
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 import streamlearn
 from streamlearn.featurestore.definitions import get_view
@@ -70,6 +71,7 @@ class RetrainConfig:
     epochs: int = 3
     alpha: float = 1e-4  # SGD L2 strength
     max_in_memory_rows: int = 1_000_000  # hgb only
+    threads: int | None = None  # OpenMP/BLAS threads while fitting (None: all cores; 1 on a shared box)
     name: str = "batch"
 
 
@@ -169,7 +171,8 @@ def retrain(archive: Archive | str | Path, cfg: RetrainConfig, out: Path | None,
         if len(classes) < 2:
             raise ValueError(f"the training window {iso(train_from)} .. {iso(cutoff)} has "
                              f"{train.rows} labeled example(s) of {len(classes)} class(es); need two classes")
-        model, scaler, params = _fit(cfg, train, classes)
+        with threadpool_limits(limits=cfg.threads):  # OpenMP spins badly on a busy, shared machine
+            model, scaler, params = _fit(cfg, train, classes)
         metrics = {"held_out": _evaluate(model, scaler, held, classes),
                    "train": _evaluate(model, scaler, train, classes)}
         data = {"train_examples": train.rows, "held_out_examples": held.rows, "features": len(vocab.index),

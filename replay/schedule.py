@@ -15,12 +15,17 @@ its event's scoring step. Taking labels as late as possible is what makes this e
 label the live worker parked before its event was scored must have come before some label
 that L forces earlier, so it is parked here too.
 
-Known limits (reported as divergences when they show): labels the live worker parked for
-two events of the same scoring step, arriving in the reverse order of the events, are
-learned in event order live and cannot be told apart from the record; a parked label
-re-sent with a *different* value in the same live feedback batch keeps the first value
-live, the last here; predictions from a model version other than the reference (a
-canary, a promoted challenger) carry another model's count and are not used.
+One case the counts cannot settle: labels the worker parked for events of one scoring
+step are learned after it in *event* order, which can differ from feedback order. The
+record's times settle it: a label whose feedback message was produced (Kafka timestamp)
+before its event's prediction was served (``served_at``) is taken before the step and
+parked. That assumes the worker's feedback consumer kept up; a label produced before its
+event was served but consumed after may then be learned at the wrong place.
+
+Other limits (count mismatches are reported as divergences): a parked label re-sent with a
+*different* value in the same live feedback batch keeps the first value live, the last
+here; predictions from a model version other than the reference (a canary, a promoted
+challenger) carry another model's count and are not used.
 
 **Arrival** (no predictions archived, or a different range): events in event-time
 order, each label learned before the first event whose event time is past the label's
@@ -108,14 +113,34 @@ class Ledger:
 
 
 class RecordedSchedule:
-    """Steps that reproduce a live run from its events (with recorded L) and feedback order."""
+    """Steps that reproduce a live run from its events (with recorded L) and feedback order.
 
-    def __init__(self, events: Iterable[tuple[dict[str, Any], int]], feedback: Iterable[dict[str, Any]]) -> None:
+    ``events``: (event, L, served_at ms or None) in processing order; ``feedback``: (label,
+    Kafka timestamp ms or None) in offset order. The times only settle the one case the
+    counts cannot: labels produced *before* their event was served were parked by the
+    worker (its feedback consumer keeps up) and are learned after the step in event order.
+    """
+
+    def __init__(self, events: Iterable[tuple[dict[str, Any], int, int | None]],
+                 feedback: Iterable[tuple[dict[str, Any], int | None]]) -> None:
         self.events = events
-        self.feedback = iter(feedback)
+        self._feedback = iter(feedback)
+        self._peeked: list[tuple[dict[str, Any], int | None]] = []
         self.ledger = Ledger()
         self.divergences: list[Divergence] = []
         self.feedback_exhausted = False
+        self.unjoined = 0
+
+    def _next(self) -> tuple[dict[str, Any], int | None] | None:
+        return self._peeked.pop() if self._peeked else next(self._feedback, None)
+
+    def _peek(self) -> tuple[dict[str, Any], int | None] | None:
+        if not self._peeked:
+            item = next(self._feedback, None)
+            if item is None:
+                return None
+            self._peeked.append(item)
+        return self._peeked[-1]
 
     def _pull(self, target: float) -> Iterator[Step]:
         """Learn steps taking labels in feedback order until the count would reach ``target``."""
@@ -129,58 +154,79 @@ class RecordedSchedule:
             return Step("learn", list(chunk), expect=led.count)
 
         while predicted < target:
-            fb = next(self.feedback, None)
-            if fb is None:
+            item = self._next()
+            if item is None:
                 self.feedback_exhausted = True
                 break
+            fb = item[0]
             eid = fb["event_id"]
             if eid in seen or len(chunk) >= LEARN_CHUNK:
                 # a repeat in one step would be judged against the step's start: live saw it later
                 yield cut()
                 chunk, seen = [], set()
-            if self.ledger.classify(eid) == "learn":
+            if led.classify(eid) == "learn":
                 predicted += 1
             chunk.append(fb)
             seen.add(eid)
         if chunk:
             yield cut()
 
+    def _early_labels(self, served_at: dict[str, int | None]) -> Iterator[Step]:
+        """The next labels, in feedback order, that were produced before their event (in this
+        step) was served: the worker had parked them, so they are learned after this step."""
+        chunk: list[dict[str, Any]] = []
+        while (item := self._peek()) is not None:
+            fb, ts = item
+            eid = fb["event_id"]
+            served = served_at.get(eid)
+            if (served is None or ts is None or ts >= served or self.ledger.classify(eid) != "park"
+                    or any(f["event_id"] == eid for f in chunk)):
+                break
+            chunk.append(fb)
+            self._next()
+        if chunk:
+            self.ledger.learn(chunk)
+            yield Step("learn", chunk, expect=self.ledger.count)
+
     def steps(self) -> Iterator[Step]:
-        led = self.ledger
         run: list[dict[str, Any]] = []
+        served: dict[str, int | None] = {}
         run_l: int | None = None
-        for ev, labels in self.events:
+        for ev, labels, served_at in self.events:
             if run and labels != run_l:
-                yield from self._score(run, run_l)
-                run = []
+                yield from self._score(run, run_l, served)
+                run, served = [], {}
             run.append(ev)
+            served.setdefault(ev["event_id"], served_at)
             run_l = labels
         if run:
-            yield from self._score(run, run_l)
+            yield from self._score(run, run_l, served)
         yield from self._pull(float("inf"))  # the rest of the labels: final metrics
-        self.unjoined = len(led.pending)
+        self.unjoined = len(self.ledger.pending)
 
-    def _score(self, run: list[dict[str, Any]], labels: int) -> Iterator[Step]:
+    def _score(self, run: list[dict[str, Any]], labels: int, served: dict[str, int | None]) -> Iterator[Step]:
         led = self.ledger
         if led.count < labels:
             yield from self._pull(labels)
         if led.count != labels:
             self.divergences.append(Divergence(run[0]["event_id"], labels, led.count))
+        yield from self._early_labels(served)
         led.score(run)
         yield Step("score", run, expect=led.count)
 
 
 def merge_by_recorded_order(
-    partitions: list[Iterator[tuple[dict[str, Any], int, int, int]]],
-) -> Iterator[tuple[dict[str, Any], int]]:
-    """Merge per-partition (event, L, partition, offset) streams, each kept in its own order,
-    by (L, event time): the order in which one worker could have scored them."""
-    def keyed(it: Iterator[tuple[dict[str, Any], int, int, int]]) -> Iterator[tuple[Any, ...]]:
-        for ev, labels, p, off in it:
-            yield labels, ev["event_time"], p, off, ev
+    partitions: list[Iterator[tuple[dict[str, Any], int, int | None, int, int]]],
+) -> Iterator[tuple[dict[str, Any], int, int | None]]:
+    """Merge per-partition (event, L, served_at, partition, offset) streams, each kept in its
+    own order, by (L, event time): an order in which one learner could have scored them
+    (events with the same L saw the same model, so their relative order does not matter)."""
+    def keyed(it: Iterator[tuple[dict[str, Any], int, int | None, int, int]]) -> Iterator[tuple[Any, ...]]:
+        for ev, labels, served_at, p, off in it:
+            yield labels, ev["event_time"], p, off, served_at, ev
 
-    for labels, _, _, _, ev in heapq.merge(*(keyed(it) for it in partitions)):
-        yield ev, labels
+    for labels, _, _, _, served_at, ev in heapq.merge(*(keyed(it) for it in partitions)):
+        yield ev, labels, served_at
 
 
 def arrival_steps(

@@ -186,7 +186,7 @@ def test_hist_gradient_boosting_fits_in_memory_and_is_served_like_the_rest(tmp_p
     items = datasets.cards(n=3000, seed=8, n_cards=200, fraud_rate=0.05)
     store = LocalStorage(tmp_path)
     archive_items(store, items)
-    r = retrain(Archive(store), RetrainConfig(estimator="hgb"), None, KEY)
+    r = retrain(Archive(store), RetrainConfig(estimator="hgb", threads=1), None, KEY)
     assert r.metrics["n"] > 300 and r.metrics["roc_auc"] > 0.8 and r.lineage["params"]["random_state"] == 42
     sample = [ex.x for ex, _ in zip(examples(Archive(store), VIEW, {}), range(40))]
     direct = r.model.estimator.predict_proba(np.vstack([r.model.vector(x) for x in sample]))[:, 1]
