@@ -154,9 +154,13 @@ class SchemaRegistry:
         stripped = data.lstrip()
         if stripped[:1] == b"{":
             try:
-                record = json.loads(stripped)
+                record = json.loads(stripped, object_pairs_hook=_unique_keys)
+            except InvalidRecord:
+                raise
             except (UnicodeDecodeError, ValueError) as exc:
-                raise InvalidRecord("invalid_json", str(exc)) from None
+                raise InvalidRecord("invalid_json", str(exc)[:500]) from None
+            except RecursionError:  # the C scanner bails out cleanly on deep nesting
+                raise InvalidRecord("invalid_json", "nested too deeply") from None
             return self.conform(subject, record)
         raise InvalidRecord("unknown_format", "neither Avro single-object (C3 01 ...) nor a JSON object")
 
@@ -182,7 +186,42 @@ class SchemaRegistry:
             validate(out, sv.schema, raise_errors=True)
         except ValidationError as exc:
             raise InvalidRecord("schema", _describe(exc)) from None
+        _check_encodable(out, subject)
         return out
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # a repeated key would silently drop one of its values
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise InvalidRecord("invalid_json", f"duplicate key {dup[:100]!r}")
+    return out
+
+
+_LONG = range(-(2**63), 2**63)
+
+
+def _check_encodable(record: dict[str, Any], subject: str) -> None:
+    """What validation lets through but Avro (and every consumer) cannot represent: strings with
+    lone surrogates (JSON allows ``"\\ud800"``; UTF-8 does not) and integers beyond 64 bits
+    (fastavro accepts them for ``double``, then they overflow a float)."""
+    stack: list[tuple[str, Any]] = [(subject, record)]  # validated records are shallow; no recursion
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidRecord("schema", f"{path[:200]} is not valid Unicode (lone surrogate)") from None
+        elif isinstance(value, int) and not isinstance(value, bool):
+            if value not in _LONG:
+                raise InvalidRecord("schema", f"{path[:200]} is outside the 64-bit integer range")
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                stack.append((f"{path}.<key>", k))
+                stack.append((f"{path}.{k}" if isinstance(k, str) and k.isprintable() else f"{path}.<?>", v))
 
 
 def _describe(exc: ValidationError) -> str:
