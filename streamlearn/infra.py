@@ -105,20 +105,37 @@ def _spawn(name: str, argv: list[str], port: int, workdir: Path) -> Service:
     return Service(name, port, proc, log_path)
 
 
-def start_broker(workdir: Path, port: int | None = None) -> Service:
+def start_broker(workdir: Path, port: int | None = None, *, advertised_port: int | None = None) -> Service:
+    """tansu on ``port``; ``advertised_port`` (default: the same) is the address clients are told
+    to use after bootstrap, e.g. a proxy in front of the broker."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
-    argv = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
+    argv = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
             "--storage-engine", "memory://tansu/"]
     return _spawn("broker", argv, port, workdir)
 
 
-def start_redis(workdir: Path, port: int | None = None, *, persist: bool = True) -> Service:
-    """Redis with append-only persistence on by default (a restart keeps its data)."""
+def start_redis(workdir: Path, port: int | None = None, *, persist: bool = True, appendfsync: str = "everysec",
+                requirepass: str | None = None) -> Service:
+    """Redis with append-only persistence on by default (a restart keeps its data).
+
+    ``appendfsync="always"`` makes every acknowledged write durable before its reply (see README,
+    "Delivery and learning guarantees"); ``requirepass`` turns on AUTH. The password goes into a
+    config file read by the server, never onto its command line (visible to every local user).
+    """
     port = port or free_port()
-    argv = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
-            "--save", "", "--appendonly", "yes" if persist else "no", "--appendfsync", "everysec",
-            "--protected-mode", "no"]
+    argv = [redis_binary()]
+    if requirepass is not None:
+        if not requirepass or any(c.isspace() or c in "\"'" for c in requirepass):
+            raise ValueError("requirepass must be non-empty, without whitespace or quotes")
+        conf = workdir / f"redis-{port}.conf"
+        conf.touch(mode=0o600)
+        conf.write_text(f"requirepass {requirepass}\n")
+        argv.append(str(conf))
+    argv += ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
+             "--save", "", "--appendonly", "yes" if persist else "no", "--appendfsync", appendfsync,
+             "--protected-mode", "no"]
     return _spawn("redis", argv, port, workdir)
 
 

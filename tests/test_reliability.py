@@ -26,7 +26,7 @@ import redis
 
 from streamlearn.featurestore.backend import RedisBackend
 from streamlearn.featurestore.definitions import get_view
-from streamlearn.infra import Service, start_redis
+from streamlearn.infra import Service, free_port, start_broker, start_redis
 from streamlearn.replay.inprocess import memory_loop, run_stream
 from streamlearn.settings import Settings
 from streamlearn.streams.pipeline import Keys
@@ -248,3 +248,57 @@ def test_a_write_whose_reply_is_lost_is_retried_without_learning_twice_or_losing
         assert parked_learned == 31, "the parked label taken by the lost write was still learned"
         assert fresh_restore() == 31
         print(f"store retries seen by the loop: {retries}")
+
+
+# ------------------------------------------------------------------ broker unreachable
+
+
+def test_broker_unreachable_for_a_while_worker_recovers_by_itself(make_settings, start_worker, tmp_path: Path):
+    """A tansu of the test's own, reachable only through a proxy (bootstrap and advertised
+    address): the proxy cuts every connection and refuses new ones for longer than the group
+    session, mid-stream, then listens again. No one touches the worker."""
+    real = free_port()
+    with NetProxy(real) as proxy:
+        broker = start_broker(tmp_path, real, advertised_port=proxy.port)
+        try:
+            s = make_settings(kafka_bootstrap=f"127.0.0.1:{proxy.port}", batch_max=100)
+            worker: WorkerHandle = start_worker(s)
+            port = worker.process.web_port
+            events = make_events(2400, seed=72, n_entities=40)
+            labels = [feedback_for(e) for e in events]
+            preds = TopicReader(s, s.topic_predictions, "prediction")
+
+            def cut_when(progress: Callable[[], float], at: int, what: str) -> tuple[float, float]:
+                """Cut once ``progress`` reaches ``at``; returns (outage s, restore -> progress again s)."""
+                wait_for(lambda: worker.assert_alive() or progress() >= at, 60, what)
+                t0 = time.monotonic()
+                proxy.cut()
+                # the damage lasts twice the group session: long enough for the broker to drop the
+                # member, so the worker may have to rejoin, not just reconnect
+                wait_for(lambda: worker.assert_alive() or time.monotonic() - t0 > 2 * s.session_timeout_s, 60,
+                         "the outage to outlast the group session", interval=0.2)
+                before = progress()
+                proxy.restore()
+                t1 = time.monotonic()
+                wait_for(lambda: worker.assert_alive() or progress() > before, 90, "progress after the cut")
+                return t1 - t0, time.monotonic() - t1
+
+            sender = Paced(s, "event", events, rate=800)
+            sender.start()
+            cut1 = cut_when(lambda: len({p["event_id"] for p in preds.poll()}), 800, "800 predictions")
+            sender.finish()
+            preds.wait_count(len(events), timeout=120, key="event_id")
+
+            sender = Paced(s, "feedback", labels, rate=800)
+            sender.start()
+            cut2 = cut_when(lambda: metric_total(port, "streamlearn_labels_total", outcome="learned"), 800,
+                            "800 labels learned")
+            sender.finish()
+            wait_for(lambda: worker.assert_alive() or worker.counters().get("labels_learned") == len(labels), 120,
+                     "every label learned")
+            print(f"broker cut (outage s, recovered after s): scoring {cut1[0]:.1f}, {cut1[1]:.1f}; "
+                  f"learning {cut2[0]:.1f}, {cut2[1]:.1f}; proxy connections {proxy.connections}")
+            assert worker.stop() == 0, "the worker survived both cuts and stops cleanly"
+            check_exactly_once(s, events, labels, preds.poll())
+        finally:
+            broker.stop()
