@@ -551,7 +551,8 @@ def format_report(result: BacktestResult) -> str:
         b = result.bare
         ratio = b["events_per_s"] / result.events_per_s if result.events_per_s else float("nan")
         same = {True: "identical scores", False: "SCORES DIFFER", None: "scores not compared"}[b["scores_identical"]]
-        lines.append(f"         bare River loop ({b['spec']}): {b['events_per_s']:,.0f} events/s "
+        one = "" if len(result.final) == 1 else ", one model"
+        lines.append(f"         bare River loop ({b['spec']}{one}): {b['events_per_s']:,.0f} events/s "
                      f"({ratio:.1f}x the backtest; {same})")
     if result.divergences:
         lines.append(f"  {len(result.divergences)} divergence(s) from the recorded run, first: {result.divergences[0]}")

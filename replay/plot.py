@@ -44,13 +44,15 @@ def plot_metrics(metrics: dict[str, Any], path: Path) -> None:
                 ax.axvline(datetime.fromtimestamp(ev["event_time"] / 1000, tz=UTC), color="grey", lw=0.8)
         ax.set_title(_TITLES.get(name, name), loc="left", fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(loc="best", fontsize=8, ncol=min(4, 2 * len(labels)))
+    handles, names_ = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names_, loc="upper center", bbox_to_anchor=(0.5, 0.965), fontsize=8,
+               ncol=min(4, 2 * len(labels)), frameon=False)
     axes[-1, 0].xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
     axes[-1, 0].set_xlabel("event time (UTC)")
     rng = metrics.get("range", {})
     span = f"{rng.get('from_iso') or 'start'} .. {rng.get('to_iso') or 'end'}"
     fig.suptitle(f"backtest ({metrics['mode']}), {metrics['events']:,} events, {span}", fontsize=11)
     fig.autofmt_xdate()
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))  # room for the title and the legend above the panels
     fig.savefig(path, dpi=110)
     plt.close(fig)
