@@ -175,8 +175,9 @@ class Settings(BaseSettings):
             "bootstrap.servers": self.kafka_bootstrap,
             "security.protocol": self.kafka_security_protocol,
         }
-        if self.kafka_sasl_mechanism:
-            conf["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_mechanism or self.kafka_security_protocol.startswith("SASL"):
+            # PLAIN by default, as Faust's credentials (librdkafka alone would pick GSSAPI)
+            conf["sasl.mechanism"] = self.kafka_sasl_mechanism or "PLAIN"
             conf["sasl.username"] = self.kafka_sasl_username or ""
             conf["sasl.password"] = (
                 self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else ""
@@ -199,8 +200,26 @@ class Settings(BaseSettings):
         return env
 
     def redacted(self) -> dict[str, Any]:
-        """Settings safe to log or print: secrets stay masked."""
-        return {k: ("***" if isinstance(v, SecretStr) else v) for k, v in self.model_dump().items()}
+        """Settings safe to log or print: secrets stay masked, URLs lose their credentials."""
+        return {k: ("***" if isinstance(v, SecretStr) else redact_url(v) if k.endswith("_url") and v else v)
+                for k, v in self.model_dump().items()}
+
+
+def redact_url(url: str) -> str:
+    """``redis://user:password@host:6379/0`` -> ``redis://***@host:6379/0``: safe to print.
+
+    >>> redact_url("rediss://:s3cret@cache.internal:6380/0?ssl_ca_certs=/ca.pem")
+    'rediss://***@cache.internal:6380/0?ssl_ca_certs=/ca.pem'
+    >>> redact_url("redis://127.0.0.1:6379/0")
+    'redis://127.0.0.1:6379/0'
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    base, q, query = rest.partition("?")
+    if "@" not in base:  # masks up to the last "@": a password may hold an unescaped "/"
+        return url
+    return f"{scheme}{sep}***@{base.rsplit('@', 1)[1]}{q}{query}"
 
 
 @lru_cache(maxsize=1)

@@ -6,6 +6,7 @@ beside a test's own event loop. Faults it can inject:
 * :meth:`NetProxy.cut`: close the listener and abort every live connection (clients see
   resets, then "connection refused"), until :meth:`NetProxy.restore` listens again on the
   same port.
+* ``tls=``: the listener speaks TLS (a TLS terminator in front of a plaintext server).
 * :meth:`NetProxy.drop_replies`: keep forwarding requests but swallow the answers (from the
   first request containing ``after``, if given), so a request can take effect on the server
   while its client never learns it (a lost reply), until the next :meth:`cut`.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
 from typing import Any
 
@@ -37,8 +39,9 @@ from streamlearn.infra import free_port
 class NetProxy:
     """Forwards ``127.0.0.1:port`` to ``127.0.0.1:target_port``."""
 
-    def __init__(self, target_port: int, port: int | None = None) -> None:
+    def __init__(self, target_port: int, port: int | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.target_port = target_port
+        self.tls = tls  # terminate TLS on the listener (like stunnel or a cloud TLS endpoint)
         self.port = port or free_port()
         self.connections = 0  # accepted since start (a reconnecting client shows up here)
         self._loop = asyncio.new_event_loop()
@@ -87,7 +90,8 @@ class NetProxy:
     async def _listen(self) -> None:
         self._drop_replies, self._drop_after = False, None
         if self._server is None:
-            self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port, reuse_address=True)
+            self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port, reuse_address=True,
+                                                      ssl=self.tls)
 
     async def _cut(self) -> None:
         if self._server is not None:
