@@ -76,9 +76,12 @@ class ModelSet:
     def _record(self, version: int, stage: str, reason: str, **extra: Any) -> None:
         self.history.append({"version": version, "stage": stage, "reason": reason, **extra})
 
-    def add_challenger(self, spec: str, reason: str, model: Any = None) -> int:
-        v = self.next_version
-        self.next_version += 1
+    def add_challenger(self, spec: str, reason: str, model: Any = None, version: int | None = None) -> int:
+        """A new shadow model; ``version`` keeps a number the registry already gave it."""
+        if version is not None and version in self.learners:
+            raise ValueError(f"version {version} of {self.name} is already running")
+        v = self.next_version if version is None else version
+        self.next_version = max(self.next_version, v + 1)
         self.learners[v] = Learner(self.name, spec, version=v, model=model)
         self._record(v, "shadow", reason, spec=spec)
         return v

@@ -86,6 +86,15 @@ def promote(version: int, reason: str = typer.Option("operator promote")) -> Non
 
 
 @app.command()
+def adopt(version: int, reason: str = typer.Option("adopted from the registry")) -> None:
+    """Run registered VERSION (e.g. from `streamlearn retrain --register`) as a shadow challenger:
+    it must pass the same gate (and canary) as any challenger."""
+    send(get_settings(), {"op": "adopt", "version": version, "reason": reason},
+         done=lambda st: any(m["version"] == version for m in st["models"]))
+    typer.echo(f"version {version} runs in shadow")
+
+
+@app.command()
 def canary(version: int, fraction: float = typer.Option(0.1, min=0.0, max=1.0),
            reason: str = typer.Option("operator canary")) -> None:
     """Let VERSION serve FRACTION of entities; the canary monitor promotes or rolls it back."""

@@ -26,7 +26,7 @@ from streamlearn.models.modelset import ModelSet
 
 __all__ = ["OPS", "CommandError", "apply", "encode", "record"]
 
-OPS = ("add", "promote", "canary", "rollback", "retire")
+OPS = ("add", "adopt", "promote", "canary", "rollback", "retire")
 
 
 class CommandError(ValueError):
@@ -41,6 +41,10 @@ def apply(models: ModelSet, cmd: dict[str, Any], now_ms: int) -> list[dict[str, 
         if op == "add":
             v = models.add_challenger(str(cmd["spec"]), reason)
             return [record(models, v, "challenger_started", reason, now_ms, spec=cmd["spec"], by="operator")]
+        if op == "adopt":  # a registered model (e.g. batch-retrained); the loop resolved "model" from it
+            v = int(cmd["version"])
+            models.add_challenger(str(cmd["spec"]), reason, model=cmd["model"], version=v)
+            return [record(models, v, "challenger_started", reason, now_ms, spec=cmd["spec"], by="registry")]
         if op == "promote":
             v = int(cmd["version"])
             old = models.promote(v, reason)

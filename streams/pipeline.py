@@ -155,6 +155,7 @@ class OnlineLoop:
         clock: Callable[[], float] = time.time,
         on_learn: Callable[[str, Any, dict[str, Any]], None] | None = None,
         lifecycle: Lifecycle | None = None,
+        model_loader: Callable[[int], tuple[str, Any]] | None = None,
     ) -> None:
         self.view = view
         if isinstance(models, Learner):
@@ -170,6 +171,8 @@ class OnlineLoop:
         self.clock = clock
         self.on_learn = on_learn
         self.lifecycle = lifecycle  # automatic gate/canary/drift decisions (None: operator only)
+        # registry version -> (spec, model), verified and unpickled off the event loop (for "adopt")
+        self.model_loader = model_loader
         self.counters = Counters()
         self._lock = asyncio.Lock()  # model mutation + its log write happen in one order
         self._log_len = 0  # learn-log entries written since the last checkpoint
@@ -370,11 +373,25 @@ class OnlineLoop:
         raw = await self._io(lambda: self.backend.read_list(key), "control read")
         if not raw:
             return 0
+        resolved: dict[int, Any] = {}
+        for i, item in enumerate(raw):  # load adopted models before taking the lock
+            try:
+                cmd = json.loads(item)
+                if cmd.get("op") == "adopt" and self.model_loader is not None:
+                    resolved[i] = await asyncio.get_running_loop().run_in_executor(
+                        None, self.model_loader, int(cmd["version"]))
+            except Exception as exc:  # noqa: BLE001 - refused below with the reason
+                resolved[i] = exc
         async with self._lock:
             now = int(self.clock() * 1000)
-            for item in raw:
+            for i, item in enumerate(raw):
                 try:
                     cmd = json.loads(item)
+                    if cmd.get("op") == "adopt":
+                        got = resolved.get(i)
+                        if got is None or isinstance(got, Exception):
+                            raise control.CommandError(f"cannot load registry version {cmd.get('version')}: {got}")
+                        cmd["spec"], cmd["model"] = got
                     for rec in control.apply(self.models, cmd, now):
                         self.outbox.append(("lifecycle", rec))
                 except (control.CommandError, ValueError) as exc:

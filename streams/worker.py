@@ -55,7 +55,17 @@ def build_loop(settings: Settings, backend: Backend) -> OnlineLoop:
         entity_ttl_s=settings.entity_ttl_s,
         served_ttl_s=settings.served_ttl_s,
         lifecycle=Lifecycle(LifecycleConfig.from_settings(settings)) if settings.lifecycle_auto else None,
+        model_loader=registry_loader(settings),
     )
+
+
+def registry_loader(settings: Settings):
+    """version -> (spec, model) from the model registry; the signature is verified on load."""
+    def load(version: int) -> tuple[str, Any]:
+        reg = open_registry(settings)
+        return reg.get(settings.model_name, version).spec, reg.load(settings.model_name, version)
+
+    return load
 
 
 class WorkerRuntime:

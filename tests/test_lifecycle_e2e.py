@@ -149,3 +149,39 @@ def test_drift_on_the_real_broker_starts_a_challenger_that_the_gate_promotes(mak
     concept = [d for d in drift.poll() if d["detector"].startswith("concept")]
     assert concept and 4_000 <= concept[0]["position"] <= 4_600 and "start_challenger" in concept[0]["action"]
     wait_for(lambda: worker.status().get("model_version") == 2, 30, "status shows the new champion")
+
+
+def test_a_registered_offline_model_is_adopted_and_promoted_only_through_the_gate(make_settings, start_worker):
+    """The batch retrainer's handoff: a model registered from outside the loop (here trained offline
+    on history) runs in shadow on a live worker and replaces the champion only when the gate says so."""
+    from streamlearn.featurestore.definitions import get_view
+    from streamlearn.models.registry import open_registry
+    from streamlearn.models.spec import build_model
+    from tests.helpers import label_of
+
+    s = make_settings(model_spec="prior", gate_min_samples=200, lifecycle_canary=False, promotion_cooldown_s=0.0)
+    worker = start_worker(s)
+    registry = open_registry(s)
+    wait_for(lambda: registry.champion(s.model_name) is not None, 30, "the worker to register its champion")
+
+    offline, view, states = build_model("logreg"), get_view(s.feature_view), {}
+    for ev in make_events(2000, seed=61):  # "history": same feature code as the live loop
+        x, states[ev["entity"]] = view.compute(ev, states.get(ev["entity"]))
+        offline.learn_one(x, label_of(ev))
+    mv = registry.register(s.model_name, offline, spec="logreg-offline", parent=1,
+                           trained_on={"source": "test history", "events": 2000})
+    cli(s, "adopt", str(mv.version))
+
+    live = make_events(800, seed=62)
+    send = Sender(s)
+    send.events(live)
+    send.feedback([feedback_for(e) for e in live])
+    lifecycle = TopicReader(s, s.topic_lifecycle, "lifecycle")
+    wait_for(lambda: any(r["action"] == "promoted" for r in lifecycle.poll()), 90, "the gate to promote it")
+    started, promoted = lifecycle.records[0], next(r for r in lifecycle.records if r["action"] == "promoted")
+    assert (started["action"], started["version"], started["details"]["by"]) == (
+        "challenger_started", mv.version, "registry")
+    assert promoted["version"] == mv.version and promoted["details"]["by"] == "gate"
+    assert int(promoted["details"]["n"]) >= 200
+    wait_for(lambda: registry.champion(s.model_name).version == mv.version, 30, "registry shows the new champion")
+    assert worker.status()["model_version"] == mv.version
