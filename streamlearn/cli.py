@@ -25,8 +25,8 @@ app.add_typer(models_app, name="models")
 
 @app.command()
 def demo(
-    dataset: str = typer.Option("cards", help="cards (entity-keyed, with drift), drift (SEA concept drift: try --spec nb), "
-                                "phishing (River's)"),
+    dataset: str = typer.Option(
+        "cards", help="cards (entity-keyed, with drift), drift (SEA concept drift: try --spec nb), phishing (River's)"),
     events: int = typer.Option(20_000, help="number of events (cards)"),
     rate: float | None = typer.Option(None, help="events per second; default: as fast as possible"),
     spec: str = typer.Option("logreg", help="model spec: logreg, hat, arf, linreg"),
