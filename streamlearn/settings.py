@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     lifecycle_auto: bool = Field(True, description="let the gate, canary and drift detectors act on their own")
     lifecycle_canary: bool = Field(True, description="a gate-passed challenger serves as a canary first")
     lifecycle_max_challengers: int = Field(3, ge=1, description="shadow challengers kept at once")
+    retrain_interval_s: float = Field(
+        0.0, ge=0, description="learner retrains from the archive this often and adopts the result (0 = off)")
+    retrain_estimator: Literal["sgd", "hgb"] = "sgd"
     drift_actions: dict[str, list[str]] = Field(
         default_factory=lambda: {
             "concept.warning": ["warn"], "concept.drift": ["warn", "start_challenger"],

@@ -113,6 +113,10 @@ def create_app(settings: Settings, runtime: WorkerRuntime | None = None) -> tupl
         await runtime.housekeeping()
 
     @app.timer(1.0)
+    async def retrain_schedule() -> None:
+        runtime.maybe_retrain()
+
+    @app.timer(1.0)
     async def status() -> None:
         await runtime.publish_status()
 

@@ -25,6 +25,7 @@ from streamlearn.models.mirror import RegistryMirror
 from streamlearn.models.registry import open_registry
 from streamlearn.schemas import InvalidRecord, SchemaRegistry
 from streamlearn.settings import Settings
+from streamlearn.streams import control
 from streamlearn.streams.codec import Limits, decode_event, decode_feedback
 from streamlearn.streams.pipeline import Keys, OnlineLoop
 from streamlearn.streams.transport import BatchProducer, ensure_topics, make_producer
@@ -89,6 +90,9 @@ class WorkerRuntime:
         self.mirror = RegistryMirror(open_registry(settings), {
             "source": "live", "events": settings.topic_events, "feedback": settings.topic_feedback})
         self.registry_errors = 0
+        self._retrain_task: asyncio.Task | None = None
+        self._last_retrain = time.monotonic()
+        self.retrains = 0
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, ensure_topics, self.settings)
@@ -183,10 +187,47 @@ class WorkerRuntime:
         if outbox:
             await self.out.flush()
         decisions = [r for subject, r in outbox if subject == "lifecycle"]
+        if any(r["action"] == "retrain_requested" for r in decisions):
+            self.maybe_retrain(force=True)
         if decisions:
             await self._registry(self.mirror.apply, self.loop.models, decisions)
         for subject, record in outbox:
             self.metrics.announced(subject, record)
+
+    # ---------------------------------------------------------------- batch retraining
+    def maybe_retrain(self, force: bool = False) -> None:
+        """On the learner: retrain from the archive when due (or asked by a drift alarm)."""
+        s = self.settings
+        if s.retrain_interval_s <= 0 or not self.loop.is_learner or not self.ready.is_set():
+            return
+        if self._retrain_task is not None and not self._retrain_task.done():
+            return
+        if force or time.monotonic() - self._last_retrain >= s.retrain_interval_s:
+            self._last_retrain = time.monotonic()
+            self._retrain_task = asyncio.get_running_loop().create_task(self._retrain())
+
+    async def _retrain(self) -> None:
+        try:
+            version = await asyncio.get_running_loop().run_in_executor(None, self._retrain_blocking)
+        except Exception as exc:  # noqa: BLE001 - e.g. an empty archive; the next tick tries again
+            log.warning("scheduled retrain failed: %s", exc)
+            return
+        self.retrains += 1
+        cmd = control.encode({"op": "adopt", "version": version, "reason": "scheduled batch retrain"})
+        await self.backend.write_batch(WriteBatch(appends={self.loop.keys.control: [cmd]}))
+
+    def _retrain_blocking(self) -> int:
+        # a thread: fitting holds the GIL in bursts, so scoring slows while it runs (threads=1)
+        from streamlearn.replay.retrain import RetrainConfig, retrain
+
+        s = self.settings
+        result = retrain(s.archive_dir, RetrainConfig(view=s.feature_view, estimator=s.retrain_estimator, threads=1),
+                         None, s.artifact_key.get_secret_value().encode(), registry=open_registry(s),
+                         register_as=s.model_name)
+        assert result.registered is not None
+        log.info("batch retrain registered %s v%d: held-out %s", s.model_name, result.registered.version,
+                 result.metrics)
+        return result.registered.version
 
     async def _registry(self, fn, *args) -> None:
         """Lineage and audit go to the registry off the event loop; its failure never stops scoring."""
@@ -232,7 +273,7 @@ class WorkerRuntime:
 
     def status_extra(self) -> dict[str, Any]:
         return {"deadlettered": self.deadlettered, "assigned": self.assigned, "pid": os.getpid(),
-                "registry_errors": self.registry_errors}
+                "registry_errors": self.registry_errors, "retrains": self.retrains}
 
     async def close(self) -> None:
         if self.ready.is_set():
