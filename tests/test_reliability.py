@@ -18,6 +18,8 @@ import asyncio
 import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,14 @@ class Paced(threading.Thread):
         self.join(timeout)
         assert not self.is_alive(), "producer thread did not finish"
         assert self.undelivered == 0, f"{self.undelivered} records not delivered to the broker"
+
+
+def http_get(port: int, path: str) -> bytes:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=15) as resp:
+            return resp.read()
+    except urllib.error.HTTPError as err:  # 503 has a body too
+        return err.read()
 
 
 def metric_total(port: int, sample: str, **labels: str) -> float:
@@ -132,25 +142,30 @@ def test_redis_restart_mid_stream_loses_nothing_and_learns_once(make_settings, s
         preds = TopicReader(s, s.topic_predictions, "prediction")
         outages: list[float] = []
 
-        def restart_redis_when(progress: Callable[[], float], at: int, what: str) -> None:
+        def restart_redis_when(progress: Callable[[], float], at: int, what: str, sender: Paced) -> None:
             nonlocal own
             errors_before = metric_total(port, "streamlearn_feature_store_errors_total")
             wait_for(lambda: worker.assert_alive() or progress() >= at, 60, what)
             t0 = time.monotonic()
             own.stop()  # SIGTERM while the worker is mid-batch: Redis flushes its AOF and exits
+            sent_at_stop = sender.sent
 
             def outage_seen() -> bool:
                 worker.assert_alive()
                 return metric_total(port, "streamlearn_feature_store_errors_total") > errors_before
 
             wait_for(outage_seen, 60, "the worker to report store errors", interval=0.2)
+            ready = json.loads(http_get(port, "/ready"))  # readiness shows it too
+            assert ready["checks"]["redis"] is False, ready
+            # down until a backlog has built up behind the stalled loop
+            wait_for(lambda: sender.sent >= min(len(sender.records), sent_at_stop + 600), 30, "a backlog")
             own = start_redis(data, own.port)
             outages.append(time.monotonic() - t0)
 
         # phase 1: events, Redis restarted while scoring
         sender = Paced(s, "event", events, rate=800)
         sender.start()
-        restart_redis_when(lambda: len({p["event_id"] for p in preds.poll()}), 800, "800 predictions")
+        restart_redis_when(lambda: len({p["event_id"] for p in preds.poll()}), 800, "800 predictions", sender)
         sender.finish()
         preds.wait_count(len(events), timeout=90, key="event_id")
         worker.assert_alive()
@@ -159,7 +174,7 @@ def test_redis_restart_mid_stream_loses_nothing_and_learns_once(make_settings, s
         sender = Paced(s, "feedback", labels, rate=800)
         sender.start()
         restart_redis_when(lambda: metric_total(port, "streamlearn_labels_total", outcome="learned"), 800,
-                           "800 labels learned")
+                           "800 labels learned", sender)
         sender.finish()
         wait_for(lambda: worker.assert_alive() or worker.counters().get("labels_learned") == len(labels), 90,
                  "every label learned")
