@@ -411,7 +411,9 @@ class Bench:
         from streamlearn.infra import EmbeddedInfra
 
         self.view, self.spec, self.rss_interval, self.say = view, spec, rss_interval, say
-        self.infra = EmbeddedInfra(**({"workdir": workdir} if workdir else {})).start()
+        # a fresh directory per invocation: Redis would reload an earlier run's append-only file
+        run_dir = workdir / f"bench-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}" if workdir else None
+        self.infra = EmbeddedInfra(**({"workdir": run_dir} if run_dir else {})).start()
 
     def close(self) -> None:
         self.infra.stop()
@@ -572,6 +574,13 @@ def _fmt(v: Any, spec: str = ",.0f") -> str:
     return format(v, spec)
 
 
+def cpu_us_per_event(r: dict[str, Any]) -> float | None:
+    """CPU time of the working process per event: robust to a shared machine, unlike events/s."""
+    cpu = r.get("cpu")
+    cpu = cpu.get("worker") if isinstance(cpu, dict) else cpu
+    return None if cpu is None else cpu * r["seconds"] / r["events"] * 1e6
+
+
 def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float:
     if not a or not b:
         return float("nan")
@@ -590,7 +599,7 @@ def render(report: dict[str, Any]) -> str:
                  f"{m['load_start']} at start, {m['load_end']} at end")
     lines.append("")
     head = f"{'variant':<22}{'events':>10}{'seconds':>9}{'events/s':>10}{'x bare':>8}{'peak RSS MB':>13}" \
-           f"{'p50 ms':>9}{'p99 ms':>9}{'CPU':>6}"
+           f"{'p50 ms':>9}{'p99 ms':>9}{'CPU':>6}{'CPU us/ev':>11}"
     lines.append(head)
     lines.append("-" * len(head))
 
@@ -600,7 +609,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"{name:<22}{_fmt(r['events']):>10}{_fmt(r['seconds'], '.1f'):>9}"
                      f"{_fmt(r['events_per_s']):>10}{_fmt(ratio(r, bare), '.2f'):>8}{_fmt(r.get('peak_rss_mb')):>13}"
                      f"{_fmt(r.get('latency_ms_p50'), ',.1f'):>9}{_fmt(r.get('latency_ms_p99'), ',.1f'):>9}"
-                     f"{_fmt(cpu, '.2f'):>6}")
+                     f"{_fmt(cpu, '.2f'):>6}{_fmt(cpu_us_per_event(r), ',.0f'):>11}")
 
     for name in VARIANTS:
         if name in v:
@@ -608,7 +617,9 @@ def render(report: dict[str, Any]) -> str:
             if name == "end-to-end" and "half_load" in v[name]:
                 row(f"  at half load ({_fmt(v[name]['half_load']['rate_limit'])}/s)", v[name]["half_load"])
     lines.append("(events/s: in-process variants over whole passes; broker variants from first event produced to"
-                 " last output seen, all labels learned. CPU: cores used by the process doing the work.")
+                 " last output seen, all labels learned. CPU: cores used by the process doing the work;")
+    lines.append(" CPU us/ev: its CPU time per event (with the event's label), the figure least distorted by other"
+                 " load on the machine.")
     lines.append(" batch-consumer: a prototype, the worker's runtime fed by a confluent-kafka batch consumer,"
                  " no Faust.)")
     e2e = v.get("end-to-end")
@@ -734,6 +745,8 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = lambda m: print(m, 
         finally:
             bench.close()
     machine["load_end"] = [round(x, 2) for x in os.getloadavg()]
+    for r in [*variants.values(), *(x["half_load"] for x in variants.values() if "half_load" in x)]:
+        r["cpu_us_per_event"] = cpu_us_per_event(r)
     report = {
         "config": {"events": cfg.events, "seed": cfg.seed, "spec": cfg.spec, "view": cfg.view, "only": list(cfg.only),
                    "min_seconds": cfg.min_seconds},

@@ -26,7 +26,7 @@ def test_bench_smoke_prints_table_ratios_and_json(tmp_path: Path) -> None:
     header = next(i for i, line in enumerate(lines) if line.startswith("variant"))
     table = lines[header + 2 : header + 2 + len(VARIANTS) + 1]
     assert [row.split()[0] for row in table if not row.startswith("  ")] == [
-        "bare", "end-to-end", "naive", "backtest", "faust-ceiling"]
+        "bare", "end-to-end", "naive", "backtest", "faust-ceiling", "batch-consumer"]
     assert any(row.strip().startswith("at half load") for row in table)
 
     report = json.loads(out.read_text())
