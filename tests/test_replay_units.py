@@ -287,7 +287,7 @@ def test_cli_backtest_is_byte_identical_across_processes_and_inspect_and_retrain
         out = tmp_path / f"o{i}"
         text = _cli("backtest", "--archive", str(tmp_path / "a"), "--model", "logreg", "--model", "arf",
                     "--out", str(out), "--no-progress", "--rows", "8", env={"PYTHONHASHSEED": hashseed})
-        assert "events/s" in text and "bare River loop (logreg)" in text and "identical scores" in text
+        assert "events/s" in text and "bare River loop (logreg, one model)" in text and "identical scores" in text
         outs.append(out)
     for name in ("predictions.jsonl", "metrics.json", "metrics.csv"):
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
