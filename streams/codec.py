@@ -18,6 +18,10 @@ class Limits:
     max_message_bytes: int = 256 * 1024
     max_features: int = 512
     max_string_length: int = 1024
+    # Finite doubles near 1.8e308 overflow to inf in the feature views' running sums: two such
+    # amounts for one entity made the next event's log-ratio raise (a crash, then a crash loop
+    # on re-delivery). Within 1e100 every sum, mean and square stays finite; int64s always are.
+    max_abs_number: float = 1e100
 
     @classmethod
     def from_settings(cls, settings: Any) -> Limits:
@@ -31,9 +35,12 @@ def _check_str(name: str, value: str, limits: Limits, *, empty_ok: bool = False)
         raise InvalidRecord("limit", f"'{name}' is {len(value)} chars, over the {limits.max_string_length} limit")
 
 
-def _check_number(name: str, value: Any) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidRecord("non_finite", f"'{name}' is {value}")
+def _check_number(name: str, value: Any, limits: Limits) -> None:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidRecord("non_finite", f"'{name}' is {value}")
+        if abs(value) > limits.max_abs_number:
+            raise InvalidRecord("limit", f"'{name}' is {value:.3g}, beyond ±{limits.max_abs_number:.0e}")
 
 
 def _check_size(data: bytes, limits: Limits) -> None:
@@ -56,7 +63,7 @@ def decode_event(data: bytes | None, registry: SchemaRegistry, limits: Limits) -
         if isinstance(v, str):
             _check_str(f"features.{k}", v, limits, empty_ok=True)
         else:
-            _check_number(f"features.{k}", v)
+            _check_number(f"features.{k}", v, limits)
     return ev
 
 
@@ -70,5 +77,5 @@ def decode_feedback(data: bytes | None, registry: SchemaRegistry, limits: Limits
     if isinstance(label, str):
         _check_str("label", label, limits)
     else:
-        _check_number("label", label)
+        _check_number("label", label, limits)
     return fb
