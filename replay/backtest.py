@@ -427,6 +427,10 @@ def run_backtest(
     if not isinstance(archive, Archive):
         archive = Archive.open(archive)
     plan = make_plan(archive, start, end, join, reference)
+    if plan.n_events == 0:
+        raise ValueError(f"no events to replay in the archive between {iso(start) or 'its start'} and "
+                         f"{iso(end) or 'its end'}" + (f" ({len(archive.problems)} archive problem(s))"
+                                                       if archive.problems else ""))
     read_s = time.perf_counter() - t0
     runs = [ModelRun(label, spec, memory_loop(view, spec, name=label)) for label, spec in zip(_labels(specs), specs)]
     every = max(1, math.ceil(plan.n_events / max(1, rows)))

@@ -260,6 +260,8 @@ def test_time_range_and_bad_arguments(tmp_path):
         run_backtest(tmp_path, ["nope"])
     with pytest.raises(ValueError, match="no predictions"):
         run_backtest(tmp_path, ["logreg"], join="recorded")
+    with pytest.raises(ValueError, match="no events to replay"):
+        run_backtest(tmp_path, ["logreg"], start=t1 + 10**9)
 
 
 def test_manifest_round_trips():
