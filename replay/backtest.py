@@ -196,8 +196,10 @@ def make_plan(archive: Archive, start: int | None = None, end: int | None = None
 class LifecycleHook(Protocol):
     """Decisions the lifecycle logic would take, evaluated at each metrics row.
 
-    Returns records like ``{"kind": "drift" | "promotion", "model": label, "detail": ...}``.
-    The lifecycle integration (models/gate.py) implements this; there is no default.
+    Returns records like ``{"kind": "drift" | "promotion", "model": label, "event_time": ms, ...}``
+    (rows and the plot show them). The lifecycle integration implements this (e.g. over
+    ``models/lifecycle.py``'s decisions, on an event-time clock); there is no default, so a
+    backtest without one reports no lifecycle events rather than invented ones.
     """
 
     def on_row(self, row: dict[str, Any], loops: dict[str, OnlineLoop]) -> list[dict[str, Any]]: ...
