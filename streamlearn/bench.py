@@ -637,8 +637,10 @@ def render(report: dict[str, Any]) -> str:
                          f"parked then learned {t['labels']['joined_late']:,}")
         growth = rss_growth(e2e["rss_curve"])
         curve = e2e["rss_curve"]
-        step = max(1, len(curve) // 12)
-        pts = curve[::step] + ([curve[-1]] if (len(curve) - 1) % step else [])
+        # one point per distinct progress value (the label tail repeats the last count), at most ~12
+        distinct = [p for i, p in enumerate(curve) if i + 1 == len(curve) or curve[i + 1]["events"] != p["events"]]
+        step = max(1, len(distinct) // 12)
+        pts = distinct[::step] + ([distinct[-1]] if (len(distinct) - 1) % step else [])
         lines.append("end-to-end worker RSS: " + ", ".join(
             f"{_fmt(p['events'])} ev {_fmt(p['rss_mb'], '.0f')} MB" for p in pts))
         if growth:
