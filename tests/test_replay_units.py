@@ -283,7 +283,7 @@ def _cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None)
 
 
 def test_cli_backtest_is_byte_identical_across_processes_and_inspect_and_retrain_run(tmp_path):
-    archive_items(LocalStorage(tmp_path / "a"), datasets.cards(n=1500, seed=10, fraud_rate=0.05), partitions=2)
+    archive_items(LocalStorage(tmp_path / "a"), datasets.cards(n=800, seed=10, fraud_rate=0.1), partitions=2)
     outs = []
     for i, hashseed in enumerate(("1", "2")):  # a different str-hash seed per process
         out = tmp_path / f"o{i}"
@@ -294,7 +294,7 @@ def test_cli_backtest_is_byte_identical_across_processes_and_inspect_and_retrain
     for name in ("predictions.jsonl", "metrics.json", "metrics.csv"):
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
     summary = json.loads(_cli("replay", "inspect", "--archive", str(tmp_path / "a"), "--json", "--verify"))
-    assert sum(p["records"] for p in summary["partitions"] if p["kind"] == "event") == 1500
+    assert sum(p["records"] for p in summary["partitions"] if p["kind"] == "event") == 800
     assert all(p["gaps"] == [] and p["verified_records"] == p["records"] for p in summary["partitions"])
     assert summary["problems"] == []
     text = _cli("retrain", "--archive", str(tmp_path / "a"), "--out", str(tmp_path / "m"), "--register", "fraud",
