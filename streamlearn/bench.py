@@ -455,7 +455,9 @@ class Bench:
 
         s = self.settings(kind)
         log_path = self.infra.workdir / f"{s.app_id}.log"
-        env = {**s.to_env(), EXPECT_ENV: str(wl.n_events), LABELS_ENV: str(wl.n_labels)}
+        env = {**s.to_env(), EXPECT_ENV: str(wl.n_events), LABELS_ENV: str(wl.n_labels),
+               # Faust's data directory defaults to the current one: keep it with the run's logs
+               "APP_DATADIR": str(self.infra.workdir / f"{s.app_id}-data")}
         if kind == "end-to-end":
             proc = WorkerProcess(env, log_path).start()
             topics: tuple[str, ...] = (s.topic_events, s.topic_feedback)
@@ -799,8 +801,11 @@ def register(app: Any) -> None:
         json_out: Path | None = typer.Option(None, "--json", help="write the full report as JSON here"),
     ) -> None:
         """Benchmark: bare River vs end-to-end vs naive Faust vs backtest vs Faust consume-only, one run."""
+        chosen = tuple(x.strip() for x in only.split(",") if x.strip())
+        if not chosen or set(chosen) - set(VARIANTS):
+            raise typer.BadParameter(f"choose from {', '.join(VARIANTS)}", param_hint="--only")
         cfg = BenchConfig(events=events, seed=seed, spec=spec, view=view,
-                          only=tuple(x.strip() for x in only.split(",") if x.strip()), min_seconds=min_seconds,
+                          only=chosen, min_seconds=min_seconds,
                           half_load=half_load, rss_interval=rss_interval, profile_dir=profile, workdir=workdir)
         report = run_bench(cfg)
         if json_out:
