@@ -182,6 +182,7 @@ class OnlineLoop:
         # score, following the learner's checkpoints.
         self.is_learner = True
         self._checkpoint_id: bytes | None = None
+        self._last_extra: dict[str, Any] | None = None
         self._receipt_key = keys.receipt(uuid.uuid4().hex)  # this loop's writes, one at a time (lock)
 
     # ------------------------------------------------------------------ store access
@@ -411,6 +412,11 @@ class OnlineLoop:
             return await self._checkpoint_locked(extra_status)
 
     async def _checkpoint_locked(self, extra_status: dict[str, Any] | None) -> bool:
+        # checkpoints taken by the loop itself (decisions, commands) keep the worker's last extras
+        if extra_status is None:
+            extra_status = self._last_extra
+        else:
+            self._last_extra = extra_status
         if not self._dirty and self._log_len == 0:
             return False
         blob = artifacts.sign({"models": self.models, "lifecycle": self.lifecycle}, self.artifact_key)
@@ -490,6 +496,8 @@ class OnlineLoop:
 
     async def publish_status(self, extra: dict[str, Any] | None = None) -> None:
         """Counters and online metrics under the status key (read by the demo and /models)."""
+        if extra is not None:
+            self._last_extra = extra
         wb = WriteBatch()
         wb.set(self.keys.status, _dumps(self.status(extra)), 0)
         await self._io(lambda: self.backend.write_batch(wb), "status")
