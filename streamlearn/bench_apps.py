@@ -42,28 +42,19 @@ def status_key(settings: Settings) -> str:
 def faust_app(settings: Settings) -> faust.App:
     """A Faust app with exactly the worker's transport settings (streams/app.py create_app).
 
-    Kept in step by hand because create_app does not expose its keyword set; see the bench
-    report (proposal: factor ``app_kwargs(settings)`` out of create_app).
+    The transport options are the worker's own (``streams.app.transport_options``).
     """
-    from streamlearn.streams.app import _credentials, _patch_fetch_max_wait, _patch_leave_group_generation_zero
+    from streamlearn.streams.app import (
+        _patch_fetch_max_wait,
+        _patch_leave_group_generation_zero,
+        transport_options,
+    )
 
     _patch_leave_group_generation_zero()
     _patch_fetch_max_wait(settings.fetch_max_wait_ms)
     return faust.App(
         settings.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        broker_credentials=_credentials(settings),
-        store="memory://",
-        autodiscover=False,
-        topic_disable_leader=True,
-        topic_allow_declare=False,
-        topic_partitions=settings.topic_partitions,
-        consumer_auto_offset_reset="earliest",
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=settings.heartbeat_interval_s,
-        broker_max_poll_records=settings.max_poll_records,
-        broker_max_poll_interval=settings.max_poll_interval_s,
-        producer_linger=0.005,
+        **transport_options(settings),
         web_enabled=False,  # the programmatic faust.Worker honours this (the CLI does not)
     )
 

@@ -41,6 +41,26 @@ def _credentials(settings: Settings):
     return faust.SSLCredentials(ctx)
 
 
+def transport_options(settings: Settings) -> dict:
+    """The Faust transport settings every app of ours uses (the worker, and the benchmark's
+    naive and ceiling apps, so their comparison stays fair)."""
+    return dict(
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=_credentials(settings),
+        store="memory://",
+        autodiscover=False,
+        topic_disable_leader=True,
+        topic_allow_declare=False,  # topics are created by ensure_topics with our partition count
+        topic_partitions=settings.topic_partitions,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        broker_max_poll_records=settings.max_poll_records,
+        broker_max_poll_interval=settings.max_poll_interval_s,
+        producer_linger=0.005,
+    )
+
+
 def _to_messages(events: Sequence[EventT]) -> list[Message]:
     out = []
     for ev in events:
@@ -61,19 +81,7 @@ def create_app(settings: Settings, runtime: WorkerRuntime | None = None) -> tupl
     runtime = runtime or WorkerRuntime(settings)
     app = faust.App(
         settings.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        broker_credentials=_credentials(settings),
-        store="memory://",
-        autodiscover=False,
-        topic_disable_leader=True,
-        topic_allow_declare=False,  # topics are created by ensure_topics with our partition count
-        topic_partitions=settings.topic_partitions,
-        consumer_auto_offset_reset="earliest",
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=settings.heartbeat_interval_s,
-        broker_max_poll_records=settings.max_poll_records,
-        broker_max_poll_interval=settings.max_poll_interval_s,
-        producer_linger=0.005,
+        **transport_options(settings),
         web_enabled=True,
         web_host=settings.web_host,
         web_port=settings.web_port,
