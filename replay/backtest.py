@@ -3,23 +3,28 @@
 ``streamlearn backtest --archive DIR --model SPEC [--model SPEC2 ...]`` reads the archive,
 builds the step order (:mod:`streamlearn.replay.schedule`: *recorded* when the archive
 holds the live run's predictions and no ``--from`` is given, else *arrival*), and runs the
-steps through one :class:`~streamlearn.streams.pipeline.OnlineLoop` per model on a
-:class:`~streamlearn.featurestore.backend.MemoryBackend` (``replay.inprocess.memory_loop``):
-the feature and model code the worker runs. Writes to ``--out``:
+steps through the :class:`~streamlearn.streams.pipeline.OnlineLoop` the worker runs, on a
+:class:`~streamlearn.featurestore.backend.MemoryBackend`
+(``replay.inprocess.memory_models_loop``): the first model is the champion, the others
+shadow challengers, every model scores every event and learns every label. Writes to ``--out``:
 
 * ``predictions.jsonl`` -- every prediction of every model, in processing order. The same
   archive, range and specs give byte-identical files (no wall clock in it);
 * ``metrics.json`` / ``metrics.csv`` -- metrics over time, models side by side: cumulative
   progressive metrics (what the worker reports) and the same metrics over each window;
-* ``metrics.png`` -- the windowed metrics per model over event time;
+* ``metrics.png`` -- the windowed metrics per model over event time, lifecycle decisions
+  as vertical lines;
 * ``summary.json`` -- mode, counts, archive problems, divergences from the record, timing.
 
 It also runs a bare River loop on the same steps (the same feature view and a fresh
 model, ``predict_proba_one``/``learn_one`` in a plain loop) and prints both throughputs.
 
-Lifecycle: rows have room for the drift and promotion decisions the lifecycle logic would
-have taken (``lifecycle_events``); they come from a :class:`LifecycleHook`, which the
-lifecycle integration provides. Without one, none are reported (never invented).
+Lifecycle (on unless ``--no-lifecycle``): the loop carries the worker's
+:class:`~streamlearn.models.lifecycle.Lifecycle`, configured from the same settings, on an
+event-time clock. The drift alarms, challenger starts, canaries, promotions and rollbacks it
+takes are the rows' ``lifecycle_events`` -- the decisions the live system would have taken
+on this history. Decisions are evaluated after each step (as the worker does after each
+batch), so their exact label position can differ from a live run's by a batch.
 """
 
 from __future__ import annotations
@@ -36,14 +41,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from river import base
 
 from streamlearn.featurestore.definitions import get_view
 from streamlearn.models.learner import Learner
+from streamlearn.models.lifecycle import LifecycleConfig
 from streamlearn.models.spec import build_model, is_classifier
-from streamlearn.replay.inprocess import memory_loop
+from streamlearn.replay.inprocess import memory_models_loop
 from streamlearn.replay.reader import Archive
 from streamlearn.replay.schedule import RecordedSchedule, Step, arrival_steps, merge_by_recorded_order
 from streamlearn.streams.pipeline import OnlineLoop, Prediction
@@ -193,18 +199,6 @@ def make_plan(archive: Archive, start: int | None = None, end: int | None = None
 
 
 # ---------------------------------------------------------------------- running
-class LifecycleHook(Protocol):
-    """Decisions the lifecycle logic would take, evaluated at each metrics row.
-
-    Returns records like ``{"kind": "drift" | "promotion", "model": label, "event_time": ms, ...}``
-    (rows and the plot show them). The lifecycle integration implements this (e.g. over
-    ``models/lifecycle.py``'s decisions, on an event-time clock); there is no default, so a
-    backtest without one reports no lifecycle events rather than invented ones.
-    """
-
-    def on_row(self, row: dict[str, Any], loops: dict[str, OnlineLoop]) -> list[dict[str, Any]]: ...
-
-
 class _NullClassifier(base.Classifier):
     def learn_one(self, x, y):  # noqa: ANN001 - River signature
         pass
@@ -227,42 +221,78 @@ def _window_learner(learner: Learner) -> Learner:
     return Learner(learner.name, learner.spec, version=learner.version, model=null)
 
 
-def _served_for(rec: dict[str, Any], version: int) -> dict[str, Any]:
-    # the served record keeps each model's prediction under "m" (ModelSet); older: flat
-    return rec["m"].get(str(version), {}) if "m" in rec else rec
+def _served_for(rec: dict[str, Any], version: int) -> dict[str, Any] | None:
+    # the served record keeps each model's prediction under "m" (ModelSet); older: flat.
+    # None: the model did not exist when the event was served (not scored against it)
+    return rec["m"].get(str(version)) if "m" in rec else rec
 
 
 @dataclass
 class ModelRun:
+    """One model version in the backtest's loop: its learner (kept after a retirement, so
+    its metrics stay reportable) and the metrics of the current window."""
+
     label: str
-    spec: str
-    loop: OnlineLoop
+    version: int
+    learner: Learner
     window: Learner = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        self.window = _window_learner(self.loop.learner)
+        self.window = _window_learner(self.learner)
         self.window_classes: set[Any] = set()
         self.classes: set[Any] = set()
-        self.loop.on_learn = self._on_learn
-
-    def _on_learn(self, eid: str, y: Any, rec: dict[str, Any]) -> None:
-        self.window.learn(rec["x"], y, _served_for(rec, self.loop.learner.version))
-        self.window_classes.add(y)
 
     def cumulative(self) -> dict[str, float | None]:
         self.classes |= self.window_classes
-        return _defined(self.loop.learner.metric_values(), self.classes)
+        return _defined(self.learner.metric_values(), self.classes, self.learner.labels_learned)
 
     def take_window(self) -> dict[str, float | None]:
-        out: dict[str, Any] = _defined(self.window.metric_values(), self.window_classes)
+        out: dict[str, Any] = _defined(self.window.metric_values(), self.window_classes, self.window.labels_learned)
         out["labels"] = self.window.labels_learned
-        self.window = _window_learner(self.loop.learner)
+        self.window = _window_learner(self.learner)
         self.window_classes = set()
         return out
 
 
-def _defined(values: dict[str, float], classes: set[Any]) -> dict[str, float | None]:
-    """Metrics as numbers, None where undefined (ROC AUC needs both classes; River says 0)."""
+class _Runs:
+    """The loop's model versions by label, including challengers the lifecycle starts."""
+
+    def __init__(self, loop: OnlineLoop, labels: list[str]) -> None:
+        self.loop = loop
+        self.by_version: dict[int, ModelRun] = {}
+        for (v, learner), label in zip(sorted(loop.models.learners.items()), labels):
+            self.by_version[v] = ModelRun(label, v, learner)
+        loop.on_learn = self._on_learn
+
+    @property
+    def reference(self) -> ModelRun:
+        return self.by_version[1]
+
+    def runs(self) -> list[ModelRun]:
+        return [self.by_version[v] for v in sorted(self.by_version)]
+
+    def label(self, version: int) -> str:
+        run = self.by_version.get(version)
+        return run.label if run is not None else f"v{version}"
+
+    def track(self) -> None:
+        for v, learner in self.loop.models.learners.items():
+            if v not in self.by_version:  # started by the lifecycle (drift) mid-run
+                self.by_version[v] = ModelRun(f"v{v}:{learner.spec}", v, learner)
+
+    def _on_learn(self, eid: str, y: Any, rec: dict[str, Any]) -> None:
+        self.track()
+        for v in self.loop.models.learners:
+            run = self.by_version[v]
+            run.window.learn(rec["x"], y, _served_for(rec, v))
+            run.window_classes.add(y)
+
+
+def _defined(values: dict[str, float], classes: set[Any], labels: int = 1) -> dict[str, float | None]:
+    """Metrics as numbers, None where undefined (no label yet; ROC AUC needs both classes;
+    River says 0 for both)."""
+    if labels == 0:
+        return dict.fromkeys(values)
     out = {k: _finite(v) for k, v in values.items()}
     if "roc_auc" in out and len(classes) < 2:
         out["roc_auc"] = None
@@ -298,6 +328,8 @@ class BacktestResult:
     loop_seconds: float
     read_seconds: float
     lifecycle_events: list[dict[str, Any]]
+    lifecycle: bool = False
+    stages: dict[str, str] = field(default_factory=dict)  # label -> stage at the end
     bare: dict[str, Any] | None = None
     out: Path | None = None
 
@@ -306,50 +338,79 @@ class BacktestResult:
         return self.plan.n_events / self.loop_seconds if self.loop_seconds > 0 else float("inf")
 
 
-async def _execute(plan: Plan, runs: list[ModelRun], sink: io.TextIOBase | None, every: int,
-                   on_progress: Callable[[int], None], hook: LifecycleHook | None
+class _EventClock:
+    """The lifecycle's clock in a backtest: event time of the newest scored event, so rate
+    limits and cooldowns are measured as production would have measured them, and two runs
+    decide identically (no wall clock)."""
+
+    def __init__(self) -> None:
+        self.ms = 0
+
+    def __call__(self) -> float:
+        return self.ms / 1000
+
+
+async def _execute(plan: Plan, loop: OnlineLoop, runs: _Runs, clock: _EventClock, sink: io.TextIOBase | None,
+                   every: int, on_progress: Callable[[int], None]
                    ) -> tuple[list[dict[str, Any]], list[str], list[dict[str, Any]], float]:
     rows: list[dict[str, Any]] = []
     divergences: list[str] = []
     lifecycle: list[dict[str, Any]] = []
+    pending_events: list[dict[str, Any]] = []  # lifecycle events since the last row
     scored = last_row_at = 0
     last_time: int | None = None
     elapsed = 0.0
-    ref = runs[0].loop
+    ref = runs.reference.learner
+    with_lifecycle = loop.lifecycle is not None
 
     def row() -> None:
-        nonlocal last_row_at
+        nonlocal last_row_at, pending_events
         r: dict[str, Any] = {"row": len(rows), "events": scored, "event_time": last_time,
-                             "time": iso(last_time), "labels": ref.learner.labels_learned, "models": {}}
-        for run in runs:
+                             "time": iso(last_time), "labels": ref.labels_learned, "models": {}}
+        for run in runs.runs():
             r["models"][run.label] = {
+                "stage": loop.models.stage(run.version),
                 "cumulative": run.cumulative(),
                 "window": run.take_window(),
             }
-        if hook is not None:
-            events = hook.on_row(r, {run.label: run.loop for run in runs})
-            r["lifecycle_events"] = events
-            lifecycle.extend(events)
+        if with_lifecycle:
+            r["lifecycle_events"], pending_events = pending_events, []
         rows.append(r)
         last_row_at = scored
 
+    def drain_outbox() -> None:
+        for subject, rec in loop.outbox:
+            if subject not in ("lifecycle", "drift"):
+                continue
+            ev = {"kind": subject, "event_time": clock.ms, "time": iso(clock.ms),
+                  "model": runs.label(rec["version"]), **rec}
+            lifecycle.append(ev)
+            pending_events.append(ev)
+        loop.outbox.clear()
+
     for step in plan.steps:
+        if step.kind == "score":
+            clock.ms = max(clock.ms, step.items[-1]["event_time"])
         t0 = time.perf_counter()
         if step.kind == "score":
-            outs = [await run.loop.score_batch(step.items) for run in runs]
+            preds = await loop.score_batch(step.items)
         else:
-            for run in runs:
-                await run.loop.learn_batch(step.items)
-            outs = []
+            await loop.learn_batch(step.items)
+            preds = []
         elapsed += time.perf_counter() - t0
-        if step.expect is not None and ref.learner.labels_learned != step.expect:
+        runs.track()
+        if loop.outbox:
+            drain_outbox()
+        if step.expect is not None and ref.labels_learned != step.expect:
             divergences.append(f"after a {step.kind} step of {len(step.items)} ending at "
-                               f"{step.items[-1]['event_id']}: loop learned {ref.learner.labels_learned}, "
+                               f"{step.items[-1]['event_id']}: loop learned {ref.labels_learned}, "
                                f"record implies {step.expect}")
         if step.kind == "score":
             if sink is not None:
-                for run, preds in zip(runs, outs):
-                    sink.write("".join(_prediction_line(run.label, p) + "\n" for p in preds))
+                by_version = [{q.model_version: q for q in (p, *p.shadows)} for p in preds]
+                for run in runs.runs():
+                    sink.write("".join(_prediction_line(run.label, got[run.version]) + "\n"
+                                       for got in by_version if run.version in got))
             scored += len(step.items)
             last_time = step.items[-1]["event_time"]
             on_progress(len(step.items))
@@ -418,8 +479,11 @@ def run_backtest(
     rows: int = 50,
     progress: bool = False,
     bare: bool = True,
-    hook: LifecycleHook | None = None,
+    lifecycle: LifecycleConfig | None = None,
 ) -> BacktestResult:
+    """Replay ``specs`` side by side (``specs[0]`` champion, the rest shadow challengers, as
+    the worker runs them). With ``lifecycle``, the gate, canary and drift detectors act as
+    they would have live, on event time; their decisions are reported with the rows."""
     if not specs:
         raise ValueError("give at least one --model")
     for s in specs:
@@ -434,7 +498,9 @@ def run_backtest(
                          f"{iso(end) or 'its end'}" + (f" ({len(archive.problems)} archive problem(s))"
                                                        if archive.problems else ""))
     read_s = time.perf_counter() - t0
-    runs = [ModelRun(label, spec, memory_loop(view, spec, name=label)) for label, spec in zip(_labels(specs), specs)]
+    clock = _EventClock()
+    loop = memory_models_loop(view, specs, lifecycle=lifecycle, clock=clock)
+    runs = _Runs(loop, _labels(specs))
     every = max(1, math.ceil(plan.n_events / max(1, rows)))
     sink: io.TextIOBase | None = None
     if out is not None:
@@ -442,7 +508,7 @@ def run_backtest(
         sink = open(out / "predictions.jsonl", "w", encoding="utf-8", newline="\n")
     bar, update = _progress(progress, plan.n_events)
     try:
-        rows_out, divergences, lifecycle, loop_s = asyncio.run(_execute(plan, runs, sink, every, update, hook))
+        rows_out, divergences, events, loop_s = asyncio.run(_execute(plan, loop, runs, clock, sink, every, update))
     finally:
         if bar is not None:
             bar.stop()
@@ -450,12 +516,14 @@ def run_backtest(
             sink.close()
     if plan.schedule is not None:
         divergences = [str(d) for d in plan.schedule.divergences] + divergences
+    counters = loop.counters.as_dict()
     result = BacktestResult(
         plan=plan, rows=rows_out,
-        final={r.label: {k: _finite(v) for k, v in r.loop.learner.metric_values().items()} for r in runs},
         # final: exactly what the worker reports (its status metrics), for comparison
-        counters={r.label: r.loop.counters.as_dict() for r in runs},
-        divergences=divergences, loop_seconds=loop_s, read_seconds=read_s, lifecycle_events=lifecycle,
+        final={r.label: {k: _finite(v) for k, v in r.learner.metric_values().items()} for r in runs.runs()},
+        counters={r.label: {**counters, "labels_learned": r.learner.labels_learned} for r in runs.runs()},
+        divergences=divergences, loop_seconds=loop_s, read_seconds=read_s, lifecycle_events=events,
+        lifecycle=lifecycle is not None, stages={r.label: loop.models.stage(r.version) for r in runs.runs()},
     )
     if bare:
         bare_s, bare_scores = bare_river_loop(plan.steps, view, specs[0])
@@ -502,9 +570,9 @@ def write_outputs(result: BacktestResult, archive: Archive, specs: list[str], vi
         "range": {"from": start, "to": end, "from_iso": iso(start), "to_iso": iso(end)},
         "mode": result.plan.mode, "view": view, "models": dict(zip(labels, specs)),
         "events": result.plan.n_events, "rows": result.rows, "final": result.final,
-        "lifecycle_events": result.lifecycle_events,
-        "lifecycle": "evaluated" if result.lifecycle_events or any("lifecycle_events" in r for r in result.rows)
-        else "not evaluated: no lifecycle hook (drift/promotion decisions come from the lifecycle integration)",
+        "lifecycle_events": result.lifecycle_events, "stages": result.stages,
+        "lifecycle": "evaluated on event time: the gate, canary and drift detectors acted as live"
+        if result.lifecycle else "not evaluated (--no-lifecycle): models compared side by side only",
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
     _write_csv(result.rows, labels, out / "metrics.csv")
@@ -528,7 +596,7 @@ def _write_csv(rows: list[dict[str, Any]], labels: list[str], path: Path) -> Non
     for r in rows:
         for label in labels:
             for scope in ("cumulative", "window"):
-                for k in r["models"][label][scope]:
+                for k in r["models"].get(label, {}).get(scope, {}):
                     col = f"{label}.{scope}.{k}"
                     if col not in names:
                         names.append(col)
@@ -539,7 +607,7 @@ def _write_csv(rows: list[dict[str, Any]], labels: list[str], path: Path) -> Non
             vals = []
             for col in names:
                 label, scope, k = col.rsplit(".", 2)
-                v = r["models"][label][scope].get(k)
+                v = r["models"].get(label, {}).get(scope, {}).get(k)  # a model started mid-run
                 vals.append("" if v is None else repr(v))
             w.writerow([r["row"], r["events"], r["event_time"], r["time"], r["labels"], *vals])
 
@@ -550,7 +618,16 @@ def format_report(result: BacktestResult) -> str:
     lines += [f"  note: {n}" for n in result.plan.notes]
     for label, m in result.final.items():
         vals = ", ".join(f"{k}={v:.4f}" for k, v in m.items() if v is not None)
-        lines.append(f"  {label:<14} {vals}")
+        stage = f" [{result.stages[label]}]" if result.lifecycle and label in result.stages else ""
+        lines.append(f"  {label:<14} {vals}{stage}")
+    if result.lifecycle:
+        decisions = [e for e in result.lifecycle_events if e["kind"] == "lifecycle"]
+        alarms = len(result.lifecycle_events) - len(decisions)
+        lines.append(f"  lifecycle (event time): {alarms} drift alarm(s), {len(decisions)} decision(s)")
+        for e in decisions[:12]:
+            lines.append(f"    {e['time']}  {e['action']:<18} {e['model']}: {e['reason']}")
+        if len(decisions) > 12:
+            lines.append(f"    ... {len(decisions) - 12} more in metrics.json")
     lines.append(f"  speed: backtest {result.events_per_s:,.0f} events/s (loop only, {len(result.final)} model(s)); "
                  f"reading + planning {result.read_seconds:.2f}s")
     if result.bare:

@@ -109,15 +109,20 @@ def backtest(
     join: str = typer.Option("auto", help="auto, recorded (reproduce the live run) or arrival"),
     rows: int = typer.Option(50, help="rows in the metrics-over-time table"),
     progress: bool = typer.Option(True, help="show a progress bar"),
+    lifecycle: bool | None = typer.Option(
+        None, help="let the gate, canary and drift detectors act as live (default: settings.lifecycle_auto)"),
 ) -> None:
     """Replay the archive through the online loop in-process; metrics over time, PNG, predictions."""
+    from streamlearn.models.lifecycle import LifecycleConfig
     from streamlearn.replay.backtest import format_report, parse_time, run_backtest
     from streamlearn.settings import get_settings
 
     s = get_settings()
+    use_lifecycle = s.lifecycle_auto if lifecycle is None else lifecycle
     try:
         result = run_backtest(_open(archive), model, view=view or s.feature_view, start=parse_time(start),
-                              end=parse_time(end), join=join, out=out, rows=rows, progress=progress)
+                              end=parse_time(end), join=join, out=out, rows=rows, progress=progress,
+                              lifecycle=LifecycleConfig.from_settings(s) if use_lifecycle else None)
     except ValueError as exc:
         _fail(str(exc))
     typer.echo(format_report(result))

@@ -8,18 +8,35 @@ backtests, the demo's feature-store comparison and the tests.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from streamlearn.featurestore.backend import MemoryBackend
 from streamlearn.featurestore.definitions import get_view
 from streamlearn.models.learner import Learner
+from streamlearn.models.lifecycle import Lifecycle, LifecycleConfig
+from streamlearn.models.modelset import ModelSet
 from streamlearn.streams.pipeline import Keys, OnlineLoop, Prediction
 
 
 def memory_loop(view: str, spec: str, name: str = "replay") -> OnlineLoop:
     return OnlineLoop(get_view(view), Learner(name, spec), MemoryBackend(), Keys("replay", name),
                       artifact_key=b"in-process")
+
+
+def memory_models_loop(view: str, specs: Sequence[str], name: str = "replay",
+                       lifecycle: LifecycleConfig | None = None,
+                       clock: Callable[[], float] | None = None) -> OnlineLoop:
+    """One loop over several models, as the worker runs them: ``specs[0]`` is the champion
+    (version 1), the rest are shadow challengers (versions 2..n), all scoring every event
+    and learning every label. With ``lifecycle``, the gate, canary and drift detectors act
+    on their own, on ``clock`` (the backtest passes event time)."""
+    models = ModelSet.fresh(name, specs[0])
+    for spec in specs[1:]:
+        models.add_challenger(spec, "backtest: compared side by side")
+    kwargs = {} if clock is None else {"clock": clock}
+    return OnlineLoop(get_view(view), models, MemoryBackend(), Keys("replay", name), artifact_key=b"in-process",
+                      lifecycle=Lifecycle(lifecycle) if lifecycle is not None else None, **kwargs)
 
 
 async def run_stream(

@@ -290,6 +290,7 @@ def test_cli_backtest_is_byte_identical_across_processes_and_inspect_and_retrain
         text = _cli("backtest", "--archive", str(tmp_path / "a"), "--model", "logreg", "--model", "arf",
                     "--out", str(out), "--no-progress", "--rows", "8", env={"PYTHONHASHSEED": hashseed})
         assert "events/s" in text and "bare River loop (logreg, one model)" in text and "identical scores" in text
+        assert "lifecycle (event time):" in text  # on by default (settings.lifecycle_auto)
         outs.append(out)
     for name in ("predictions.jsonl", "metrics.json", "metrics.csv"):
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
@@ -378,3 +379,35 @@ def test_recorded_replay_of_two_event_partitions_consumed_at_random_relative_spe
     assert sched.divergences == []
     assert replayed == {r[0]["event_id"]: (r[1], r[5]) for q in (0, 1) for r in recorded[q]}
     assert replay.learner.metric_values() == live.learner.metric_values()
+
+
+def test_backtest_takes_the_lifecycle_decisions_the_live_system_would(tmp_path):
+    """prior (champion) vs logreg (shadow) on SEA with a concept change at event 4000: the
+    gate starts logreg as a canary, the canary is promoted, and the concept detector fires
+    after the change, not before; decided on event time, so two runs agree byte for byte."""
+    from streamlearn.models.lifecycle import LifecycleConfig
+    from streamlearn.settings import Settings
+
+    items = datasets.drift(n=8000, position=4000, seed=7)
+    archive_items(LocalStorage(tmp_path / "a"), items, partitions=2)
+    cfg = LifecycleConfig.from_settings(Settings(canary_fraction=0.5, canary_window=500))
+    r1 = run_backtest(tmp_path / "a", ["prior", "logreg"], out=tmp_path / "o1", rows=20, lifecycle=cfg, bare=False)
+    run_backtest(tmp_path / "a", ["prior", "logreg"], out=tmp_path / "o2", rows=20, lifecycle=cfg, bare=False)
+    for name in ("predictions.jsonl", "metrics.json", "metrics.csv"):
+        assert (tmp_path / "o1" / name).read_bytes() == (tmp_path / "o2" / name).read_bytes(), name
+
+    decisions = [(e["action"], e["model"]) for e in r1.lifecycle_events if e["kind"] == "lifecycle"]
+    assert decisions.index(("canary_started", "logreg")) < decisions.index(("promoted", "logreg"))
+    assert r1.stages["logreg"] == "champion" and r1.stages["prior"] == "shadow"
+    change_at = items[4000].event["event_time"]
+    concept = [e for e in r1.lifecycle_events if e["kind"] == "drift" and e["detector"].startswith("concept")]
+    assert concept and all(e["event_time"] >= change_at for e in concept), concept
+    promoted = next(e for e in r1.lifecycle_events if e.get("action") == "promoted")
+    assert promoted["at"] == promoted["event_time"]  # the lifecycle's clock is event time
+
+    metrics = json.loads((tmp_path / "o1" / "metrics.json").read_text())
+    assert metrics["lifecycle"].startswith("evaluated") and metrics["lifecycle_events"] == r1.lifecycle_events
+    in_rows = [e for row in metrics["rows"] for e in row["lifecycle_events"]]
+    assert in_rows == r1.lifecycle_events  # every decision shows up in exactly one row
+    stages = [row["models"]["logreg"]["stage"] for row in metrics["rows"]]
+    assert stages[0] == "shadow" and "canary" in stages and stages[-1] == "champion"
