@@ -6,12 +6,17 @@
   SASL password; none of them may appear in its log, its HTTP answers (/metrics, /models,
   /ready, /score), anything it stored in Redis (status keys, checkpoints, the model registry,
   the append-only file) or any topic, nor in ``streamlearn settings``.
-* Kafka SASL/SSL: tansu here serves neither, so the settings are checked where they turn into
-  client configuration: confluent-kafka's dict and the aiokafka arguments Faust derives.
+* Kafka TLS: a dedicated tansu behind a TLS terminator (tansu 0.6 cannot serve TLS itself) that
+  advertises the terminator's port, so every connection after bootstrap is TLS too; a worker
+  with ``SSL`` + CA consumes (Faust/aiokafka) and produces (confluent-kafka) through it.
+* Kafka SASL: tansu 0.6 has no PLAIN and no way to seed a first SCRAM user into a memory-backed
+  broker, so the settings are checked where they turn into client configuration:
+  confluent-kafka's dict and the aiokafka arguments Faust derives.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -25,11 +30,15 @@ from pathlib import Path
 
 import pytest
 import redis
-from confluent_kafka import Consumer, TopicPartition
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaConnectionError
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from streamlearn.infra import start_redis
+from streamlearn.infra import free_port, start_broker, start_redis
 from streamlearn.models import artifacts
+from streamlearn.sdk import EventProducer, PredictionConsumer
 from streamlearn.settings import Settings
 from streamlearn.streams.app import _credentials
 from streamlearn.streams.transport import topic_names
@@ -187,6 +196,78 @@ def test_worker_on_redis_with_auth_over_tls_leaks_no_secret(make_settings, start
         assert not leaks([redis_pw[4:]], {"wrong-password worker log": [bad.log().encode()]})
     finally:
         own.stop()
+
+
+# ------------------------------------------------------------------ Kafka over TLS, end to end
+
+
+def confluent_metadata(conf: dict, timeout: float = 3.0) -> list[str]:
+    """The brokers a confluent-kafka client is told about (raises if it gets no metadata)."""
+    md = AdminClient(conf).list_topics(timeout=timeout)
+    return [f"{b.host}:{b.port}" for b in md.brokers.values()]
+
+
+def aiokafka_metadata(settings: Settings, timeout: float = 5.0) -> list[str]:
+    """The same through aiokafka, with the arguments Faust derives from ``settings``."""
+    async def run() -> list[str]:
+        client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=int(timeout * 1000),
+                                **credentials_to_aiokafka_auth(_credentials(settings)))
+        try:
+            await asyncio.wait_for(client.bootstrap(), timeout)
+            return [f"{b.host}:{b.port}" for b in client.cluster.brokers()]
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
+def test_worker_over_kafka_tls_end_to_end(make_settings, start_worker, cert_pair, tmp_path: Path,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    """Events in, predictions out, every Kafka connection TLS with a verified certificate:
+    tansu listens in plaintext behind a TLS terminator and advertises only the terminator."""
+    cert, key = cert_pair
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    tls_port = free_port()
+    broker = start_broker(tmp_path, advertised_port=tls_port)
+    try:
+        with NetProxy(broker.port, port=tls_port, tls=tls) as terminator:
+            tls_addr = f"127.0.0.1:{terminator.port}"
+            good = Settings(kafka_bootstrap=tls_addr, kafka_security_protocol="SSL", kafka_ssl_cafile=str(cert))
+            # both clients, configured from the settings, get metadata naming only the TLS port
+            assert confluent_metadata(good.confluent_config(), timeout=10) == [tls_addr]
+            assert aiokafka_metadata(good, timeout=10) == [tls_addr]
+            # the same settings without the CA (the system store cannot verify the certificate),
+            # or in plaintext, get no metadata
+            no_ca = good.model_copy(update={"kafka_ssl_cafile": None})
+            plain = good.model_copy(update={"kafka_security_protocol": "PLAINTEXT"})
+            for refused in (no_ca, plain):
+                with pytest.raises(KafkaException) as failed:
+                    confluent_metadata(refused.confluent_config(), timeout=3)
+                assert failed.value.args[0].code() == KafkaError._TRANSPORT, "a failed connection, not a slow one"
+                with pytest.raises(KafkaConnectionError):
+                    aiokafka_metadata(refused, timeout=3)
+            assert "CERTIFICATE_VERIFY_FAILED" in caplog.text, "refused for the certificate, not by chance"
+
+            s = make_settings(kafka_bootstrap=tls_addr, kafka_security_protocol="SSL", kafka_ssl_cafile=str(cert))
+            worker = start_worker(s)  # admin and producer (confluent-kafka), consumer (Faust/aiokafka): TLS
+            events = make_events(60, seed=47)
+            with EventProducer(s) as producer:  # the SDK's producer, over TLS
+                sent = [producer.send(ev) for ev in events]
+                producer.flush(15)
+            assert all(f.result(0).ok for f in sent)
+            seen: set[str] = set()
+            with PredictionConsumer(s, from_beginning=True, dedupe=True) as preds:
+                def all_scored() -> bool:
+                    worker.assert_alive()
+                    seen.update(p.event_id for p in preds.poll(0.2))
+                    return len(seen) == len(events)
+
+                wait_for(all_scored, 30, "every prediction, read back over TLS")
+            assert seen == {ev["event_id"] for ev in events}
+            assert worker.stop() == 0
+    finally:
+        broker.stop()
 
 
 # ------------------------------------------------------------------ Kafka security settings -> clients
