@@ -21,13 +21,15 @@ memory for replay). Guarantees, and how they are kept:
 from __future__ import annotations
 
 import asyncio
-import json
+import itertools
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+import orjson
 
 from streamlearn.featurestore.backend import Backend, WriteBatch
 from streamlearn.featurestore.definitions import FeatureView
@@ -136,8 +138,21 @@ def read_checkpoint(blob: bytes, key: bytes) -> tuple[ModelSet, Lifecycle | None
     return models, state.get("lifecycle")
 
 
+# orjson: the served vectors and entity states are (de)serialised on every event; it is
+# several times faster than json and round-trips floats exactly. It writes NaN as null, so
+# it relies on inputs being finite, which the codec enforces (streams/codec.py).
+_loads = orjson.loads
+
+
+def _numpy_scalar(obj: Any) -> Any:
+    # a numpy scalar (an sklearn-wrapped model's label, say) as json would have written it
+    if hasattr(obj, "item") and callable(obj.item):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
+    return orjson.dumps(obj, default=_numpy_scalar)
 
 
 class OnlineLoop:
@@ -184,6 +199,7 @@ class OnlineLoop:
         self._checkpoint_id: bytes | None = None
         self._last_extra: dict[str, Any] | None = None
         self._receipt_key = keys.receipt(uuid.uuid4().hex)  # this loop's writes, one at a time (lock)
+        self._receipt_seq = itertools.count(1)  # unique within the loop's own receipt key
 
     # ------------------------------------------------------------------ store access
     async def _io(self, op: Callable[[], Awaitable[T]], what: str) -> T:
@@ -201,7 +217,7 @@ class OnlineLoop:
         """A write under the loop's lock, applied at most once however often it is retried:
         a Redis stopped mid-write may execute it without answering, and a blind retry would
         append the learn log twice or lose the parked labels the first attempt took."""
-        wb.receipt = (self._receipt_key, uuid.uuid4().hex)
+        wb.receipt = (self._receipt_key, str(next(self._receipt_seq)))
         return await self._io(lambda: self.backend.write_batch(wb), what)
 
     def _on_store_error(self, what: str, exc: BaseException) -> None:
@@ -256,7 +272,7 @@ class OnlineLoop:
         read_keys = [keys.entity(e) for e in entities] + [keys.served(i) for i in ids]
         raw = await self._io(lambda: self.backend.read_many(read_keys), "score read")
         n_ent = len(entities)
-        states = {e: (json.loads(v) if v else None) for e, v in zip(entities, raw[:n_ent])}
+        states = {e: (_loads(v) if v else None) for e, v in zip(entities, raw[:n_ent])}
         served_before = raw[n_ent:]
 
         batch = WriteBatch()
@@ -268,7 +284,7 @@ class OnlineLoop:
             eid = ev["event_id"]
             if prior is not None or eid in served_now:
                 # re-delivered or duplicate id: same features as first served, state untouched
-                rec = served_now.get(eid) or json.loads(prior)
+                rec = served_now.get(eid) or _loads(prior)
                 preds.append(self._score_one(ev, rec["x"])[0])
                 self.counters.events_duplicate += 1
                 continue
@@ -287,7 +303,7 @@ class OnlineLoop:
             batch.set(keys.entity(e), _dumps(states[e]), self.entity_ttl_s)
         taken = await self._write(batch, "score write")
         self.counters.events_scored += len(preds)
-        parked = [(eid, json.loads(taken[keys.pending(eid)])["y"]) for eid in served_now
+        parked = [(eid, _loads(taken[keys.pending(eid)])["y"]) for eid in served_now
                   if taken.get(keys.pending(eid)) is not None]
         if parked:  # labels that arrived before their event
             wb = WriteBatch()
@@ -346,7 +362,7 @@ class OnlineLoop:
                 elif rec is None:
                     unmatched.append(fb)
                 else:
-                    self._learn(eid, fb["label"], json.loads(rec), wb, report)
+                    self._learn(eid, fb["label"], _loads(rec), wb, report)
                 seen.add(eid)
             if unmatched:  # park, unless another worker served the event meanwhile
                 got = await self._io(lambda: self.backend.park_unless_present(
@@ -356,7 +372,7 @@ class OnlineLoop:
                     if rec is None:
                         report.unmatched.append(fb["event_id"])
                     else:
-                        self._learn(fb["event_id"], fb["label"], json.loads(rec), wb, report)
+                        self._learn(fb["event_id"], fb["label"], _loads(rec), wb, report)
             # in-memory model is ahead of the store until this lands: retry, never re-learn
             await self._write(wb, "learn write")
             self._log_len += len(report.learned)
@@ -377,7 +393,7 @@ class OnlineLoop:
         resolved: dict[int, Any] = {}
         for i, item in enumerate(raw):  # load adopted models before taking the lock
             try:
-                cmd = json.loads(item)
+                cmd = _loads(item)
                 if cmd.get("op") == "adopt" and self.model_loader is not None:
                     resolved[i] = await asyncio.get_running_loop().run_in_executor(
                         None, self.model_loader, int(cmd["version"]))
@@ -387,7 +403,7 @@ class OnlineLoop:
             now = int(self.clock() * 1000)
             for i, item in enumerate(raw):
                 try:
-                    cmd = json.loads(item)
+                    cmd = _loads(item)
                     if cmd.get("op") == "adopt":
                         got = resolved.get(i)
                         if got is None or isinstance(got, Exception):
@@ -479,7 +495,7 @@ class OnlineLoop:
                 log.warning("checkpoint champion spec %s differs from configured %s; resuming the checkpoint",
                             models.champion_learner.spec, self.learner.spec)
             self.models = models
-        entries = [json.loads(e) for e in await self._io(lambda: self.backend.read_list(self.keys.learn_log),
+        entries = [_loads(e) for e in await self._io(lambda: self.backend.read_list(self.keys.learn_log),
                                                          "restore log")]
         if entries:
             recs = await self._io(
@@ -489,7 +505,7 @@ class OnlineLoop:
                 if rec is None:
                     log.error("served vector for %s expired before replay; label skipped", e["id"])
                     continue
-                self._learn_all(e["y"], json.loads(rec))
+                self._learn_all(e["y"], _loads(rec))
         self._log_len = len(entries)
         self.counters.labels_learned = max(lr.labels_learned for lr in self.models.learners.values())
         return len(entries)
