@@ -82,8 +82,10 @@ class SchemaRegistry:
         return reg
 
     def register(self, subject: str, version: int, schema: dict[str, Any]) -> SchemaVersion:
-        parsed = fastavro.parse_schema(schema, _write_hint=False)
-        sv = SchemaVersion(subject, version, parsed, _fingerprint(parsed))
+        # the fingerprint comes from the plain parse; readers and writers get the hinted one,
+        # which fastavro recognises as parsed (without the hint it re-parses on every call)
+        fp = _fingerprint(fastavro.parse_schema(schema, _write_hint=False))
+        sv = SchemaVersion(subject, version, fastavro.parse_schema(schema), fp)
         self._by_fp[sv.fingerprint] = sv
         cur = self._current.get(subject)
         if cur is None or version > cur.version:
