@@ -77,6 +77,23 @@ def _fatal(what: str, exc: BaseException) -> None:
     os._exit(EXIT_AGENT_CRASHED)
 
 
+def crash_only(name: str, body: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """``body`` as a Faust task or timer that exits the process (:func:`_fatal`) if it raises.
+
+    Faust treats an exception escaping a task or timer as an app crash and runs its own
+    shutdown, which exits 1 at best (a worker once hung in it, see ``worker_status``); a
+    supervisor then sees neither the agents' code 70 nor the reason in one log line.
+    """
+    async def guarded() -> None:
+        try:
+            await body()
+        except Exception as exc:  # noqa: BLE001 - a bug or an outage the store retries did not absorb
+            _fatal(name, exc)
+
+    guarded.__name__ = guarded.__qualname__ = name  # Faust names timers and their logs after it
+    return guarded
+
+
 def create_app(settings: Settings, runtime: WorkerRuntime | None = None) -> tuple[faust.App, WorkerRuntime]:
     runtime = runtime or WorkerRuntime(settings)
     app = faust.App(
@@ -105,36 +122,25 @@ def create_app(settings: Settings, runtime: WorkerRuntime | None = None) -> tupl
     app.agent(topic(settings.topic_events), name="score")(batch_agent("score", runtime.on_events))
     app.agent(topic(settings.topic_feedback), name="learn")(batch_agent("learn", runtime.on_feedback))
 
-    @app.task
-    async def start_runtime() -> None:
-        try:
-            await runtime.start()
-        except Exception as exc:  # noqa: BLE001
-            _fatal("startup", exc)
-
-    @app.timer(settings.checkpoint_interval_s)
-    async def checkpoint() -> None:
-        await runtime.checkpoint()
-
-    @app.timer(0.5)
-    async def housekeeping() -> None:
-        await runtime.housekeeping()
-
-    @app.timer(1.0)
     async def retrain_schedule() -> None:
         runtime.maybe_retrain()
 
-    @app.timer(1.0)
-    async def status() -> None:
-        await runtime.publish_status()
+    # every task and timer goes through crash_only: one that raises ends the process
+    app.task(crash_only("startup", runtime.start))
+    app.timer(settings.checkpoint_interval_s)(crash_only("checkpoint", runtime.checkpoint))
+    app.timer(0.5)(crash_only("housekeeping", runtime.housekeeping))
+    app.timer(1.0)(crash_only("retrain_schedule", retrain_schedule))
+    app.timer(1.0)(crash_only("status", runtime.publish_status))
 
+    # rebalance callbacks too: Faust turns their exceptions into the same app crash as a task's
     @app.on_partitions_assigned.connect
     async def assigned(app, assigned, **kwargs) -> None:  # noqa: ARG001
-        await runtime.on_assigned(sorted((tp.topic, tp.partition) for tp in assigned))
+        tps = sorted((tp.topic, tp.partition) for tp in assigned)
+        await crash_only("partition assignment", lambda: runtime.on_assigned(tps))()
 
     @app.on_partitions_revoked.connect
     async def revoked(app, revoked, **kwargs) -> None:  # noqa: ARG001
-        await runtime.on_revoked()
+        await crash_only("partition revocation", runtime.on_revoked)()
 
     @app.on_before_shutdown.connect
     async def shutdown(app, **kwargs) -> None:  # noqa: ARG001
