@@ -404,6 +404,8 @@ class OnlineLoop:
             for i, item in enumerate(raw):
                 try:
                     cmd = _loads(item)
+                    if not isinstance(cmd, dict):  # valid JSON, but not a command
+                        raise control.CommandError(f"a command is a JSON object, not {type(cmd).__name__}")
                     if cmd.get("op") == "adopt":
                         got = resolved.get(i)
                         if got is None or isinstance(got, Exception):

@@ -138,3 +138,26 @@ def test_a_label_parked_by_another_process_is_never_lost(new_loop):
     assert r.unmatched == ["id:with:colons"]
     assert scorer.outbox == [("feedback", {"event_id": "id:with:colons", "label": feedback_for(ev)["label"],
                                            "label_time": scorer.outbox[0][1]["label_time"]})]
+
+
+def test_malformed_operator_commands_are_refused_and_the_rest_applied(new_loop):
+    """Whatever lands in the control list (not JSON, JSON that is not an object, an unknown
+    op), the loop refuses it with a reason and applies the valid command behind it; the list
+    is drained, so a bad entry cannot crash every restart."""
+    from streamlearn.featurestore.backend import WriteBatch
+
+    loop = new_loop()
+
+    async def go():
+        wb = WriteBatch()
+        for item in (b"{not json", b"[]", b"42", b'"add"', b'{"op": "explode"}', b'{"op": "add", "spec": "hat"}'):
+            wb.append(loop.keys.control, item)
+        await loop.backend.write_batch(wb)
+        applied = await loop.drain_control()
+        return applied, await loop.backend.read_list(loop.keys.control)
+
+    applied, left = run(go())
+    assert applied == 6 and left == []
+    refused = [r for s, r in loop.outbox if s == "lifecycle" and r["action"] == "refused"]
+    assert len(refused) == 5 and all(r["reason"].startswith("bad command") for r in refused)
+    assert sorted(loop.models.learners) == [1, 2] and loop.models.learners[2].spec == "hat"
