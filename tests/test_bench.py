@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from streamlearn.bench import VARIANTS, build_workload, rss_growth, summarize_profile
+from streamlearn.bench import VARIANTS, build_workload, redis_growth, rss_flatness, rss_growth, summarize_profile
 
 
 def test_bench_smoke_prints_table_ratios_and_json(tmp_path: Path) -> None:
@@ -43,6 +43,9 @@ def test_bench_smoke_prints_table_ratios_and_json(tmp_path: Path) -> None:
     assert e2e["half_load"]["rate_limit"] == e2e["events_per_s"] / 2
     assert e2e["half_load"]["latency_ms_p99"] >= e2e["half_load"]["latency_ms_p50"] >= 0
     assert len(e2e["rss_curve"]) >= 2 and all(p["rss_mb"] > 0 for p in e2e["rss_curve"])
+    last = e2e["rss_curve"][-1]  # Redis and the broker are sampled with the worker
+    assert last["redis_keys"] > 2000 and last["redis_used_mb"] > 0 and last["broker_rss_mb"] > 0
+    assert any(line.startswith("end-to-end Redis used_memory: ") for line in lines)
 
     # the last two lines, readable by scripts, agree with the JSON
     r1 = re.fullmatch(r"ratio end-to-end/faust-ceiling: (\d+\.\d\d)", lines[-2])
@@ -86,3 +89,20 @@ def test_rss_growth_slope() -> None:
     curve = [{"events": e, "rss_mb": 100 + e / 10_000} for e in range(0, 100_001, 10_000)]
     g = rss_growth(curve)
     assert g is not None and abs(g["slope_mb_per_100k_events"] - 10.0) < 1e-6 and g["growth_mb"] == 5.0
+
+
+def test_rss_flatness_compares_the_quarter_point_with_the_end() -> None:
+    warm = [{"events": e, "rss_mb": 100 + min(e, 20_000) / 1_000} for e in range(0, 100_001, 10_000)]
+    f = rss_flatness(warm)  # grows during warm-up only: 120 MB from the 25% point on
+    assert f is not None and f["flat"] and f["from_events"] == 30_000 and f["growth_pct"] == 0.0
+    leak = [{"events": e, "rss_mb": 100 + e / 1_000} for e in range(0, 100_001, 10_000)]
+    f = rss_flatness(leak)  # 130 -> 200 MB
+    assert f is not None and not f["flat"] and f["growth_pct"] == 53.8
+    assert rss_flatness(leak[:1]) is None
+
+
+def test_redis_growth_per_event_and_key() -> None:
+    curve = [{"events": 0, "redis_used_mb": 1.0, "redis_keys": 0},
+             {"events": 1024, "redis_used_mb": 2.0, "redis_keys": 2048}]
+    g = redis_growth(curve)
+    assert g == {"from_mb": 1.0, "to_mb": 2.0, "keys": 2048, "bytes_per_event": 1024, "bytes_per_key": 512}
