@@ -8,6 +8,7 @@ generation 0 (tansu starts there) so a restart does not wait for the old member.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import ssl
@@ -156,6 +157,12 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     _patch_leave_group_generation_zero()
     _patch_fetch_max_wait(settings.fetch_max_wait_ms)
     app, _ = create_app(settings)
+    # Everything imported and built so far lives as long as the process: out of the
+    # collector's sight (gc.freeze), and young-generation passes less often. Per-event
+    # garbage is mostly acyclic (freed by refcount), so this trims GC time, not memory.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=True)
     worker.execute_from_commandline()
 
