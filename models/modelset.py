@@ -21,6 +21,8 @@ from typing import Any
 
 from streamlearn.models.learner import Learner
 
+HISTORY_MAX = 200  # stage changes kept in the model set (and its checkpoints)
+
 
 def in_canary(entity: str, fraction: float) -> bool:
     """Stable across processes and restarts (unlike ``hash()``)."""
@@ -75,6 +77,14 @@ class ModelSet:
     # ------------------------------------------------------------------ changes
     def _record(self, version: int, stage: str, reason: str, **extra: Any) -> None:
         self.history.append({"version": version, "stage": stage, "reason": reason, **extra})
+        if len(self.history) > HISTORY_MAX:
+            # bounded: it travels in every checkpoint. The full audit trail is the registry's;
+            # rollback needs only the current champion's last promotion, which is kept.
+            keep = next((i for i in range(len(self.history) - 1, -1, -1)
+                         if self.history[i]["stage"] == "champion" and self.history[i]["version"] == self.champion),
+                        None)
+            cut = len(self.history) - HISTORY_MAX
+            self.history = [h for i, h in enumerate(self.history) if i >= cut or i == keep]
 
     def add_challenger(self, spec: str, reason: str, model: Any = None, version: int | None = None) -> int:
         """A new shadow model; ``version`` keeps a number the registry already gave it."""

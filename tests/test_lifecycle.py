@@ -10,7 +10,7 @@ from streamlearn.featurestore.definitions import get_view
 from streamlearn.models.gate import GateConfig
 from streamlearn.models.learner import Learner
 from streamlearn.models.lifecycle import Lifecycle, LifecycleConfig
-from streamlearn.models.modelset import ModelSet
+from streamlearn.models.modelset import HISTORY_MAX, ModelSet
 from streamlearn.streams.pipeline import Keys, OnlineLoop
 
 POSITION = 5_000
@@ -133,3 +133,16 @@ def test_a_worse_canary_is_rolled_back_automatically():
     rolled = [r for r in life if r["action"] == "rolled_back"]
     assert rolled and rolled[0]["version"] == v and rolled[0]["details"]["by"] == "canary"
     assert loop.models.canary is None and loop.models.champion == 1
+
+
+def test_the_model_sets_history_is_bounded_and_rollback_still_finds_the_previous_champion():
+    """The history travels in every checkpoint: capped, but the current champion's last
+    promotion (what rollback reads) survives any number of later stage changes."""
+    ms = ModelSet.fresh("m", "prior")
+    v2 = ms.add_challenger("prior", "test")
+    ms.promote(v2, "test")  # champion v2, previous v1
+    for _ in range(3 * HISTORY_MAX):  # churn of challengers that come and go
+        v = ms.add_challenger("prior", "churn")
+        ms.retire(v, "churn")
+    assert len(ms.history) <= HISTORY_MAX + 1
+    assert ms.rollback("test") == 1 and ms.champion == 1
