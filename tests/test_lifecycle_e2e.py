@@ -127,21 +127,32 @@ def test_drift_on_the_real_broker_starts_a_challenger_that_the_gate_promotes(mak
     worker = start_worker(s)
     items = datasets.drift(9_000, position=4_000, seed=7)
     send = Sender(s)
-    # in arrival order (chunked), so labels trail their events as in production
+    # in arrival order (chunked), so labels trail their events as in production. Paced: a
+    # challenger gets paired evidence only from events served after it started, so a worker
+    # thousands of events ahead of its labels (a backlog) would reach the gate only at the end
     batch_e: list = []
     batch_f: list = []
+    labels_sent = 0
     for kind, rec in datasets.arrival_order(items):
         (batch_e if kind == "event" else batch_f).append(rec)
         if len(batch_e) + len(batch_f) >= 500:
             send.events(batch_e)
             send.feedback(batch_f)
+            labels_sent += len(batch_f)
             batch_e, batch_f = [], []
+            wait_for(lambda n=labels_sent - 1000: worker.counters().get("labels_learned", 0) >= n, 60,
+                     "the worker to keep within 1000 labels of the stream")
     send.events(batch_e)
     send.feedback(batch_f)
 
     lifecycle = TopicReader(s, s.topic_lifecycle, "lifecycle")
     drift = TopicReader(s, s.topic_drift, "drift")
-    wait_for(lambda: any(r["action"] == "promoted" for r in lifecycle.poll()), 120, "a promotion")
+    try:
+        wait_for(lambda: any(r["action"] == "promoted" for r in lifecycle.poll()), 120, "a promotion")
+    except AssertionError as exc:  # say what the lifecycle did instead
+        status = worker.status()
+        raise AssertionError(f"{exc}; lifecycle: {lifecycle.records}; drift: {drift.poll()}; "
+                             f"models: {status.get('models')}; counters: {status.get('counters')}") from None
     # a critical alarm also announces retrain_requested; the stage changes come in this order
     steps = [(r["action"], r["version"]) for r in lifecycle.records
              if r["action"] in ("challenger_started", "canary_started", "promoted")]
