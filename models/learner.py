@@ -35,6 +35,9 @@ class Learner:
     model: base.Estimator | None = None
     labels_learned: int = 0
     metrics: dict[str, metrics.base.Metric] = field(default_factory=dict)
+    # labels scored against this model's served prediction: the metrics' sample size (a
+    # challenger started mid-stream learns labels of events it never scored)
+    scored_labels: int = 0
 
     def __post_init__(self) -> None:
         if self.model is None:
@@ -57,6 +60,7 @@ class Learner:
     def learn(self, x: dict[str, float], y: Any, served: dict[str, Any] | None = None) -> None:
         """Learn one label; ``served`` is the prediction published for it (progressive validation)."""
         if served is not None:
+            self.scored_labels += 1
             if self.classifier:
                 proba = _proba_from_served(served, y)
                 pred = served.get("pred")
@@ -76,7 +80,7 @@ class Learner:
 
     def state(self) -> dict[str, Any]:
         return {"name": self.name, "spec": self.spec, "version": self.version, "model": self.model,
-                "labels_learned": self.labels_learned, "metrics": self.metrics}
+                "labels_learned": self.labels_learned, "metrics": self.metrics, "scored_labels": self.scored_labels}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Learner:

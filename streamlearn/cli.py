@@ -33,6 +33,7 @@ def demo(
     bad: int = typer.Option(3, help="malformed messages to mix in (they go to the dead-letter topic)"),
     seed: int = typer.Option(7),
     compare: bool = typer.Option(True, help="also compare with/without entity features in-process"),
+    replay: bool = typer.Option(True, help="archive the run, backtest it and check it reproduces the live run"),
     kafka: str | None = typer.Option(None, help="use this broker instead of starting one"),
     redis_url: str | None = typer.Option(None, help="use this Redis instead of starting one"),
     json_out: Path | None = typer.Option(None, "--json", help="write the summary as JSON here"),
@@ -40,7 +41,7 @@ def demo(
     """Start broker + Redis + worker, stream a dataset with delayed labels through the loop."""
     from streamlearn.demo import run_demo
 
-    summary = run_demo(dataset, events, rate, spec, bad, seed, compare, kafka, redis_url)
+    summary = run_demo(dataset, events, rate, spec, bad, seed, compare, kafka, redis_url, replay=replay)
     if json_out:
         json_out.write_text(json.dumps(summary, indent=2, default=str))
 

@@ -177,7 +177,7 @@ def percentile(values: list[float], q: float) -> float:
 # ------------------------------------------------------------------ the demo
 def run_demo(dataset: str = "cards", events: int = 20_000, rate: float | None = None, spec: str = "logreg",
              bad: int = 3, seed: int = 7, compare: bool = True, kafka: str | None = None,
-             redis_url: str | None = None, workdir: Path | None = None) -> dict[str, Any]:
+             redis_url: str | None = None, workdir: Path | None = None, replay: bool = True) -> dict[str, Any]:
     items = datasets.load(dataset, events, seed)
     infra = None
     worker = None
@@ -241,6 +241,9 @@ def run_demo(dataset: str = "cards", events: int = 20_000, rate: float | None = 
             "model_spec": spec, "feature_view": view,
             "models": status.get("models", []), "decisions": status.get("history", []),
         }
+        if replay:
+            console.print("[bold]archiving[/] the run and replaying it in-process (backtest) ...")
+            summary["replay"] = replay_check(settings, status, Path(log_dir) / f"replay-{uuid.uuid4().hex[:6]}")
         if compare and dataset == "cards":
             from streamlearn.replay.inprocess import run
 
@@ -257,6 +260,46 @@ def run_demo(dataset: str = "cards", events: int = 20_000, rate: float | None = 
             worker.stop()
         if infra:
             infra.stop()
+
+
+def replay_check(settings: Settings, status: dict[str, Any], root: Path) -> dict[str, Any]:
+    """Archive the live run (events, labels, predictions), backtest it with the live spec
+    and lifecycle, and compare with what the worker served and reported: the backtest must
+    reproduce every prediction of the initial model (v1) and its final online metrics."""
+    from streamlearn.models.lifecycle import LifecycleConfig
+    from streamlearn.replay.archive import Archiver
+    from streamlearn.replay.backtest import run_backtest
+    from streamlearn.replay.reader import Archive
+
+    a = settings.model_copy(update={"archive_dir": str(root / "archive"),
+                                    "archive_group_id": f"demo-archiver-{uuid.uuid4().hex[:8]}"})
+    stats = Archiver(a).run(exit_when_idle_s=1.0)
+    archive = Archive.open(root / "archive")
+    live: dict[str, tuple[int, float]] = {}
+    for tp in archive.partitions("prediction"):
+        for _, p in archive.decoded(archive.partition_records("prediction", *tp)):
+            if p["model_version"] == 1:
+                live.setdefault(p["event_id"], (p["labels_learned"], p["score"]))
+    r = run_backtest(archive, [settings.model_spec], view=settings.feature_view, out=root / "backtest", rows=20,
+                     reference=(settings.model_name, 1), lifecycle=LifecycleConfig.from_settings(settings))
+    replayed: dict[str, tuple[int, float]] = {}
+    with open(root / "backtest" / "predictions.jsonl", encoding="utf-8") as fo:
+        for line in fo:
+            p = json.loads(line)
+            if p["model"] == settings.model_spec:
+                replayed.setdefault(p["event_id"], (p["labels_learned"], p["score"]))
+    same = sum(1 for eid, v in live.items() if replayed.get(eid) == v)
+    live_v1 = next((m["metrics"] for m in status.get("models", []) if m["version"] == 1), status.get("metrics", {}))
+    return {
+        "archived_records": stats.records, "archive": str(root / "archive"), "out": str(root / "backtest"),
+        "mode": r.plan.mode, "events": r.plan.n_events, "live_predictions_v1": len(live),
+        "identical_predictions_v1": same, "divergences": len(r.divergences),
+        "metrics_equal": r.final[settings.model_spec] == live_v1,
+        "lifecycle_decisions": [f"{e['time']} {e['action']} {e['model']}: {e['reason']}"
+                                for e in r.lifecycle_events if e["kind"] == "lifecycle"],
+        "drift_alarms": sum(1 for e in r.lifecycle_events if e["kind"] == "drift"),
+        "events_per_s": r.events_per_s, "bare_events_per_s": r.bare["events_per_s"] if r.bare else None,
+    }
 
 
 def print_summary(s: dict[str, Any]) -> None:
@@ -286,11 +329,30 @@ def print_summary(s: dict[str, Any]) -> None:
             mt.add_column(col)
         for m in s["models"]:
             met = m["metrics"]
+            # a challenger started late may not have scored any labeled event yet: no metrics
+            scored = m.get("scored_labels", m["labels_learned"]) > 0
             mt.add_row(str(m["version"]), m["spec"], m["stage"], f"{m['labels_learned']:,}",
-                       f"{met.get('accuracy', float('nan')):.4f}", f"{met.get('roc_auc', float('nan')):.4f}")
+                       *(f"{met.get(k, float('nan')):.4f}" if scored else "n/a" for k in ("accuracy", "roc_auc")))
         console.print(mt)
     for d in s.get("decisions", []):
         console.print(f"  lifecycle: v{d['version']} -> {d['stage']}: {d['reason']}")
+    rp = s.get("replay")
+    if rp:
+        rt = Table(title="replay: the archive of this run, backtested in-process through the same code")
+        rt.add_column("", style="bold")
+        rt.add_column("value", justify="right")
+        rt.add_row("records archived", f"{rp['archived_records']:,}")
+        rt.add_row("v1 predictions reproduced exactly",
+                   f"{rp['identical_predictions_v1']:,} / {rp['live_predictions_v1']:,}")
+        rt.add_row("final metrics equal the worker's", "yes" if rp["metrics_equal"] else "NO")
+        rt.add_row("order divergences", f"{rp['divergences']:,}")
+        rt.add_row("lifecycle decisions / drift alarms", f"{len(rp['lifecycle_decisions'])} / {rp['drift_alarms']}")
+        speed = f"{rp['events_per_s']:,.0f} events/s"
+        if rp.get("bare_events_per_s"):
+            speed += f" (bare River loop {rp['bare_events_per_s']:,.0f})"
+        rt.add_row("backtest speed", speed)
+        console.print(rt)
+        console.print(f"  backtest outputs (metrics.png, metrics.csv, predictions.jsonl): {rp['out']}")
     comp = s.get("feature_store_comparison")
     if comp:
         ct = Table(title="same stream, in-process: with vs without per-entity features")

@@ -527,7 +527,8 @@ class OnlineLoop:
             "metrics": self.learner.metric_values(), "counters": self.counters.as_dict(),
             "models": [
                 {"version": v, "spec": lr.spec, "stage": self.models.stage(v),
-                 "labels_learned": lr.labels_learned, "metrics": lr.metric_values()}
+                 "labels_learned": lr.labels_learned, "scored_labels": lr.scored_labels,
+                 "metrics": lr.metric_values()}
                 for v, lr in sorted(self.models.learners.items())
             ],
             "canary": dict(self.models.canary.__dict__) if self.models.canary else None,

@@ -36,6 +36,12 @@ def test_demo_streams_the_whole_loop_and_prints_a_summary(tmp_path):
         assert text in proc.stdout
     comp = s["feature_store_comparison"]
     assert comp["entity_v1"]["roc_auc"] > comp["raw_v1"]["roc_auc"]
+    # the run was archived and backtested: every v1 prediction and its final metrics reproduced
+    rp = s["replay"]
+    assert rp["archived_records"] >= 3000 + 3000 + 2500 and rp["events"] == 3000
+    assert rp["identical_predictions_v1"] == rp["live_predictions_v1"] > 0
+    assert rp["metrics_equal"] is True and rp["divergences"] == 0
+    assert "v1 predictions reproduced exactly" in proc.stdout
 
 
 def test_ctrl_c_stops_everything_and_leaves_no_orphans(tmp_path):
