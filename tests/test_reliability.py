@@ -29,6 +29,7 @@ import redis
 from streamlearn.featurestore.backend import RedisBackend
 from streamlearn.featurestore.definitions import get_view
 from streamlearn.infra import Service, free_port, start_broker, start_redis
+from streamlearn.models.learner import Learner
 from streamlearn.replay.inprocess import memory_loop, run_stream
 from streamlearn.settings import Settings
 from streamlearn.streams.pipeline import Keys
@@ -123,7 +124,13 @@ def check_exactly_once(settings: Settings, events: list[dict], labels: list[dict
     probe = [view.compute(e, None)[0] for e in make_events(50, seed=99)]
     assert [loop.learner.model.predict_proba_one(x) for x in probe] == \
         [ref.learner.model.predict_proba_one(x) for x in probe]
-    assert loop.learner.metric_values() == ref.learner.metric_values()
+    # progressive metrics: each label scored once against what was served for its event
+    scored = Learner(settings.model_name, settings.model_spec)
+    recs = dict(zip((e["event_id"] for e in events), (json.loads(v) for v in served)))
+    for fb in labels:
+        rec = recs[fb["event_id"]]
+        scored.learn(rec["x"], fb["label"], rec["m"].get(str(loop.learner.version)))
+    assert loop.learner.metric_values() == scored.metric_values()
 
 
 # ------------------------------------------------------------------ Redis restart
@@ -270,8 +277,8 @@ def test_a_write_whose_reply_is_lost_is_retried_without_learning_twice_or_losing
 
 def test_broker_unreachable_for_a_while_worker_recovers_by_itself(make_settings, start_worker, tmp_path: Path):
     """A tansu of the test's own, reachable only through a proxy (bootstrap and advertised
-    address): the proxy cuts every connection and refuses new ones for 10 s (longer than the
-    group session), mid-stream, once while scoring and once while learning, then listens again.
+    address): mid-stream, while the worker is both scoring and learning, the proxy cuts every
+    connection and refuses new ones for longer than the group session, then listens again.
     No one touches the worker."""
     real = free_port()
     with NetProxy(real) as proxy:
@@ -284,36 +291,38 @@ def test_broker_unreachable_for_a_while_worker_recovers_by_itself(make_settings,
             labels = [feedback_for(e) for e in events]
             preds = TopicReader(s, s.topic_predictions, "prediction")
 
-            def cut_when(progress: Callable[[], float], at: int, what: str) -> tuple[float, float]:
-                """Cut once ``progress`` reaches ``at``; returns (outage s, restore -> progress again s)."""
-                wait_for(lambda: worker.assert_alive() or progress() >= at, 60, what)
-                t0 = time.monotonic()
-                proxy.cut()
-                # the damage outlasts the group session (6 s), so the broker may drop the member and
-                # the worker may have to rejoin, not just reconnect
-                wait_for(lambda: worker.assert_alive() or time.monotonic() - t0 > s.session_timeout_s + 4, 60,
-                         "the outage to outlast the group session", interval=0.2)
-                before = progress()
-                proxy.restore()
-                t1 = time.monotonic()
-                wait_for(lambda: worker.assert_alive() or progress() > before, 90, "progress after the cut")
-                return t1 - t0, time.monotonic() - t1
+            def predicted() -> int:
+                return len({p["event_id"] for p in preds.poll()})
 
-            sender = Paced(s, "event", events, rate=800)
-            sender.start()
-            cut1 = cut_when(lambda: len({p["event_id"] for p in preds.poll()}), 800, "800 predictions")
-            sender.finish()
+            def learned() -> float:
+                return metric_total(port, "streamlearn_labels_total", outcome="learned")
+
+            event_sender = Paced(s, "event", events, rate=800)
+            event_sender.start()
+            wait_for(lambda: worker.assert_alive() or predicted() >= 300, 60, "300 predictions")
+            label_sender = Paced(s, "feedback", labels, rate=800)  # trailing the events
+            label_sender.start()
+            wait_for(lambda: worker.assert_alive() or (predicted() >= 800 and learned() >= 300), 60,
+                     "scoring and learning under way")
+            t0 = time.monotonic()
+            proxy.cut()
+            # the damage outlasts the group session (6 s), so the broker may drop the member and
+            # the worker may have to rejoin, not just reconnect
+            wait_for(lambda: worker.assert_alive() or time.monotonic() - t0 > s.session_timeout_s + 4, 60,
+                     "the outage to outlast the group session", interval=0.2)
+            before = (predicted(), learned())
+            proxy.restore()
+            t1 = time.monotonic()
+            wait_for(lambda: worker.assert_alive() or (predicted() > before[0] and learned() > before[1]), 90,
+                     "scoring and learning again after the cut")
+            cut = (t1 - t0, time.monotonic() - t1)
+            event_sender.finish()
+            label_sender.finish()
             preds.wait_count(len(events), timeout=120, key="event_id")
-
-            sender = Paced(s, "feedback", labels, rate=800)
-            sender.start()
-            cut2 = cut_when(lambda: metric_total(port, "streamlearn_labels_total", outcome="learned"), 800,
-                            "800 labels learned")
-            sender.finish()
             wait_for(lambda: worker.assert_alive() or worker.counters().get("labels_learned") == len(labels), 120,
                      "every label learned")
-            print(f"broker cut (outage s, recovered after s): scoring {cut1[0]:.1f}, {cut1[1]:.1f}; "
-                  f"learning {cut2[0]:.1f}, {cut2[1]:.1f}; proxy connections {proxy.connections}")
+            print(f"broker cut: outage {cut[0]:.1f} s, scoring and learning again after {cut[1]:.1f} s; "
+                  f"proxy connections {proxy.connections}")
             assert worker.stop() == 0, "the worker survived both cuts and stops cleanly"
             check_exactly_once(s, events, labels, preds.poll())
         finally:
