@@ -51,7 +51,7 @@ from streamlearn.models.lifecycle import LifecycleConfig
 from streamlearn.models.spec import build_model, is_classifier
 from streamlearn.replay.inprocess import memory_models_loop
 from streamlearn.replay.reader import Archive
-from streamlearn.replay.schedule import RecordedSchedule, Step, arrival_steps, merge_by_recorded_order
+from streamlearn.replay.schedule import RecordedSchedule, Served, Step, arrival_steps, merge_by_recorded_order
 from streamlearn.streams.pipeline import OnlineLoop, Prediction
 
 log = logging.getLogger(__name__)
@@ -98,21 +98,22 @@ class Plan:
 
 
 def _reference_predictions(archive: Archive, reference: tuple[str, int] | None
-                           ) -> tuple[tuple[str, int] | None, dict[str, deque[tuple[int, int]]]]:
-    """(reference model, event id -> its predictions' (labels_learned, served_at) in order)."""
-    preds: list[tuple[str, str, int, int, int]] = []
+                           ) -> tuple[tuple[str, int] | None, dict[str, deque[tuple[int, int, bool | None]]]]:
+    """(reference model, event id -> its predictions' (labels_learned, served_at, label_joined))."""
+    preds: list[tuple[str, str, int, int, int, bool | None]] = []
     for tp in archive.partitions("prediction"):
         for _, p in archive.decoded(archive.partition_records("prediction", *tp)):
-            preds.append((p["event_id"], p["model_name"], p["model_version"], p["labels_learned"], p["served_at"]))
+            preds.append((p["event_id"], p["model_name"], p["model_version"], p["labels_learned"], p["served_at"],
+                          p.get("label_joined")))
     if not preds:
         return None, {}
     if reference is None:  # the model that served most events: the one to reproduce
-        counts = Counter((name, v) for _, name, v, _, _ in preds)
+        counts = Counter((name, v) for _, name, v, _, _, _ in preds)
         reference = min(counts, key=lambda k: (-counts[k], k))
-    by_event: dict[str, deque[tuple[int, int]]] = defaultdict(deque)
-    for eid, name, v, labels, served_at in preds:
+    by_event: dict[str, deque[tuple[int, int, bool | None]]] = defaultdict(deque)
+    for eid, name, v, labels, served_at, joined in preds:
         if (name, v) == reference:
-            by_event[eid].append((labels, served_at))
+            by_event[eid].append((labels, served_at, joined))
     return reference, by_event
 
 
@@ -134,19 +135,19 @@ def plan_recorded(archive: Archive, end: int | None, reference: tuple[str, int] 
         raise ValueError("the archive holds no predictions: a recorded replay needs them (use --join arrival)")
     missing = 0
 
-    def partition_events(topic: str, partition: int) -> Iterator[tuple[dict[str, Any], int, int | None, int, int]]:
+    def partition_events(topic: str, partition: int) -> Iterator[tuple[Any, ...]]:
         nonlocal missing
         last = 0
         for rec, ev in archive.decoded(archive.partition_records("event", topic, partition)):
             if end is not None and ev["event_time"] >= end:
                 continue
             q = recorded.get(ev["event_id"])
-            served_at = None
+            served_at, joined = None, None
             if q:
-                last, served_at = q.popleft()
+                last, served_at, joined = q.popleft()
             else:  # no prediction of the reference model: keep the partition's last count
                 missing += 1
-            yield ev, last, served_at, partition, rec["offset"]
+            yield ev, last, Served(served_at, joined), partition, rec["offset"]
 
     events = list(merge_by_recorded_order([partition_events(*tp) for tp in archive.partitions("event")]))
     sched = RecordedSchedule(events, ((fb, rec["timestamp"] or None) for rec, fb in _feedback_offset_order(archive)))

@@ -15,12 +15,13 @@ its event's scoring step. Taking labels as late as possible is what makes this e
 label the live worker parked before its event was scored must have come before some label
 that L forces earlier, so it is parked here too.
 
-One case the counts cannot settle: labels the worker parked for events of one scoring
-step are learned after it in *event* order, which can differ from feedback order. The
-record's times settle it: a label whose feedback message was produced (Kafka timestamp)
-before its event's prediction was served (``served_at``) is taken before the step and
-parked. That assumes the worker's feedback consumer kept up; a label produced before its
-event was served but consumed after may then be learned at the wrong place.
+One case the counts cannot settle: which labels the worker had parked for the events of a
+scoring step (learned right after it, in *event* order, which can differ from feedback
+order). Predictions record it (``label_joined``, prediction schema v2): exactly those labels
+are taken, and parked, before the step. Predictions written with v1 lack it; then the times
+decide: a label whose feedback message was produced (Kafka timestamp) before its event's
+prediction was served is taken to be parked, which is wrong when the worker's feedback
+consumer lagged (a label produced before its event was served but consumed after).
 
 Other limits (count mismatches are reported as divergences): a parked label re-sent with a
 *different* value in the same live feedback batch keeps the first value live, the last
@@ -56,6 +57,15 @@ class Step:
     kind: str  # "score" | "learn"
     items: list[dict[str, Any]]
     expect: int | None = None  # the loop's label count after this step, when the record fixes it
+
+
+@dataclass(frozen=True)
+class Served:
+    """What a prediction recorded about its serving: when, and whether the worker had its
+    label parked and learned it right after the batch (None: not recorded, v1)."""
+
+    served_at: int | None
+    label_joined: bool | None = None
 
 
 @dataclass
@@ -171,40 +181,57 @@ class RecordedSchedule:
         if chunk:
             yield cut()
 
-    def _early_labels(self, served_at: dict[str, int | None]) -> Iterator[Step]:
-        """The next labels, in feedback order, that were produced before their event (in this
-        step) was served: the worker had parked them, so they are learned after this step."""
+    def _early_labels(self, served: dict[str, Served]) -> Iterator[Step]:
+        """Labels the worker had parked for events of this step: taken (and parked) before
+        the step, so they are learned right after it, as live."""
+        led = self.ledger
         chunk: list[dict[str, Any]] = []
-        while (item := self._peek()) is not None:
-            fb, ts = item
-            eid = fb["event_id"]
-            served = served_at.get(eid)
-            if (served is None or ts is None or ts >= served or self.ledger.classify(eid) != "park"
-                    or any(f["event_id"] == eid for f in chunk)):
-                break
-            chunk.append(fb)
-            self._next()
+        if any(r.label_joined is None for r in served.values()):
+            # not recorded (v1 predictions): a label produced before its event was served was parked
+            while (item := self._peek()) is not None:
+                fb, ts = item
+                eid = fb["event_id"]
+                r = served.get(eid)
+                if (r is None or r.served_at is None or ts is None or ts >= r.served_at
+                        or led.classify(eid) != "park" or any(f["event_id"] == eid for f in chunk)):
+                    break
+                chunk.append(fb)
+                self._next()
+        else:
+            # recorded: exactly these labels were parked. They were consumed before the step,
+            # so every label ahead of them in feedback order was too: those are parked (their
+            # event comes later) or duplicates here as well; one that would be learned now
+            # contradicts the record (the count check reports it).
+            need = {eid for eid, r in served.items() if r.label_joined and eid not in led.pending
+                    and eid not in led.learned}
+            while need and (item := self._peek()) is not None:
+                eid = item[0]["event_id"]
+                if led.classify(eid) == "learn" or any(f["event_id"] == eid for f in chunk):
+                    break
+                chunk.append(item[0])
+                self._next()
+                need.discard(eid)
         if chunk:
-            self.ledger.learn(chunk)
-            yield Step("learn", chunk, expect=self.ledger.count)
+            led.learn(chunk)
+            yield Step("learn", chunk, expect=led.count)
 
     def steps(self) -> Iterator[Step]:
         run: list[dict[str, Any]] = []
-        served: dict[str, int | None] = {}
+        served: dict[str, Served] = {}
         run_l: int | None = None
         for ev, labels, served_at in self.events:
             if run and labels != run_l:
                 yield from self._score(run, run_l, served)
                 run, served = [], {}
             run.append(ev)
-            served.setdefault(ev["event_id"], served_at)
+            served.setdefault(ev["event_id"], served_at if isinstance(served_at, Served) else Served(served_at))
             run_l = labels
         if run:
             yield from self._score(run, run_l, served)
         yield from self._pull(float("inf"))  # the rest of the labels: final metrics
         self.unjoined = len(self.ledger.pending)
 
-    def _score(self, run: list[dict[str, Any]], labels: int, served: dict[str, int | None]) -> Iterator[Step]:
+    def _score(self, run: list[dict[str, Any]], labels: int, served: dict[str, Served]) -> Iterator[Step]:
         led = self.ledger
         if led.count < labels:
             yield from self._pull(labels)

@@ -323,6 +323,7 @@ class Prediction:
     probabilities: dict[str, float]
     served_at: int
     latency_ms: float
+    label_joined: bool | None = None  # its label came first and was learned right after it was scored
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -114,6 +114,9 @@ class Prediction:
     probabilities: dict[str, float]
     served_at: int = 0
     latency_ms: float = 0.0
+    # its label had arrived first (parked) and is learned right after this batch: recorded so
+    # a replay knows exactly where the worker learned it (feedback order alone cannot tell)
+    label_joined: bool = False
     shadows: list[Prediction] = field(default_factory=list)  # the other models' scores (not serving)
 
     def record(self) -> dict[str, Any]:
@@ -305,6 +308,14 @@ class OnlineLoop:
         self.counters.events_scored += len(preds)
         parked = [(eid, _loads(taken[keys.pending(eid)])["y"]) for eid in served_now
                   if taken.get(keys.pending(eid)) is not None]
+        if parked and self.is_learner:
+            joined = {eid for eid, _ in parked}
+            for p in preds:
+                if p.event_id in joined:  # its first prediction (not a duplicate's)
+                    joined.discard(p.event_id)
+                    p.label_joined = True
+                    for sp in p.shadows:
+                        sp.label_joined = True
         if parked:  # labels that arrived before their event
             wb = WriteBatch()
             if self.is_learner:
