@@ -35,8 +35,10 @@ RETENTION_EVERY_S = 3600.0
 
 def archived_topics(settings: Settings) -> dict[str, str]:
     """topic -> kind, for the topics the archiver copies."""
+    # challengers' predictions too: a model that stops serving mid-run (a promotion, a canary)
+    # keeps publishing to the shadow topic, so its record stays complete for an exact replay
     return {settings.topic_events: "event", settings.topic_feedback: "feedback",
-            settings.topic_predictions: "prediction"}
+            settings.topic_predictions: "prediction", settings.topic_shadow: "prediction"}
 
 
 def apply_retention(storage: Storage, retention_days: float, now_ms: int | None = None) -> list[str]:

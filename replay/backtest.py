@@ -107,7 +107,9 @@ def _reference_predictions(archive: Archive, reference: tuple[str, int] | None
                           p.get("label_joined")))
     if not preds:
         return None, {}
-    if reference is None:  # the model that served most events: the one to reproduce
+    # served and shadow topics: per event, its predictions in the order they were made
+    preds.sort(key=lambda t: t[4])
+    if reference is None:  # the model with most predictions (ties: the oldest): the one to reproduce
         counts = Counter((name, v) for _, name, v, _, _, _ in preds)
         reference = min(counts, key=lambda k: (-counts[k], k))
     by_event: dict[str, deque[tuple[int, int, bool | None]]] = defaultdict(deque)

@@ -7,7 +7,10 @@ import os
 import subprocess
 import sys
 
+from streamlearn.replay.archive import Archiver
+from streamlearn.replay.backtest import run_backtest
 from tests.helpers import Sender, TopicReader, feedback_for, make_events, wait_for
+from tests.test_replay import archiver_settings
 
 
 def cli(settings, *args: str) -> subprocess.CompletedProcess:
@@ -17,7 +20,7 @@ def cli(settings, *args: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def test_shadow_challenger_promote_and_rollback_on_a_running_worker(make_settings, start_worker):
+def test_shadow_challenger_promote_and_rollback_on_a_running_worker(make_settings, start_worker, tmp_path):
     s = make_settings()
     worker = start_worker(s)
     send = Sender(s)
@@ -64,6 +67,21 @@ def test_shadow_challenger_promote_and_rollback_on_a_running_worker(make_setting
     assert [(h["from_stage"], h["to_stage"], h["reason"], h["by"]) for h in shown["history"]] == [
         (None, "shadow", "try a tree", "operator"), ("shadow", "champion", "operator test", "operator"),
         ("champion", "retired", "rolled back: oops", "operator")]
+
+    # the record stays complete across stage changes: v1's predictions while it was not
+    # serving went to the shadow topic, which is archived too, so a backtest reproduces v1
+    send.feedback([feedback_for(e) for e in batch2 + batch3])
+    wait_for(lambda: worker.counters().get("labels_learned") == 90, 30, "every label learned")
+    live_v1 = next(m for m in worker.status()["models"] if m["version"] == 1)["metrics"]
+    a = archiver_settings(s, tmp_path)
+    Archiver(a).run(exit_when_idle_s=1.0)
+    r = run_backtest(a.archive_dir, [s.model_spec], view=s.feature_view, reference=(s.model_name, 1),
+                     out=tmp_path / "bt", bare=False)
+    assert r.plan.mode == "recorded" and r.divergences == [] and r.final[s.model_spec] == live_v1
+    v1 = {p["event_id"]: (p["labels_learned"], p["score"])
+          for p in preds.records + shadow.poll() if p["model_version"] == 1}
+    lines = [json.loads(line) for line in (tmp_path / "bt" / "predictions.jsonl").read_text().splitlines()]
+    assert len(v1) == 90 and v1 == {p["event_id"]: (p["labels_learned"], p["score"]) for p in lines}
 
 
 def test_model_decisions_survive_a_restart(make_settings, start_worker):
