@@ -284,9 +284,12 @@ class _Runs:
                 self.by_version[v] = ModelRun(f"v{v}:{learner.spec}", v, learner)
 
     def _on_learn(self, eid: str, y: Any, rec: dict[str, Any]) -> None:
-        self.track()
+        # per label: look up, and track new versions only on a miss (they appear between steps)
         for v in self.loop.models.learners:
-            run = self.by_version[v]
+            run = self.by_version.get(v)
+            if run is None:
+                self.track()
+                run = self.by_version[v]
             run.window.learn(rec["x"], y, _served_for(rec, v))
             run.window_classes.add(y)
 

@@ -8,6 +8,7 @@ backtests, the demo's feature-store comparison and the tests.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -34,9 +35,8 @@ def memory_models_loop(view: str, specs: Sequence[str], name: str = "replay",
     models = ModelSet.fresh(name, specs[0])
     for spec in specs[1:]:
         models.add_challenger(spec, "backtest: compared side by side")
-    kwargs = {} if clock is None else {"clock": clock}
     return OnlineLoop(get_view(view), models, MemoryBackend(), Keys("replay", name), artifact_key=b"in-process",
-                      lifecycle=Lifecycle(lifecycle) if lifecycle is not None else None, **kwargs)
+                      lifecycle=Lifecycle(lifecycle) if lifecycle is not None else None, clock=clock or time.time)
 
 
 async def run_stream(
