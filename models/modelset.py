@@ -19,7 +19,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamlearn.models.learner import Learner
+from streamlearn.models.estimators.learner import Learner
 
 HISTORY_MAX = 200  # stage changes kept in the model set (and its checkpoints)
 

@@ -31,9 +31,9 @@ def _fail(msg: str) -> None:
 
 
 def _open(archive: Path | None):  # noqa: ANN202 - Archive
-    from streamlearn.replay.reader import Archive
+    from streamlearn.replay.archive.reader import Archive
+    from streamlearn.schemas.validation import Limits
     from streamlearn.settings import get_settings
-    from streamlearn.streams.codec import Limits
 
     location = _archive_dir(archive)
     if not Path(location).is_dir():
@@ -49,8 +49,8 @@ def archive_run(
     loglevel: str = typer.Option("info"),
 ) -> None:
     """Run the archiver: copy events, feedback and predictions into Avro files (Ctrl-C/SIGTERM stops)."""
-    from streamlearn.replay.archive import Archiver
-    from streamlearn.replay.storage import open_storage
+    from streamlearn.replay.archive.archiver import Archiver
+    from streamlearn.replay.archive.storage import open_storage
     from streamlearn.settings import get_settings
 
     logging.basicConfig(level=loglevel.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
@@ -68,7 +68,7 @@ def replay_inspect(
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
     """What the archive holds: time ranges, counts and offset gaps per topic/partition."""
-    from streamlearn.replay.inspect import format_summary, summarize
+    from streamlearn.replay.archive.inspect import format_summary, summarize
 
     s = summarize(_open(archive), verify=verify)
     typer.echo(json.dumps(s, indent=1) if as_json else format_summary(s))
@@ -84,8 +84,8 @@ def replay_republish(
     end: str | None = typer.Option(None, "--to-time", help="ISO-8601 or epoch ms, exclusive"),
 ) -> None:
     """Push archived messages back to a topic with their original keys, in per-key order."""
-    from streamlearn.replay.backtest import parse_time
-    from streamlearn.replay.republish import parse_speed, republish
+    from streamlearn.replay.archive.republish import parse_speed, republish
+    from streamlearn.replay.backtest.runner import parse_time
     from streamlearn.settings import get_settings
 
     if kind not in ("event", "feedback"):
@@ -113,8 +113,8 @@ def backtest(
         None, help="let the gate, canary and drift detectors act as live (default: settings.lifecycle_auto)"),
 ) -> None:
     """Replay the archive through the online loop in-process; metrics over time, PNG, predictions."""
-    from streamlearn.models.lifecycle import LifecycleConfig
-    from streamlearn.replay.backtest import format_report, parse_time, run_backtest
+    from streamlearn.models.governance.lifecycle import LifecycleConfig
+    from streamlearn.replay.backtest.runner import format_report, parse_time, run_backtest
     from streamlearn.settings import get_settings
 
     s = get_settings()
@@ -144,9 +144,9 @@ def retrain(
         None, help="register as a shadow challenger of this model name in the model registry (settings.registry_url)"),
 ) -> None:
     """Fit a scikit-learn model on a point-in-time training set from the archive; sign it with lineage."""
-    from streamlearn.replay.backtest import parse_time
-    from streamlearn.replay.retrain import RetrainConfig, format_result
-    from streamlearn.replay.retrain import retrain as run_retrain
+    from streamlearn.replay.backtest.runner import parse_time
+    from streamlearn.replay.retrain.retrainer import RetrainConfig, format_result
+    from streamlearn.replay.retrain.retrainer import retrain as run_retrain
     from streamlearn.settings import get_settings
 
     s = get_settings()
@@ -156,7 +156,7 @@ def retrain(
                             epochs=epochs, name=name, threads=threads)
         registry = None
         if register:
-            from streamlearn.models.registry import open_registry
+            from streamlearn.models.registry.versions import open_registry
 
             registry = open_registry(s)
         result = run_retrain(_open(archive), cfg, out, s.artifact_key.get_secret_value().encode(),

@@ -1,8 +1,10 @@
 """streamlearn: streaming online learning on Kafka + Redis.
 
-Folders are concepts: ``schemas`` (wire formats), ``featurestore`` (feature views and
-state backends), ``models`` (River estimators, learners, artifacts), ``streams`` (the
-online loop and its Faust wiring), ``replay`` (in-process runs over recorded streams).
+Packages are layers (see docs/architecture.md): ``schemas`` (wire records and their Avro
+codec), ``featurestore`` (feature views, key layout, state backends), ``models``
+(estimators, governance, registry), ``streams`` (the online loop and its Kafka wiring),
+``replay`` (archive, backtest, retrain); here: settings, metrics, datasets, the CLI,
+the SDK and the development tools.
 """
 
 __version__ = "0.1.0"

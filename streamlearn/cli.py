@@ -9,10 +9,10 @@ from pathlib import Path
 
 import typer
 
-from streamlearn import bench as bench_cli
 from streamlearn import cli_io
 from streamlearn.cli_models import app as models_app
 from streamlearn.replay import cli as replay_cli
+from streamlearn.tools import bench as bench_cli
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Streaming online learning on Kafka + Redis (Faust agents, River models).")
@@ -39,7 +39,7 @@ def demo(
     json_out: Path | None = typer.Option(None, "--json", help="write the summary as JSON here"),
 ) -> None:
     """Start broker + Redis + worker, stream a dataset with delayed labels through the loop."""
-    from streamlearn.demo import run_demo
+    from streamlearn.tools.demo import run_demo
 
     summary = run_demo(dataset, events, rate, spec, bad, seed, compare, kafka, redis_url, replay=replay)
     if json_out:
@@ -61,9 +61,9 @@ def infra_up(
     create_topics: bool = typer.Option(True, help="also create the configured topics"),
 ) -> None:
     """Start the embedded broker and Redis, print their addresses, run until Ctrl-C."""
-    from streamlearn.infra import EmbeddedInfra
     from streamlearn.settings import Settings
     from streamlearn.streams.transport import ensure_topics
+    from streamlearn.tools.infra import EmbeddedInfra
 
     infra = EmbeddedInfra(**({"workdir": workdir} if workdir else {})).start()
     try:
@@ -108,8 +108,8 @@ def gate_eval(
     seed: int = typer.Option(0),
 ) -> None:
     """Simulate the promotion gate: false promotions under continuous monitoring, events to promote."""
-    from streamlearn.models.gate import GateConfig
-    from streamlearn.models.gate_eval import report
+    from streamlearn.models.governance.gate import GateConfig
+    from streamlearn.models.governance.gate_eval import report
     from streamlearn.settings import get_settings
 
     typer.echo(report(runs, horizon, seed, GateConfig.from_settings(get_settings())))
@@ -122,14 +122,14 @@ def drift_eval(
     sea: bool = typer.Option(True, help="include River's ConceptDriftStream (SEA) with a live model"),
 ) -> None:
     """Score the configured drift detectors on streams with known drift points, beside a dummy."""
-    from streamlearn.models.drift_eval import report_from_settings
+    from streamlearn.models.governance.drift_eval import report_from_settings
     from streamlearn.settings import get_settings
 
     typer.echo(report_from_settings(get_settings(), seeds, length, sea))
 
 
 cli_io.register(app)  # produce, feedback, tail (streamlearn/cli_io.py)
-bench_cli.register(app)  # bench (streamlearn/bench.py)
+bench_cli.register(app)  # bench (streamlearn/tools/bench.py)
 replay_cli.register(app)  # archive run, replay inspect/republish, backtest, retrain (replay/cli.py)
 
 

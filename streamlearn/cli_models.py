@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from streamlearn.models.registry import open_registry
+from streamlearn.models.registry.versions import open_registry
 from streamlearn.settings import Settings, get_settings
 from streamlearn.streams import control
 

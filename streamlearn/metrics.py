@@ -290,7 +290,7 @@ class Metrics:
             if record["action"] in LIFECYCLE_ACTIONS:
                 self.lifecycle(record["model_name"], record["action"])
         elif subject == "drift":
-            # severities (models/drift.py): info (error fell), warning, drift, critical
+            # severities (models/governance/drift.py): info (error fell), warning, drift, critical
             severity = str(record.get("severity", "drift"))
             state = {"info": "stable", "warning": "warning"}.get(severity, "drift")
             position = record.get("position") if state == "drift" else None  # only drifts are detections

@@ -24,11 +24,11 @@ The checks need no broker:
 >>> encode_event({"event_id": "e1", "entity": "card-7", "event_time": "yesterday", "features": {}})
 Traceback (most recent call last):
 ...
-streamlearn.schemas.registry.InvalidRecord: schema: invalid value for streamlearn.v1.Event.event_time
+streamlearn.schemas.codec.InvalidRecord: schema: invalid value for streamlearn.v1.Event.event_time
 >>> encode_event({"event_id": "e1", "entity": "c", "event_time": 1, "features": {"amount": float("nan")}})
 Traceback (most recent call last):
 ...
-streamlearn.schemas.registry.InvalidRecord: non_finite: 'features.amount' is nan
+streamlearn.schemas.codec.InvalidRecord: non_finite: 'features.amount' is nan
 >>> encode_feedback({"event_id": "e1", "label": True, "label_time": 1700000060000})[:2].hex()
 'c301'
 >>> decode_prediction(SchemaRegistry.default().encode("prediction", {
@@ -62,8 +62,8 @@ from confluent_kafka import (
 )
 
 from streamlearn.schemas import InvalidRecord, SchemaRegistry
+from streamlearn.schemas.validation import Limits, decode_event, decode_feedback
 from streamlearn.settings import Settings
-from streamlearn.streams.codec import Limits, decode_event, decode_feedback
 from streamlearn.streams.transport import make_producer
 
 __all__ = [

@@ -61,14 +61,14 @@ class Settings(BaseSettings):
 
     # --- learning ----------------------------------------------------------------------
     model_name: str = "default"
-    model_spec: str = Field("logreg", description="short name from streamlearn.models.spec.SPECS")
+    model_spec: str = Field("logreg", description="short name from streamlearn.models.estimators.spec.SPECS")
     feature_view: str = Field("entity_v1", description="name from streamlearn.featurestore.definitions")
     artifact_key: SecretStr = Field(
         SecretStr("streamlearn-dev-key-change-me"), description="HMAC-SHA256 key for model artifacts"
     )
 
     # --- model lifecycle: registry, promotion gate, limits, canary, drift ----------------
-    # (the pure logic reading these: models/registry.py, gate.py, canary.py, drift.py)
+    # (the pure logic reading these: models/registry/versions.py, gate.py, canary.py, drift.py)
     registry_url: str = Field(
         "", description="model registry: redis://... or file:///dir; empty = the state Redis (REDIS_URL)"
     )

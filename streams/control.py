@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from streamlearn.models.lifecycle import record
+from streamlearn.models.governance.lifecycle import record
 from streamlearn.models.modelset import ModelSet
 
 __all__ = ["OPS", "CommandError", "apply", "encode", "record"]

@@ -34,8 +34,8 @@ import orjson
 from streamlearn.featurestore.backend import Backend, WriteBatch
 from streamlearn.featurestore.definitions import FeatureView
 from streamlearn.models import artifacts
-from streamlearn.models.learner import Learner
-from streamlearn.models.lifecycle import Lifecycle
+from streamlearn.models.estimators.learner import Learner
+from streamlearn.models.governance.lifecycle import Lifecycle
 from streamlearn.models.modelset import ModelSet
 from streamlearn.streams import control
 
@@ -143,7 +143,7 @@ def read_checkpoint(blob: bytes, key: bytes) -> tuple[ModelSet, Lifecycle | None
 
 # orjson: the served vectors and entity states are (de)serialised on every event; it is
 # several times faster than json and round-trips floats exactly. It writes NaN as null, so
-# it relies on inputs being finite, which the codec enforces (streams/codec.py).
+# it relies on inputs being finite, which the codec enforces (schemas/validation.py).
 _loads = orjson.loads
 
 

@@ -30,7 +30,7 @@ from faust import web
 
 from streamlearn.metrics import CONTENT_TYPE_LATEST
 from streamlearn.schemas import InvalidRecord
-from streamlearn.streams.codec import decode_event
+from streamlearn.schemas.validation import decode_event
 
 if TYPE_CHECKING:
     import faust
@@ -86,7 +86,7 @@ def consumer_offsets(app: faust.App) -> list[tuple[str, int, int | None, int | N
 def champion_bias(loop: Any) -> float | None:
     """Mean served score minus mean label over the bias monitor's current window, if any.
 
-    Read from the automatic lifecycle's ``BiasMonitor`` (models/drift.py); None without
+    Read from the automatic lifecycle's ``BiasMonitor`` (models/governance/drift.py); None without
     automatic lifecycle or right after a window closed (the gauge keeps the last value).
     """
     bias = getattr(getattr(loop, "lifecycle", None), "bias", None)

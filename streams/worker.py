@@ -19,14 +19,14 @@ from streamlearn.featurestore.backend import Backend, RedisBackend, WriteBatch
 from streamlearn.featurestore.definitions import get_view
 from streamlearn.featurestore.instrumented import InstrumentedBackend
 from streamlearn.metrics import Metrics
-from streamlearn.models.learner import Learner
-from streamlearn.models.lifecycle import Lifecycle, LifecycleConfig
-from streamlearn.models.mirror import RegistryMirror
-from streamlearn.models.registry import open_registry
+from streamlearn.models.estimators.learner import Learner
+from streamlearn.models.governance.lifecycle import Lifecycle, LifecycleConfig
+from streamlearn.models.registry.mirror import RegistryMirror
+from streamlearn.models.registry.versions import open_registry
 from streamlearn.schemas import InvalidRecord, SchemaRegistry
+from streamlearn.schemas.validation import Limits, decode_event, decode_feedback
 from streamlearn.settings import Settings
 from streamlearn.streams import control
-from streamlearn.streams.codec import Limits, decode_event, decode_feedback
 from streamlearn.streams.pipeline import Keys, OnlineLoop
 from streamlearn.streams.transport import BatchProducer, ensure_topics, make_producer
 
@@ -218,7 +218,7 @@ class WorkerRuntime:
 
     def _retrain_blocking(self) -> int:
         # a thread: fitting holds the GIL in bursts, so scoring slows while it runs (threads=1)
-        from streamlearn.replay.retrain import RetrainConfig, retrain
+        from streamlearn.replay.retrain.retrainer import RetrainConfig, retrain
 
         s = self.settings
         result = retrain(s.archive_dir, RetrainConfig(view=s.feature_view, estimator=s.retrain_estimator, threads=1),

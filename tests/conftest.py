@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from streamlearn.infra import EmbeddedInfra
 from streamlearn.settings import Settings
 from streamlearn.streams.transport import ensure_topics
+from streamlearn.tools.infra import EmbeddedInfra
 from tests.helpers import OPEN_CLIENTS, WorkerHandle
 
 

@@ -11,10 +11,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from streamlearn.demo import WorkerProcess, read_status, worker_assigned, worker_status
 from streamlearn.schemas import SchemaRegistry
 from streamlearn.settings import Settings
 from streamlearn.streams.transport import make_producer
+from streamlearn.tools.demo import WorkerProcess, read_status, worker_assigned, worker_status
 
 REG = SchemaRegistry.default()
 OPEN_CLIENTS: list[Any] = []  # closed after each test by the autouse fixture in conftest

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from streamlearn.bench import VARIANTS, build_workload, redis_growth, rss_flatness, rss_growth, summarize_profile
+from streamlearn.tools.bench import VARIANTS, build_workload, redis_growth, rss_flatness, rss_growth, summarize_profile
 
 
 def test_bench_smoke_prints_table_ratios_and_json(tmp_path: Path) -> None:

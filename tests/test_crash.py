@@ -8,7 +8,7 @@ import random
 
 import redis
 
-from streamlearn.replay.inprocess import memory_loop, run_stream
+from streamlearn.replay.backtest.inprocess import memory_loop, run_stream
 from streamlearn.streams.pipeline import read_checkpoint
 from tests.helpers import Sender, TopicReader, feedback_for, make_events, wait_for
 

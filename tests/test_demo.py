@@ -9,9 +9,9 @@ import signal
 import subprocess
 import sys
 
-from streamlearn.demo import read_status
-from streamlearn.infra import pid_alive
 from streamlearn.settings import Settings
+from streamlearn.tools.demo import read_status
+from streamlearn.tools.infra import pid_alive
 from tests.helpers import wait_for
 
 

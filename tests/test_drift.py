@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from streamlearn.models.drift import (
+from streamlearn.models.governance.drift import (
     DEFAULT_ACTIONS,
     DETECTOR_DEFAULTS,
     ActionConfig,
@@ -21,7 +21,7 @@ from streamlearn.models.drift import (
     plan,
     reject,
 )
-from streamlearn.models.drift_eval import (
+from streamlearn.models.governance.drift_eval import (
     best_dummy,
     error_stream,
     evaluate,

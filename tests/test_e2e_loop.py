@@ -8,7 +8,7 @@ from confluent_kafka import Consumer, TopicPartition
 from river import metrics
 
 from streamlearn.featurestore.definitions import get_view
-from streamlearn.models.spec import build_model
+from streamlearn.models.estimators.spec import build_model
 from tests.helpers import REG, Sender, TopicReader, feedback_for, make_events, wait_for
 
 

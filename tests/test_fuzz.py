@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from streamlearn.featurestore.definitions import get_view
 from streamlearn.schemas import InvalidRecord
-from streamlearn.schemas.registry import HEADER_LEN, MAGIC
-from streamlearn.streams.codec import Limits, decode_event, decode_feedback
+from streamlearn.schemas.codec import HEADER_LEN, MAGIC
+from streamlearn.schemas.validation import Limits, decode_event, decode_feedback
 from tests.helpers import REG, Sender, TopicReader, feedback_for, make_events, wait_for
 
 LIMITS = Limits(max_message_bytes=4096, max_features=16, max_string_length=64)  # small: reachable by the fuzzer

@@ -12,10 +12,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from streamlearn.models.canary import CanaryConfig, CanaryMonitor, in_canary
-from streamlearn.models.gate import ActionLimits, GateConfig, PromotionGate, event_loss, loss_bound
-from streamlearn.models.gate_eval import first_promotion, flood, paired_losses, simulate
-from streamlearn.models.sequential import ConfidenceSequence
+from streamlearn.models.governance.canary import CanaryConfig, CanaryMonitor, in_canary
+from streamlearn.models.governance.gate import ActionLimits, GateConfig, PromotionGate, event_loss, loss_bound
+from streamlearn.models.governance.gate_eval import first_promotion, flood, paired_losses, simulate
+from streamlearn.models.governance.sequential import ConfidenceSequence
 from streamlearn.settings import Settings
 
 ALPHA = 0.05
@@ -164,8 +164,8 @@ def test_canary_split_is_a_stable_hash_of_the_entity_key():
     assert 0.09 < share < 0.11
     assert not any(in_canary(k, 0.0) for k in keys[:100]) and all(in_canary(k, 1.0) for k in keys[:100])
     # the same split in another interpreter with another string-hash seed (so not hash())
-    code = "from streamlearn.models.canary import in_canary; print(sum(in_canary(f'card-{i}', 0.1) << (i % 60) " \
-           "for i in range(2000)))"
+    code = ("from streamlearn.models.governance.canary import in_canary; "
+            "print(sum(in_canary(f'card-{i}', 0.1) << (i % 60) for i in range(2000)))")
     mine = sum(in_canary(f"card-{i}", 0.1) << (i % 60) for i in range(2000))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONHASHSEED": "12345"})

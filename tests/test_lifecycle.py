@@ -7,9 +7,9 @@ import asyncio
 from streamlearn import datasets
 from streamlearn.featurestore.backend import MemoryBackend
 from streamlearn.featurestore.definitions import get_view
-from streamlearn.models.gate import GateConfig
-from streamlearn.models.learner import Learner
-from streamlearn.models.lifecycle import Lifecycle, LifecycleConfig
+from streamlearn.models.estimators.learner import Learner
+from streamlearn.models.governance.gate import GateConfig
+from streamlearn.models.governance.lifecycle import Lifecycle, LifecycleConfig
 from streamlearn.models.modelset import HISTORY_MAX, ModelSet
 from streamlearn.streams.pipeline import Keys, OnlineLoop
 

@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 
-from streamlearn.replay.archive import Archiver
-from streamlearn.replay.backtest import run_backtest
+from streamlearn.replay.archive.archiver import Archiver
+from streamlearn.replay.backtest.runner import run_backtest
 from tests.helpers import Sender, TopicReader, feedback_for, make_events, wait_for
 from tests.test_replay import archiver_settings
 
@@ -184,8 +184,8 @@ def test_a_registered_offline_model_is_adopted_and_promoted_only_through_the_gat
     """The batch retrainer's handoff: a model registered from outside the loop (here trained offline
     on history) runs in shadow on a live worker and replaces the champion only when the gate says so."""
     from streamlearn.featurestore.definitions import get_view
-    from streamlearn.models.registry import open_registry
-    from streamlearn.models.spec import build_model
+    from streamlearn.models.estimators.spec import build_model
+    from streamlearn.models.registry.versions import open_registry
     from tests.helpers import label_of
 
     s = make_settings(model_spec="prior", gate_min_samples=200, lifecycle_canary=False, promotion_cooldown_s=0.0)

@@ -17,10 +17,10 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamlearn.infra import start_redis
 from streamlearn.metrics import Metrics
 from streamlearn.streams import control
 from streamlearn.streams.pipeline import Counters, Keys
+from streamlearn.tools.infra import start_redis
 from tests.helpers import Sender, TopicReader, feedback_for, make_events, wait_for
 
 # ------------------------------------------------------------------ HTTP helpers

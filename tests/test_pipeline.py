@@ -10,7 +10,7 @@ import pytest
 from streamlearn.featurestore.backend import MemoryBackend, RedisBackend
 from streamlearn.featurestore.definitions import get_view
 from streamlearn.models.artifacts import ArtifactError
-from streamlearn.models.learner import Learner
+from streamlearn.models.estimators.learner import Learner
 from streamlearn.streams.pipeline import Keys, OnlineLoop
 from tests.helpers import feedback_for, make_events
 

@@ -12,7 +12,8 @@ import pytest
 import redis
 
 from streamlearn.models.artifacts import ArtifactError
-from streamlearn.models.registry import (
+from streamlearn.models.estimators.spec import build_model
+from streamlearn.models.registry.versions import (
     DirectoryStore,
     ModelRegistry,
     RedisStore,
@@ -20,7 +21,6 @@ from streamlearn.models.registry import (
     code_version,
     open_registry,
 )
-from streamlearn.models.spec import build_model
 from streamlearn.settings import Settings
 
 KEY = b"test-registry-key"

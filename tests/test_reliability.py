@@ -28,13 +28,13 @@ import redis
 
 from streamlearn.featurestore.backend import RedisBackend
 from streamlearn.featurestore.definitions import get_view
-from streamlearn.infra import Service, free_port, start_broker, start_redis
-from streamlearn.models.learner import Learner
-from streamlearn.replay.inprocess import memory_loop, run_stream
+from streamlearn.models.estimators.learner import Learner
+from streamlearn.replay.backtest.inprocess import memory_loop, run_stream
 from streamlearn.settings import Settings
 from streamlearn.streams.pipeline import Keys
 from streamlearn.streams.transport import make_producer
 from streamlearn.streams.worker import build_loop
+from streamlearn.tools.infra import Service, free_port, start_broker, start_redis
 from tests.helpers import REG, TopicReader, WorkerHandle, feedback_for, make_events, scrape_metrics, wait_for
 from tests.netproxy import NetProxy
 

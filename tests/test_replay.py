@@ -11,10 +11,10 @@ import sys
 import uuid
 from pathlib import Path
 
-from streamlearn.replay.archive import Archiver
-from streamlearn.replay.backtest import run_backtest
-from streamlearn.replay.reader import Archive
-from streamlearn.replay.storage import LocalStorage
+from streamlearn.replay.archive.archiver import Archiver
+from streamlearn.replay.archive.reader import Archive
+from streamlearn.replay.archive.storage import LocalStorage
+from streamlearn.replay.backtest.runner import run_backtest
 from tests.helpers import Sender, TopicReader, feedback_for, make_events, wait_for
 
 
@@ -89,7 +89,7 @@ def test_round_trip_backtest_reproduces_the_live_run_exactly(make_settings, star
 
 
 def _start_archiver(a, log_path: Path, *extra: str) -> subprocess.Popen:
-    from streamlearn.infra import _die_with_parent
+    from streamlearn.tools.infra import _die_with_parent
 
     env = {**os.environ, **a.to_env(), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "streamlearn", "archive", "run", *extra], env=env,
@@ -149,9 +149,9 @@ def test_archiver_killed_mid_file_leaves_only_complete_files_and_restarts_exactl
 def test_republish_keeps_keys_bytes_and_per_key_order(make_settings, tmp_path):
     from confluent_kafka import Consumer, TopicPartition
 
-    from streamlearn.replay.republish import republish
-    from streamlearn.replay.synthetic import records_for
-    from streamlearn.replay.writer import write_records
+    from streamlearn.replay.archive.republish import republish
+    from streamlearn.replay.archive.synthetic import records_for
+    from streamlearn.replay.archive.writer import write_records
 
     s = make_settings(topic_partitions=2)
     events = make_events(300, seed=51)

@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 
 from streamlearn import datasets
-from streamlearn.replay.archive import apply_retention
-from streamlearn.replay.backtest import run_backtest
-from streamlearn.replay.format import MANIFEST_SUFFIX, Manifest
-from streamlearn.replay.inprocess import memory_loop
-from streamlearn.replay.inspect import summarize
-from streamlearn.replay.reader import Archive
-from streamlearn.replay.schedule import RecordedSchedule
-from streamlearn.replay.storage import LocalStorage
-from streamlearn.replay.synthetic import archive_items
-from streamlearn.replay.writer import ArchiveWriter, KafkaRecord
+from streamlearn.replay.archive.archiver import apply_retention
+from streamlearn.replay.archive.format import MANIFEST_SUFFIX, Manifest
+from streamlearn.replay.archive.inspect import summarize
+from streamlearn.replay.archive.reader import Archive
+from streamlearn.replay.archive.storage import LocalStorage
+from streamlearn.replay.archive.synthetic import archive_items
+from streamlearn.replay.archive.writer import ArchiveWriter, KafkaRecord
+from streamlearn.replay.backtest.inprocess import memory_loop
+from streamlearn.replay.backtest.runner import run_backtest
+from streamlearn.replay.backtest.schedule import RecordedSchedule
 from streamlearn.schemas import SchemaRegistry
 from tests.helpers import feedback_for, make_events
 
@@ -305,7 +305,7 @@ def test_cli_backtest_is_byte_identical_across_processes_and_inspect_and_retrain
 
 
 def test_inspect_reports_counts_gaps_and_unfinished_files(tmp_path):
-    from streamlearn.replay.inspect import format_summary
+    from streamlearn.replay.archive.inspect import format_summary
 
     store = LocalStorage(tmp_path)
     w = ArchiveWriter(store, roll_bytes=1500)
@@ -332,7 +332,7 @@ def test_recorded_replay_of_two_event_partitions_consumed_at_random_relative_spe
     """One learner consuming two event partitions and the feedback partition in random
     micro-batches (a lagging partition makes many labels arrive before their events):
     merging the partitions by (labels_learned, event time) reproduces it."""
-    from streamlearn.replay.schedule import merge_by_recorded_order
+    from streamlearn.replay.backtest.schedule import merge_by_recorded_order
 
     rng = random.Random(100 + seed)
     order = _interleaving(rng, 160)
@@ -385,7 +385,7 @@ def test_backtest_takes_the_lifecycle_decisions_the_live_system_would(tmp_path):
     """prior (champion) vs logreg (shadow) on SEA with a concept change at event 4000: the
     gate starts logreg as a canary, the canary is promoted, and the concept detector fires
     after the change, not before; decided on event time, so two runs agree byte for byte."""
-    from streamlearn.models.lifecycle import LifecycleConfig
+    from streamlearn.models.governance.lifecycle import LifecycleConfig
     from streamlearn.settings import Settings
 
     items = datasets.drift(n=8000, position=4000, seed=7)
@@ -418,7 +418,7 @@ def test_recorded_parked_flags_place_each_label_where_the_worker_learned_it():
     e2's parked (its feedback consumer was behind for e1): e2's label is learned right after
     the step, e1's on arrival later. Times alone would park both and learn them in event
     order (e1, e2); the recorded flags give the worker's order (e2, e1)."""
-    from streamlearn.replay.schedule import Served
+    from streamlearn.replay.backtest.schedule import Served
 
     e1, e2, e3 = ({"event_id": f"e{i}", "event_time": i} for i in (1, 2, 3))
     f1, f2, f3 = ({"event_id": f"e{i}", "label": True} for i in (1, 2, 3))
@@ -440,7 +440,7 @@ def test_recorded_flags_reproduce_runs_whose_feedback_consumer_lagged(seed):
     """Labels stamped up to 12 batches before the worker consumed them (a lagging feedback
     consumer: the time heuristic's blind spot). With the predictions' label_joined flags
     the replay still reproduces every score and count exactly."""
-    from streamlearn.replay.schedule import Served
+    from streamlearn.replay.backtest.schedule import Served
 
     rng = random.Random(1000 + seed)
     order = _interleaving(rng, 150)

@@ -14,16 +14,16 @@ from streamlearn import datasets
 from streamlearn.featurestore.backend import MemoryBackend
 from streamlearn.featurestore.definitions import get_view
 from streamlearn.models.artifacts import ArtifactError
-from streamlearn.models.learner import Learner
-from streamlearn.models.registry import DirectoryStore, ModelRegistry
-from streamlearn.models.spec import build_model
-from streamlearn.replay.challenge import gate_on_archive
-from streamlearn.replay.reader import Archive
-from streamlearn.replay.retrain import RetrainConfig, load_batch_model, retrain
-from streamlearn.replay.storage import LocalStorage
-from streamlearn.replay.synthetic import archive_items, records_for
-from streamlearn.replay.training import examples, label_index
-from streamlearn.replay.writer import write_records
+from streamlearn.models.estimators.learner import Learner
+from streamlearn.models.estimators.spec import build_model
+from streamlearn.models.registry.versions import DirectoryStore, ModelRegistry
+from streamlearn.replay.archive.reader import Archive
+from streamlearn.replay.archive.storage import LocalStorage
+from streamlearn.replay.archive.synthetic import archive_items, records_for
+from streamlearn.replay.archive.writer import write_records
+from streamlearn.replay.retrain.challenge import gate_on_archive
+from streamlearn.replay.retrain.retrainer import RetrainConfig, load_batch_model, retrain
+from streamlearn.replay.retrain.training import examples, label_index
 from streamlearn.streams.pipeline import Keys, OnlineLoop
 
 KEY = b"test-artifact-key"

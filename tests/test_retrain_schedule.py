@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from streamlearn import datasets
-from streamlearn.models.registry import open_registry
-from streamlearn.replay.storage import LocalStorage
-from streamlearn.replay.synthetic import archive_items
+from streamlearn.models.registry.versions import open_registry
+from streamlearn.replay.archive.storage import LocalStorage
+from streamlearn.replay.archive.synthetic import archive_items
 from tests.helpers import TopicReader, wait_for
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sklearn.metrics import roc_auc_score
 
 from streamlearn import datasets
-from streamlearn.replay.inprocess import run
+from streamlearn.replay.backtest.inprocess import run
 
 N, SEED = 20_000, 7  # the demo's default stream (``streamlearn demo``)
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from streamlearn.schemas import MAGIC, InvalidRecord, SchemaRegistry
-from streamlearn.schemas.registry import SCHEMA_DIR
+from streamlearn.schemas.codec import SCHEMA_DIR
 
 EVENT = {"event_id": "e1", "entity": "card-1", "event_time": 1_700_000_000_000,
          "features": {"amount": 12.5, "n": 3, "ok": True, "merchant": "m1", "gone": None}}

@@ -36,12 +36,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from streamlearn.infra import free_port, start_broker, start_redis
 from streamlearn.models import artifacts
 from streamlearn.sdk import EventProducer, PredictionConsumer
 from streamlearn.settings import Settings
 from streamlearn.streams.app import _credentials
 from streamlearn.streams.transport import topic_names
+from streamlearn.tools.infra import free_port, start_broker, start_redis
 from tests.helpers import Sender, TopicReader, feedback_for, make_events, wait_for
 from tests.netproxy import NetProxy
 

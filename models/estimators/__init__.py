@@ -1,0 +1,1 @@
+"""Estimators: model specs, the learner (model + progressive metrics), batch-trained models."""

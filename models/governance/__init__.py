@@ -1,0 +1,1 @@
+"""Governance of model changes: gate, canary, drift detectors, the lifecycle, their evaluations."""

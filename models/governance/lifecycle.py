@@ -1,0 +1,234 @@
+"""The automatic model lifecycle: gate, canary, drift detectors and their actions, together.
+
+The online loop feeds it every labeled event (with what each model predicted for it)
+and every scored batch of feature vectors; :meth:`Lifecycle.decide` then changes the
+:class:`~streamlearn.models.modelset.ModelSet` only through these doors:
+
+* a challenger whose paired gate says *promote* (anytime-valid test, floor) and that the
+  action limits allow becomes a **canary** (or champion directly when canaries are off);
+* a canary that is provably worse is **rolled back**; one that survives its window
+  becomes **champion**;
+* drift alarms map to actions: ``warn`` (announce only), ``start_challenger`` (a fresh
+  model of the champion's spec, learning from now on), ``request_retrain`` (announced for
+  the batch retrainer), ``rollback`` (an error jump right after a promotion).
+
+Nothing is ever swapped in silently: a fresh challenger still has to pass the gate.
+Every decision returns a record for the lifecycle topic, every alarm one for the drift
+topic. Its state pickles with the ModelSet into the signed checkpoint, so a restart
+resumes the same evidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from streamlearn.models.governance.canary import CanaryConfig, CanaryMonitor
+from streamlearn.models.governance.drift import (
+    ActionConfig,
+    BiasMonitor,
+    ConceptDriftDetector,
+    FeatureDriftMonitor,
+    plan,
+)
+from streamlearn.models.governance.gate import ActionLimits, GateConfig, PromotionGate, event_loss, is_hit
+from streamlearn.models.modelset import ModelSet
+
+Record = tuple[str, dict[str, Any]]  # (subject: "lifecycle" | "drift", record)
+
+
+def record(models: ModelSet, version: int, action: str, reason: str, now_ms: int, **details: Any) -> dict[str, Any]:
+    """A lifecycle-topic record (schemas/lifecycle.v1.avsc): one format for every decision."""
+    return {
+        "model_name": models.name, "version": int(version), "action": action, "reason": reason,
+        "champion": models.champion, "labels_learned": models.champion_learner.labels_learned,
+        "details": {k: str(v) for k, v in details.items()}, "at": int(now_ms),
+    }
+
+
+@dataclass
+class LifecycleConfig:
+    gate: GateConfig = field(default_factory=GateConfig)
+    canary: CanaryConfig = field(default_factory=CanaryConfig)
+    actions: ActionConfig = field(default_factory=ActionConfig)
+    use_canary: bool = True
+    max_challengers: int = 3
+    concept: dict[str, Any] = field(default_factory=dict)  # ConceptDriftDetector kwargs
+    features: dict[str, Any] = field(default_factory=dict)  # FeatureDriftMonitor kwargs
+    bias: dict[str, Any] = field(default_factory=dict)  # BiasMonitor kwargs
+    limits: dict[str, Any] = field(default_factory=dict)  # ActionLimits kwargs
+
+    @classmethod
+    def from_settings(cls, s: Any) -> LifecycleConfig:
+        return cls(
+            gate=GateConfig.from_settings(s), canary=CanaryConfig.from_settings(s),
+            actions=ActionConfig.from_settings(s), use_canary=s.lifecycle_canary,
+            max_challengers=s.lifecycle_max_challengers,
+            concept={"name": s.drift_concept_detector, "params": s.drift_concept_params, "grace": s.drift_grace,
+                     "min_gap": s.drift_min_gap, "critical_delta": s.drift_critical_delta},
+            features={"reference": s.drift_feature_reference, "window": s.drift_feature_window,
+                      "alpha": s.drift_feature_alpha, "correction": s.drift_feature_correction},
+            bias={"window": s.drift_bias_window, "threshold": s.drift_bias_threshold},
+            limits={"max_actions": s.promotion_max, "window_s": s.promotion_window_s,
+                    "cooldown_s": s.promotion_cooldown_s, "frozen": s.promotions_frozen},
+        )
+
+
+class Lifecycle:
+    def __init__(self, config: LifecycleConfig | None = None) -> None:
+        self.config = c = config or LifecycleConfig()
+        self.gates: dict[int, PromotionGate] = {}
+        self.canary_monitor: CanaryMonitor | None = None
+        self.concept = ConceptDriftDetector(**c.concept)
+        self.features = FeatureDriftMonitor(**c.features)
+        self.bias = BiasMonitor(**c.bias)
+        self.limits = ActionLimits(**c.limits)
+        self.labels_since_promotion: int | None = None
+        self.champion_seen: int | None = None
+        self.canary_seen: int | None = None
+        self.drift_events: list = []
+        self.announced: dict[int, str] = {}  # last refusal reason announced per challenger
+
+    # ------------------------------------------------------------------ observations
+    def _loss(self, y: Any, pred: dict[str, Any]) -> float:
+        g = self.config.gate
+        return event_loss(g.loss, y, pred.get("proba") or None, pred.get("pred"), g.eps, g.scale)
+
+    def on_label(self, models: ModelSet, y: Any, served: dict[str, dict[str, Any]], serving: int | None) -> None:
+        """One learned label; ``served`` maps str(version) -> that model's prediction."""
+        self._sync(models)
+        champ = served.get(str(models.champion))
+        if self.labels_since_promotion is not None:
+            self.labels_since_promotion += 1
+        if champ is None:
+            return
+        lc = self._loss(y, champ)
+        hit_c = is_hit(y, champ.get("pred"))
+        for v in models.challengers():
+            pred = served.get(str(v))
+            if pred is not None:
+                self._gate(v).update(lc, self._loss(y, pred), hit_c, is_hit(y, pred.get("pred")))
+        if self.canary_monitor is not None and models.canary is not None:
+            arm = "canary" if serving == models.canary.version else "champion"
+            pred = served.get(str(serving)) if serving is not None else None
+            if pred is not None:
+                self.canary_monitor.observe(arm, self._loss(y, pred), is_hit(y, pred.get("pred")))
+        ev = self.concept.update(0.0 if hit_c else 1.0)
+        if ev is not None:
+            self.drift_events.append(ev)
+        if isinstance(y, (bool, int, float)):
+            bev = self.bias.update(float(champ.get("score", 0.0)), float(y))
+            if bev is not None:
+                self.drift_events.append(bev)
+
+    def on_scored(self, xs: list[dict[str, float]]) -> None:
+        """Served feature vectors, for data drift (one family-wise budget over features)."""
+        if not xs:
+            return
+        if self.features.features is None:
+            self.features.features = sorted(xs[0])
+        cols = self.features.features
+        rows = np.array([[x.get(f, np.nan) for f in cols] for x in xs], dtype=float)
+        self.drift_events += self.features.update_many(rows)
+
+    def _gate(self, v: int) -> PromotionGate:
+        if v not in self.gates:
+            self.gates[v] = PromotionGate(self.config.gate)
+        return self.gates[v]
+
+    def _sync(self, models: ModelSet) -> None:
+        """Evidence is about a (champion, challenger) pair: a new champion starts it afresh."""
+        if self.champion_seen != models.champion:
+            if self.champion_seen is not None:
+                self.labels_since_promotion = 0
+            self.champion_seen = models.champion
+            self.gates = {}
+            self.announced = {}
+        for v in list(self.gates):
+            if v not in models.learners:
+                del self.gates[v]
+        canary = models.canary.version if models.canary else None
+        if canary != self.canary_seen:  # a canary began or ended (gate or operator)
+            self.canary_seen = canary
+            self.canary_monitor = CanaryMonitor(self.config.canary, self.config.gate) if canary else None
+
+    # ------------------------------------------------------------------ decisions
+    def decide(self, models: ModelSet, now_s: float) -> list[Record]:
+        self._sync(models)
+        now_ms = int(now_s * 1000)
+        out: list[Record] = []
+
+        # drift first: it may start a challenger or roll a fresh champion back
+        events, self.drift_events = self.drift_events, []
+        actions = plan(events, self.config.actions, self.labels_since_promotion)
+        for ev in events:
+            kinds = [a.kind for a in actions if a.event is ev] or ["warn"]
+            out.append(("drift", ev.record(models.name, models.champion, "+".join(kinds), now_ms)))
+        for a in actions:
+            if a.kind == "start_challenger":
+                self._make_room(models, now_ms, out)
+                v = models.add_challenger(models.champion_learner.spec, f"drift: {a.reason}")
+                out.append(("lifecycle", record(models, v, "challenger_started", f"drift: {a.reason}", now_ms,
+                                                from_position=a.from_position)))
+            elif a.kind == "request_retrain":
+                out.append(("lifecycle", record(models, models.champion, "retrain_requested", a.reason, now_ms)))
+            elif a.kind == "rollback":
+                before = models.canary.version if models.canary else models.champion
+                if models.rollback(f"drift after promotion: {a.reason}") is not None:
+                    self.canary_monitor = None
+                    out.append(("lifecycle", record(models, before, "rolled_back", a.reason, now_ms, by="drift")))
+
+        # a running canary: roll back early if provably worse, promote at the end of its window
+        if models.canary is not None and self.canary_monitor is not None:
+            d = self.canary_monitor.decision()
+            v = models.canary.version
+            if d.action == "rollback":
+                models.rollback(d.reason)
+                self.canary_monitor = None
+                out.append(("lifecycle", record(models, v, "rolled_back", d.reason, now_ms, by="canary",
+                                                **d.details())))
+            elif d.action == "promote":
+                models.promote(v, d.reason)
+                self.canary_monitor = None
+                self._sync(models)
+                out.append(("lifecycle", record(models, v, "promoted", d.reason, now_ms, by="canary",
+                                                **d.details())))
+            return out
+
+        # challengers: the best one with a passing gate, if the limits allow an action now
+        ready = []
+        for v in models.challengers():
+            d = self._gate(v).decision()
+            if d.promote:
+                ready.append((d.lower_bound, v, d))
+            elif d.reason == "below_floor" and self.announced.get(v) != d.reason:
+                self.announced[v] = d.reason
+                out.append(("lifecycle", record(models, v, "refused", d.reason, now_ms, **d.details())))
+        if ready:
+            _, v, d = max(ready, key=lambda r: r[0])
+            verdict = self.limits.acquire(now_s)
+            if not verdict.allowed:
+                if self.announced.get(v) != verdict.reason:
+                    self.announced[v] = verdict.reason
+                    out.append(("lifecycle", record(models, v, "refused", verdict.reason, now_ms, **d.details())))
+            elif self.config.use_canary:
+                models.start_canary(v, self.config.canary.fraction, "gate passed")
+                self.canary_monitor = CanaryMonitor(self.config.canary, self.config.gate)
+                out.append(("lifecycle", record(models, v, "canary_started", "gate passed", now_ms,
+                                                fraction=self.config.canary.fraction, **d.details())))
+            else:
+                models.promote(v, "gate passed")
+                self._sync(models)
+                out.append(("lifecycle", record(models, v, "promoted", "gate passed", now_ms, by="gate",
+                                                **d.details())))
+        return out
+
+    def _make_room(self, models: ModelSet, now_ms: int, out: list[Record]) -> None:
+        """At most ``max_challengers``: retire the one the gate thinks least of."""
+        while len(models.challengers()) >= self.config.max_challengers:
+            worst = min(models.challengers(), key=lambda v: self._gate(v).lower_bound if self._gate(v).n else 0.0)
+            models.retire(worst, "making room for a drift challenger")
+            self.gates.pop(worst, None)
+            out.append(("lifecycle", record(models, worst, "retired", "making room for a drift challenger", now_ms)))

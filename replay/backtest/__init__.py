@@ -1,0 +1,1 @@
+"""Backtests: recorded history through the online loop in-process, reproducing live runs."""

@@ -1,0 +1,68 @@
+"""Run a stream through the online loop in-process: no broker, state in memory.
+
+The same :class:`~streamlearn.streams.pipeline.OnlineLoop` the worker runs, so results
+differ from a live run only by the order in which events and labels interleave. Used by
+backtests, the demo's feature-store comparison and the tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from streamlearn.featurestore.backend import MemoryBackend
+from streamlearn.featurestore.definitions import get_view
+from streamlearn.models.estimators.learner import Learner
+from streamlearn.models.governance.lifecycle import Lifecycle, LifecycleConfig
+from streamlearn.models.modelset import ModelSet
+from streamlearn.streams.pipeline import Keys, OnlineLoop, Prediction
+
+
+def memory_loop(view: str, spec: str, name: str = "replay") -> OnlineLoop:
+    return OnlineLoop(get_view(view), Learner(name, spec), MemoryBackend(), Keys("replay", name),
+                      artifact_key=b"in-process")
+
+
+def memory_models_loop(view: str, specs: Sequence[str], name: str = "replay",
+                       lifecycle: LifecycleConfig | None = None,
+                       clock: Callable[[], float] | None = None) -> OnlineLoop:
+    """One loop over several models, as the worker runs them: ``specs[0]`` is the champion
+    (version 1), the rest are shadow challengers (versions 2..n), all scoring every event
+    and learning every label. With ``lifecycle``, the gate, canary and drift detectors act
+    on their own, on ``clock`` (the backtest passes event time)."""
+    models = ModelSet.fresh(name, specs[0])
+    for spec in specs[1:]:
+        models.add_challenger(spec, "backtest: compared side by side")
+    return OnlineLoop(get_view(view), models, MemoryBackend(), Keys("replay", name), artifact_key=b"in-process",
+                      lifecycle=Lifecycle(lifecycle) if lifecycle is not None else None, clock=clock or time.time)
+
+
+async def run_stream(
+    loop: OnlineLoop, stream: Iterable[tuple[str, dict[str, Any]]], batch: int = 256
+) -> list[Prediction]:
+    """Feed ("event", e) / ("feedback", f) items in order, batching consecutive items of a kind."""
+    preds: list[Prediction] = []
+    kind, buf = None, []
+
+    async def flush() -> None:
+        if kind == "event":
+            preds.extend(await loop.score_batch(buf))
+        elif kind == "feedback":
+            await loop.learn_batch(buf)
+
+    for k, rec in stream:
+        if k != kind or len(buf) >= batch:
+            await flush()
+            kind, buf = k, []
+        buf.append(rec)
+    await flush()
+    return preds
+
+
+def run(stream: Iterable[tuple[str, dict[str, Any]]], view: str, spec: str, batch: int = 256
+        ) -> tuple[OnlineLoop, list[Prediction]]:
+    loop = memory_loop(view, spec)
+    preds = asyncio.run(run_stream(loop, stream, batch))
+    return loop, preds

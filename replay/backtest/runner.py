@@ -1,0 +1,650 @@
+"""Backtests: the archive through the online loop, in-process, as fast as the CPU allows.
+
+``streamlearn backtest --archive DIR --model SPEC [--model SPEC2 ...]`` reads the archive,
+builds the step order (:mod:`streamlearn.replay.backtest.schedule`: *recorded* when the archive
+holds the live run's predictions and no ``--from`` is given, else *arrival*), and runs the
+steps through the :class:`~streamlearn.streams.pipeline.OnlineLoop` the worker runs, on a
+:class:`~streamlearn.featurestore.backend.MemoryBackend`
+(``replay.inprocess.memory_models_loop``): the first model is the champion, the others
+shadow challengers, every model scores every event and learns every label. Writes to ``--out``:
+
+* ``predictions.jsonl`` -- every prediction of every model, in processing order. The same
+  archive, range and specs give byte-identical files (no wall clock in it);
+* ``metrics.json`` / ``metrics.csv`` -- metrics over time, models side by side: cumulative
+  progressive metrics (what the worker reports) and the same metrics over each window;
+* ``metrics.png`` -- the windowed metrics per model over event time, lifecycle decisions
+  as vertical lines;
+* ``summary.json`` -- mode, counts, archive problems, divergences from the record, timing.
+
+It also runs a bare River loop on the same steps (the same feature view and a fresh
+model, ``predict_proba_one``/``learn_one`` in a plain loop) and prints both throughputs.
+
+Lifecycle (on unless ``--no-lifecycle``): the loop carries the worker's
+:class:`~streamlearn.models.governance.lifecycle.Lifecycle`, configured from the same settings, on an
+event-time clock. The drift alarms, challenger starts, canaries, promotions and rollbacks it
+takes are the rows' ``lifecycle_events`` -- the decisions the live system would have taken
+on this history. Decisions are evaluated after each step (as the worker does after each
+batch), so their exact label position can differ from a live run's by a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import logging
+import math
+import time
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from river import base
+
+from streamlearn.featurestore.definitions import get_view
+from streamlearn.models.estimators.learner import Learner
+from streamlearn.models.estimators.spec import build_model, is_classifier
+from streamlearn.models.governance.lifecycle import LifecycleConfig
+from streamlearn.replay.archive.reader import Archive
+from streamlearn.replay.backtest.inprocess import memory_models_loop
+from streamlearn.replay.backtest.schedule import RecordedSchedule, Served, Step, arrival_steps, merge_by_recorded_order
+from streamlearn.streams.pipeline import OnlineLoop, Prediction
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------- inputs
+def parse_time(value: str | int | None) -> int | None:
+    """ms since epoch from an int/str of ms or an ISO-8601 time (UTC if no zone).
+
+    >>> parse_time("2023-11-14T22:13:20Z"), parse_time("1700000000000"), parse_time(None)
+    (1700000000000, 1700000000000, None)
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) or str(value).lstrip("-").isdigit():
+        return int(value)
+    try:
+        dt = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise ValueError(f"not a time: {value!r} (use ISO-8601, e.g. 2024-05-01T00:00:00Z, "
+                         "or milliseconds since the epoch)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def iso(ms: int | None) -> str:
+    if ms is None:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+@dataclass
+class Plan:
+    """What to run: steps plus how they were derived."""
+
+    mode: str
+    steps: list[Step]
+    n_events: int
+    notes: list[str] = field(default_factory=list)
+    reference: tuple[str, int] | None = None  # (model name, version) whose record is reproduced
+    schedule: RecordedSchedule | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _reference_predictions(archive: Archive, reference: tuple[str, int] | None
+                           ) -> tuple[tuple[str, int] | None, dict[str, deque[tuple[int, int, bool | None]]]]:
+    """(reference model, event id -> its predictions' (labels_learned, served_at, label_joined))."""
+    preds: list[tuple[str, str, int, int, int, bool | None]] = []
+    for tp in archive.partitions("prediction"):
+        for _, p in archive.decoded(archive.partition_records("prediction", *tp)):
+            preds.append((p["event_id"], p["model_name"], p["model_version"], p["labels_learned"], p["served_at"],
+                          p.get("label_joined")))
+    if not preds:
+        return None, {}
+    # served and shadow topics: per event, its predictions in the order they were made
+    preds.sort(key=lambda t: t[4])
+    if reference is None:  # the model with most predictions (ties: the oldest): the one to reproduce
+        counts = Counter((name, v) for _, name, v, _, _, _ in preds)
+        reference = min(counts, key=lambda k: (-counts[k], k))
+    by_event: dict[str, deque[tuple[int, int, bool | None]]] = defaultdict(deque)
+    for eid, name, v, labels, served_at, joined in preds:
+        if (name, v) == reference:
+            by_event[eid].append((labels, served_at, joined))
+    return reference, by_event
+
+
+def _feedback_offset_order(archive: Archive) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """Feedback as the learner consumed it: offset order (one partition by design; several
+    are merged by Kafka timestamp, which is then not exact)."""
+    parts = [archive.decoded(archive.partition_records("feedback", *tp)) for tp in archive.partitions("feedback")]
+    if len(parts) == 1:
+        yield from parts[0]
+        return
+    keyed = (((r["timestamp"], r["partition"], r["offset"]), (r, v)) for it in parts for r, v in it)
+    for _, item in sorted(keyed, key=lambda kv: kv[0]):
+        yield item
+
+
+def plan_recorded(archive: Archive, end: int | None, reference: tuple[str, int] | None = None) -> Plan:
+    ref, recorded = _reference_predictions(archive, reference)
+    if ref is None:
+        raise ValueError("the archive holds no predictions: a recorded replay needs them (use --join arrival)")
+    missing = 0
+
+    def partition_events(topic: str, partition: int) -> Iterator[tuple[Any, ...]]:
+        nonlocal missing
+        last = 0
+        for rec, ev in archive.decoded(archive.partition_records("event", topic, partition)):
+            if end is not None and ev["event_time"] >= end:
+                continue
+            q = recorded.get(ev["event_id"])
+            served_at, joined = None, None
+            if q:
+                last, served_at, joined = q.popleft()
+            else:  # no prediction of the reference model: keep the partition's last count
+                missing += 1
+            yield ev, last, Served(served_at, joined), partition, rec["offset"]
+
+    events = list(merge_by_recorded_order([partition_events(*tp) for tp in archive.partitions("event")]))
+    sched = RecordedSchedule(events, ((fb, rec["timestamp"] or None) for rec, fb in _feedback_offset_order(archive)))
+    steps = list(sched.steps())
+    notes = [f"recorded: reproducing {ref[0]} v{ref[1]} (labels_learned of its predictions)"]
+    if missing:
+        notes.append(f"{missing} event(s) have no prediction of the reference model: scored with the "
+                     "previous event's label count (not an exact reproduction there)")
+    if len(archive.partitions("feedback")) > 1:
+        notes.append("feedback has several partitions: merged by Kafka timestamp (not exact)")
+    return Plan("recorded", steps, len(events), notes, ref, sched,
+                {"events_without_prediction": missing, "labels_never_joined": sched.unjoined})
+
+
+def plan_arrival(archive: Archive, start: int | None, end: int | None, batch: int = 256) -> Plan:
+    events: list[dict[str, Any]] = []
+    seen: dict[str, tuple[int, int]] = {}
+    for rec, ev in archive.decoded(archive.by_event_time("event", start, end)):
+        events.append(ev)
+        seen.setdefault(ev["event_id"], (ev["event_time"], rec["timestamp"]))
+    feedback: list[tuple[int, int, dict[str, Any]]] = []
+    dropped = 0
+    for seq, (rec, fb) in enumerate(_feedback_offset_order(archive)):
+        got = seen.get(fb["event_id"])
+        if got is None:
+            dropped += 1  # its event is outside the range (or was never archived)
+            continue
+        event_time, event_ts = got
+        feedback.append((event_time + max(0, rec["timestamp"] - event_ts), seq, fb))
+    feedback.sort(key=lambda t: (t[0], t[1]))
+    steps = list(arrival_steps(events, [(t, fb) for t, _, fb in feedback], batch))
+    notes = ["arrival: labels joined at their event's time plus the delay production saw"]
+    return Plan("arrival", steps, len(events), notes, counts={"labels_outside_range": dropped})
+
+
+def make_plan(archive: Archive, start: int | None = None, end: int | None = None, join: str = "auto",
+              reference: tuple[str, int] | None = None) -> Plan:
+    if join not in ("auto", "recorded", "arrival"):
+        raise ValueError(f"--join must be auto, recorded or arrival, not {join!r}")
+    has_preds = bool(archive.files("prediction"))
+    if join == "recorded" and start is not None:
+        raise ValueError("a recorded replay starts where the live model started: drop --from or use --join arrival")
+    if join == "recorded" or (join == "auto" and has_preds and start is None):
+        return plan_recorded(archive, end, reference)
+    plan = plan_arrival(archive, start, end)
+    if join == "auto" and has_preds:
+        plan.notes.append("predictions are archived but --from was given: a recorded replay must start "
+                          "with the live model, so labels are joined by arrival")
+    return plan
+
+
+# ---------------------------------------------------------------------- running
+class _NullClassifier(base.Classifier):
+    def learn_one(self, x, y):  # noqa: ANN001 - River signature
+        pass
+
+    def predict_proba_one(self, x):  # noqa: ANN001
+        return {}
+
+
+class _NullRegressor(base.Regressor):
+    def learn_one(self, x, y):  # noqa: ANN001
+        pass
+
+    def predict_one(self, x):  # noqa: ANN001
+        return 0.0
+
+
+def _window_learner(learner: Learner) -> Learner:
+    """A learner without a model: the Learner's own metric code over one window of labels."""
+    null = _NullClassifier() if learner.classifier else _NullRegressor()
+    return Learner(learner.name, learner.spec, version=learner.version, model=null)
+
+
+def _served_for(rec: dict[str, Any], version: int) -> dict[str, Any] | None:
+    # the served record keeps each model's prediction under "m" (ModelSet); older: flat.
+    # None: the model did not exist when the event was served (not scored against it)
+    return rec["m"].get(str(version)) if "m" in rec else rec
+
+
+@dataclass
+class ModelRun:
+    """One model version in the backtest's loop: its learner (kept after a retirement, so
+    its metrics stay reportable) and the metrics of the current window."""
+
+    label: str
+    version: int
+    learner: Learner
+    window: Learner = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.window = _window_learner(self.learner)
+        self.window_classes: set[Any] = set()
+        self.classes: set[Any] = set()
+
+    def cumulative(self) -> dict[str, float | None]:
+        self.classes |= self.window_classes
+        return _defined(self.learner.metric_values(), self.classes, self.learner.labels_learned)
+
+    def take_window(self) -> dict[str, float | None]:
+        out: dict[str, Any] = _defined(self.window.metric_values(), self.window_classes, self.window.labels_learned)
+        out["labels"] = self.window.labels_learned
+        self.window = _window_learner(self.learner)
+        self.window_classes = set()
+        return out
+
+
+class _Runs:
+    """The loop's model versions by label, including challengers the lifecycle starts."""
+
+    def __init__(self, loop: OnlineLoop, labels: list[str]) -> None:
+        self.loop = loop
+        self.by_version: dict[int, ModelRun] = {}
+        for (v, learner), label in zip(sorted(loop.models.learners.items()), labels):
+            self.by_version[v] = ModelRun(label, v, learner)
+        loop.on_learn = self._on_learn
+
+    @property
+    def reference(self) -> ModelRun:
+        return self.by_version[1]
+
+    def runs(self) -> list[ModelRun]:
+        return [self.by_version[v] for v in sorted(self.by_version)]
+
+    def label(self, version: int) -> str:
+        run = self.by_version.get(version)
+        return run.label if run is not None else f"v{version}"
+
+    def track(self) -> None:
+        for v, learner in self.loop.models.learners.items():
+            if v not in self.by_version:  # started by the lifecycle (drift) mid-run
+                self.by_version[v] = ModelRun(f"v{v}:{learner.spec}", v, learner)
+
+    def _on_learn(self, eid: str, y: Any, rec: dict[str, Any]) -> None:
+        # per label: look up, and track new versions only on a miss (they appear between steps)
+        for v in self.loop.models.learners:
+            run = self.by_version.get(v)
+            if run is None:
+                self.track()
+                run = self.by_version[v]
+            run.window.learn(rec["x"], y, _served_for(rec, v))
+            run.window_classes.add(y)
+
+
+def _defined(values: dict[str, float], classes: set[Any], labels: int = 1) -> dict[str, float | None]:
+    """Metrics as numbers, None where undefined (no label yet; ROC AUC needs both classes;
+    River says 0 for both)."""
+    if labels == 0:
+        return dict.fromkeys(values)
+    out = {k: _finite(v) for k, v in values.items()}
+    if "roc_auc" in out and len(classes) < 2:
+        out["roc_auc"] = None
+    return out
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def _labels(specs: list[str]) -> list[str]:
+    seen: Counter = Counter()
+    out = []
+    for s in specs:
+        seen[s] += 1
+        out.append(s if seen[s] == 1 else f"{s}#{seen[s]}")
+    return out
+
+
+def _prediction_line(label: str, p: Prediction) -> str:
+    return json.dumps({"model": label, "event_id": p.event_id, "entity": p.entity, "event_time": p.event_time,
+                       "labels_learned": p.labels_learned, "score": p.score, "predicted": p.predicted,
+                       "probabilities": p.probabilities}, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass
+class BacktestResult:
+    plan: Plan
+    rows: list[dict[str, Any]]
+    final: dict[str, dict[str, float | None]]
+    counters: dict[str, dict[str, int]]
+    divergences: list[str]
+    loop_seconds: float
+    read_seconds: float
+    lifecycle_events: list[dict[str, Any]]
+    lifecycle: bool = False
+    stages: dict[str, str] = field(default_factory=dict)  # label -> stage at the end
+    bare: dict[str, Any] | None = None
+    out: Path | None = None
+
+    @property
+    def events_per_s(self) -> float:
+        return self.plan.n_events / self.loop_seconds if self.loop_seconds > 0 else float("inf")
+
+
+class _EventClock:
+    """The lifecycle's clock in a backtest: event time of the newest scored event, so rate
+    limits and cooldowns are measured as production would have measured them, and two runs
+    decide identically (no wall clock)."""
+
+    def __init__(self) -> None:
+        self.ms = 0
+
+    def __call__(self) -> float:
+        return self.ms / 1000
+
+
+async def _execute(plan: Plan, loop: OnlineLoop, runs: _Runs, clock: _EventClock, sink: io.TextIOBase | None,
+                   every: int, on_progress: Callable[[int], None]
+                   ) -> tuple[list[dict[str, Any]], list[str], list[dict[str, Any]], float]:
+    rows: list[dict[str, Any]] = []
+    divergences: list[str] = []
+    lifecycle: list[dict[str, Any]] = []
+    pending_events: list[dict[str, Any]] = []  # lifecycle events since the last row
+    scored = last_row_at = 0
+    last_time: int | None = None
+    elapsed = 0.0
+    ref = runs.reference.learner
+    with_lifecycle = loop.lifecycle is not None
+
+    def row() -> None:
+        nonlocal last_row_at, pending_events
+        r: dict[str, Any] = {"row": len(rows), "events": scored, "event_time": last_time,
+                             "time": iso(last_time), "labels": ref.labels_learned, "models": {}}
+        for run in runs.runs():
+            r["models"][run.label] = {
+                "stage": loop.models.stage(run.version),
+                "cumulative": run.cumulative(),
+                "window": run.take_window(),
+            }
+        if with_lifecycle:
+            r["lifecycle_events"], pending_events = pending_events, []
+        rows.append(r)
+        last_row_at = scored
+
+    def drain_outbox() -> None:
+        for subject, rec in loop.outbox:
+            if subject not in ("lifecycle", "drift"):
+                continue
+            ev = {"kind": subject, "event_time": clock.ms, "time": iso(clock.ms),
+                  "model": runs.label(rec["version"]), **rec}
+            lifecycle.append(ev)
+            pending_events.append(ev)
+        loop.outbox.clear()
+
+    for step in plan.steps:
+        if step.kind == "score":
+            clock.ms = max(clock.ms, step.items[-1]["event_time"])
+        t0 = time.perf_counter()
+        if step.kind == "score":
+            preds = await loop.score_batch(step.items)
+        else:
+            await loop.learn_batch(step.items)
+            preds = []
+        elapsed += time.perf_counter() - t0
+        runs.track()
+        if loop.outbox:
+            drain_outbox()
+        if step.expect is not None and ref.labels_learned != step.expect:
+            divergences.append(f"after a {step.kind} step of {len(step.items)} ending at "
+                               f"{step.items[-1]['event_id']}: loop learned {ref.labels_learned}, "
+                               f"record implies {step.expect}")
+        if step.kind == "score":
+            if sink is not None:
+                by_version = [{q.model_version: q for q in (p, *p.shadows)} for p in preds]
+                for run in runs.runs():
+                    sink.write("".join(_prediction_line(run.label, got[run.version]) + "\n"
+                                       for got in by_version if run.version in got))
+            scored += len(step.items)
+            last_time = step.items[-1]["event_time"]
+            on_progress(len(step.items))
+            if scored - last_row_at >= every:
+                row()
+    if scored > last_row_at or not rows:
+        row()
+    return rows, divergences, lifecycle, elapsed
+
+
+def bare_river_loop(steps: list[Step], view_name: str, spec: str) -> tuple[float, list[float]]:
+    """The same steps with the feature view and a River model in a plain loop: the speed
+    reference. Same join rules, so its scores equal the backtest's first model's."""
+    view, model = get_view(view_name), build_model(spec)
+    classifier = is_classifier(model)
+    states: dict[str, Any] = {}
+    served: dict[str, dict[str, float]] = {}
+    learned: set[str] = set()
+    pending: dict[str, Any] = {}
+    scores: list[float] = []
+    t0 = time.perf_counter()
+    for step in steps:
+        if step.kind == "score":
+            joined = []
+            for ev in step.items:
+                eid = ev["event_id"]
+                x = served.get(eid)
+                if x is None:
+                    x, states[ev["entity"]] = view.compute(ev, states.get(ev["entity"]))
+                    served[eid] = x
+                    if eid in pending:
+                        joined.append(eid)
+                if classifier:
+                    proba = model.predict_proba_one(x)
+                    scores.append(float(proba.get(True, proba.get(1, max(proba.values())))) if proba else 0.0)
+                else:
+                    scores.append(float(model.predict_one(x) or 0.0))
+            for eid in joined:
+                model.learn_one(served[eid], pending.pop(eid))
+                learned.add(eid)
+        else:
+            seen: set[str] = set()
+            for fb in step.items:
+                eid = fb["event_id"]
+                if eid in learned or eid in seen:
+                    pass
+                elif eid not in served:
+                    pending[eid] = fb["label"]
+                else:
+                    model.learn_one(served[eid], fb["label"])
+                    learned.add(eid)
+                seen.add(eid)
+    return time.perf_counter() - t0, scores
+
+
+def run_backtest(
+    archive: Archive | str | Path,
+    specs: list[str],
+    *,
+    view: str = "entity_v1",
+    start: int | None = None,
+    end: int | None = None,
+    join: str = "auto",
+    reference: tuple[str, int] | None = None,
+    out: Path | None = None,
+    rows: int = 50,
+    progress: bool = False,
+    bare: bool = True,
+    lifecycle: LifecycleConfig | None = None,
+) -> BacktestResult:
+    """Replay ``specs`` side by side (``specs[0]`` champion, the rest shadow challengers, as
+    the worker runs them). With ``lifecycle``, the gate, canary and drift detectors act as
+    they would have live, on event time; their decisions are reported with the rows."""
+    if not specs:
+        raise ValueError("give at least one --model")
+    for s in specs:
+        build_model(s)  # unknown spec: a clear error before any work
+    get_view(view)
+    t0 = time.perf_counter()
+    if not isinstance(archive, Archive):
+        archive = Archive.open(archive)
+    plan = make_plan(archive, start, end, join, reference)
+    if plan.n_events == 0:
+        raise ValueError(f"no events to replay in the archive between {iso(start) or 'its start'} and "
+                         f"{iso(end) or 'its end'}" + (f" ({len(archive.problems)} archive problem(s))"
+                                                       if archive.problems else ""))
+    read_s = time.perf_counter() - t0
+    clock = _EventClock()
+    loop = memory_models_loop(view, specs, lifecycle=lifecycle, clock=clock)
+    runs = _Runs(loop, _labels(specs))
+    every = max(1, math.ceil(plan.n_events / max(1, rows)))
+    sink: io.TextIOBase | None = None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        sink = open(out / "predictions.jsonl", "w", encoding="utf-8", newline="\n")
+    bar, update = _progress(progress, plan.n_events)
+    try:
+        rows_out, divergences, events, loop_s = asyncio.run(_execute(plan, loop, runs, clock, sink, every, update))
+    finally:
+        if bar is not None:
+            bar.stop()
+        if sink is not None:
+            sink.close()
+    if plan.schedule is not None:
+        divergences = [str(d) for d in plan.schedule.divergences] + divergences
+    counters = loop.counters.as_dict()
+    result = BacktestResult(
+        plan=plan, rows=rows_out,
+        # final: exactly what the worker reports (its status metrics), for comparison
+        final={r.label: {k: _finite(v) for k, v in r.learner.metric_values().items()} for r in runs.runs()},
+        counters={r.label: {**counters, "labels_learned": r.learner.labels_learned} for r in runs.runs()},
+        divergences=divergences, loop_seconds=loop_s, read_seconds=read_s, lifecycle_events=events,
+        lifecycle=lifecycle is not None, stages={r.label: loop.models.stage(r.version) for r in runs.runs()},
+    )
+    if bare:
+        bare_s, bare_scores = bare_river_loop(plan.steps, view, specs[0])
+        first = _first_model_scores(out) if out is not None else None
+        result.bare = {"spec": specs[0], "seconds": bare_s,
+                       "events_per_s": plan.n_events / bare_s if bare_s > 0 else float("inf"),
+                       "scores_identical": (first == bare_scores) if first is not None else None}
+    if out is not None:
+        result.out = out
+        write_outputs(result, archive, specs, view, start, end, out)
+    return result
+
+
+def _first_model_scores(out: Path) -> list[float]:
+    label = None
+    scores = []
+    with open(out / "predictions.jsonl", encoding="utf-8") as fo:
+        for line in fo:
+            rec = json.loads(line)
+            label = label or rec["model"]
+            if rec["model"] == label:
+                scores.append(rec["score"])
+    return scores
+
+
+def _progress(enabled: bool, total: int):  # noqa: ANN202 - (bar, callback)
+    if not enabled:
+        return None, lambda n: None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("backtest"), BarColumn(), MofNCompleteColumn(), TextColumn("events"),
+                   TimeElapsedColumn(), transient=False)
+    task = bar.add_task("backtest", total=total)
+    bar.start()
+    return bar, lambda n: bar.advance(task, n)
+
+
+# ---------------------------------------------------------------------- outputs
+def write_outputs(result: BacktestResult, archive: Archive, specs: list[str], view: str,
+                  start: int | None, end: int | None, out: Path) -> None:
+    labels = list(result.final)
+    metrics = {
+        "archive": str(getattr(archive.storage, "root", archive.storage)),
+        "range": {"from": start, "to": end, "from_iso": iso(start), "to_iso": iso(end)},
+        "mode": result.plan.mode, "view": view, "models": dict(zip(labels, specs)),
+        "events": result.plan.n_events, "rows": result.rows, "final": result.final,
+        "lifecycle_events": result.lifecycle_events, "stages": result.stages,
+        "lifecycle": "evaluated on event time: the gate, canary and drift detectors acted as live"
+        if result.lifecycle else "not evaluated (--no-lifecycle): models compared side by side only",
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
+    _write_csv(result.rows, labels, out / "metrics.csv")
+    summary = {
+        "mode": result.plan.mode, "notes": result.plan.notes, "events": result.plan.n_events,
+        "reference_model": list(result.plan.reference) if result.plan.reference else None,
+        "counts": result.plan.counts, "counters": result.counters,
+        "divergences": len(result.divergences), "divergence_examples": result.divergences[:20],
+        "archive_problems": [str(p) for p in archive.problems],
+        "seconds": {"read_and_plan": round(result.read_seconds, 3), "loop": round(result.loop_seconds, 3)},
+        "events_per_s": round(result.events_per_s, 1), "bare_river_loop": result.bare,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    from streamlearn.replay.backtest.plot import plot_metrics
+
+    plot_metrics(metrics, out / "metrics.png")
+
+
+def _write_csv(rows: list[dict[str, Any]], labels: list[str], path: Path) -> None:
+    names: list[str] = []
+    for r in rows:
+        for label in labels:
+            for scope in ("cumulative", "window"):
+                for k in r["models"].get(label, {}).get(scope, {}):
+                    col = f"{label}.{scope}.{k}"
+                    if col not in names:
+                        names.append(col)
+    with open(path, "w", newline="") as fo:
+        w = csv.writer(fo, lineterminator="\n")
+        w.writerow(["row", "events", "event_time", "time", "labels", *names])
+        for r in rows:
+            vals = []
+            for col in names:
+                label, scope, k = col.rsplit(".", 2)
+                v = r["models"].get(label, {}).get(scope, {}).get(k)  # a model started mid-run
+                vals.append("" if v is None else repr(v))
+            w.writerow([r["row"], r["events"], r["event_time"], r["time"], r["labels"], *vals])
+
+
+def format_report(result: BacktestResult) -> str:
+    lines = [f"backtest ({result.plan.mode}): {result.plan.n_events} events, "
+             f"{len(result.final)} model(s)"]
+    lines += [f"  note: {n}" for n in result.plan.notes]
+    for label, m in result.final.items():
+        vals = ", ".join(f"{k}={v:.4f}" for k, v in m.items() if v is not None)
+        stage = f" [{result.stages[label]}]" if result.lifecycle and label in result.stages else ""
+        lines.append(f"  {label:<14} {vals}{stage}")
+    if result.lifecycle:
+        decisions = [e for e in result.lifecycle_events if e["kind"] == "lifecycle"]
+        alarms = len(result.lifecycle_events) - len(decisions)
+        lines.append(f"  lifecycle (event time): {alarms} drift alarm(s), {len(decisions)} decision(s)")
+        for e in decisions[:12]:
+            lines.append(f"    {e['time']}  {e['action']:<18} {e['model']}: {e['reason']}")
+        if len(decisions) > 12:
+            lines.append(f"    ... {len(decisions) - 12} more in metrics.json")
+    lines.append(f"  speed: backtest {result.events_per_s:,.0f} events/s (loop only, {len(result.final)} model(s)); "
+                 f"reading + planning {result.read_seconds:.2f}s")
+    if result.bare:
+        b = result.bare
+        ratio = b["events_per_s"] / result.events_per_s if result.events_per_s else float("nan")
+        same = {True: "identical scores", False: "SCORES DIFFER", None: "scores not compared"}[b["scores_identical"]]
+        one = "" if len(result.final) == 1 else ", one model"
+        lines.append(f"         bare River loop ({b['spec']}{one}): {b['events_per_s']:,.0f} events/s "
+                     f"({ratio:.1f}x the backtest; {same})")
+    if result.divergences:
+        lines.append(f"  {len(result.divergences)} divergence(s) from the recorded run, first: {result.divergences[0]}")
+    if result.out:
+        lines.append(f"  wrote {result.out}/predictions.jsonl, metrics.json, metrics.csv, metrics.png, summary.json")
+    return "\n".join(lines)

@@ -1,0 +1,887 @@
+"""``streamlearn bench``: the pipeline held to the bare River loop, side by side in one run.
+
+On an embedded broker and Redis it starts itself, over one generated stream
+(``datasets.cards``, fixed seed; events and labels in ``datasets.arrival_order``):
+
+1. ``bare``: the same feature view and model spec, ``predict_proba_one`` + ``learn_one`` in
+   a plain loop, entity states in a dict (the physical limit for a pure-Python model);
+2. ``end-to-end``: produce -> broker -> ``streamlearn worker`` subprocess (features in Redis,
+   score, publish) with labels flowing back and learned; then again with the producer
+   paced at half the measured rate, for latency at half load;
+3. ``naive``: a per-event Faust agent (``streamlearn/tools/bench_apps.py``);
+4. ``backtest``: the replay path (``replay.inprocess.run_stream``: OnlineLoop + MemoryBackend);
+5. ``faust-ceiling``: a Faust agent that only counts raw events in ``take()`` batches;
+6. ``batch-consumer``: a prototype, not Faust: the worker's runtime (decode, OnlineLoop,
+   Redis, producer) fed by a confluent-kafka batch consumer, to show what Faust costs.
+
+Broker variants are timed from the first event produced to the last prediction seen with
+every label learned. Messages are Avro-encoded before the clock starts so the producer
+costs the machine as little as possible. In-process variants repeat whole passes over the
+stream (fresh model and state each) until ``--min-seconds`` have passed.
+
+Memory: peak RSS (``VmHWM``) of the process doing the work (the subprocess for 2, 3, 5;
+this process for 1 and 4, with its peak reset before each). For broker variants the
+worker's RSS, Redis ``used_memory`` and key count and the broker's RSS are also sampled
+over the run (``--events 1000000 --only end-to-end`` answers "RSS flat over 1M events":
+``rss flat: yes/no``, growth from 25% to 100% of the events under 10%). Redis is expected
+to grow: served vectors and learned markers live for their TTL (3 d by default), so its
+state is bounded by time, not by event count. ``--profile DIR`` samples each broker
+variant's process with py-spy at max load and prints where the time goes.
+
+The output ends with ``ratio end-to-end/faust-ceiling: X.XX`` and
+``ratio end-to-end/bare: X.XX`` (``nan`` when a side was not run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+VARIANTS = ("bare", "end-to-end", "naive", "backtest", "faust-ceiling", "batch-consumer")
+DEFAULT_EVENTS = 300_000  # >= 20 s for the fastest broker variant (Faust ceiling ~15k/s) on 2 cores
+
+
+# ------------------------------------------------------------------ the workload
+@dataclass
+class Workload:
+    """One generated stream in arrival order, as dicts (in-process) and as wire bytes (broker)."""
+
+    n_events: int
+    n_labels: int
+    stream: list[tuple[str, dict[str, Any]]]
+    wire: list[tuple[bool, bytes, bytes]]  # (is_event, value, key), Avro single-object encoded
+
+    def prefix(self, n_events: int) -> Workload:
+        """The first ``n_events`` events and the labels of exactly those events, same order."""
+        if n_events >= self.n_events:
+            return self
+        keep: set[str] = set()
+        stream, wire = [], []
+        for (kind, rec), msg in zip(self.stream, self.wire):
+            if kind == "event":
+                if len(keep) >= n_events:
+                    continue
+                keep.add(rec["event_id"])
+            elif rec["event_id"] not in keep:
+                continue
+            stream.append((kind, rec))
+            wire.append(msg)
+        return Workload(n_events, sum(1 for k, _ in stream if k == "feedback"), stream, wire)
+
+
+def build_workload(n_events: int, seed: int, entities: int = 2_000) -> Workload:
+    from streamlearn import datasets
+    from streamlearn.schemas import SchemaRegistry
+
+    reg = SchemaRegistry.default()
+    enc_event, enc_fb = reg.encoder("event"), reg.encoder("feedback")
+    stream = list(datasets.arrival_order(datasets.cards(n_events, seed=seed, n_cards=entities)))
+    wire = [(True, enc_event(r), r["entity"].encode()) if k == "event" else
+            (False, enc_fb(r), r["event_id"].encode()) for k, r in stream]
+    return Workload(n_events, sum(1 for k, _ in stream if k == "feedback"), stream, wire)
+
+
+# ------------------------------------------------------------------ process measurements (Linux /proc)
+def _status_kb(pid: int | str, field_name: str) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field_name + ":"):
+                    return float(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def rss_mb(pid: int | str = "self") -> float | None:
+    kb = _status_kb(pid, "VmRSS")
+    return kb / 1024 if kb is not None else None
+
+
+def peak_rss_mb(pid: int | str = "self") -> float | None:
+    kb = _status_kb(pid, "VmHWM")
+    return kb / 1024 if kb is not None else None
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's VmHWM to its current RSS (Linux >= 4.0), so a peak is per variant."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def cpu_seconds(pid: int | str = "self") -> float | None:
+    """User + system CPU time of a process, all threads."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _r(x: float | None, nd: int = 1) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(x, nd)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+# ------------------------------------------------------------------ 1 and 4: in-process
+def _passes(one_pass: Callable[[], None], n_events: int, min_seconds: float) -> dict[str, Any]:
+    """Whole passes (fresh state each) until ``min_seconds``; events/s over all of them."""
+    reset = reset_peak_rss()
+    base = rss_mb()
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
+    passes = 0
+    while True:
+        one_pass()
+        passes += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= min_seconds:
+            break
+    cpu1 = cpu_seconds()
+    return {"events": n_events * passes, "passes": passes, "seconds": elapsed,
+            "events_per_s": n_events * passes / elapsed, "peak_rss_mb": peak_rss_mb() if reset else None,
+            "rss_before_mb": base, "cpu": (cpu1 - cpu0) / elapsed if cpu0 is not None else None,
+            "rss_of": "this process (dataset included)"}
+
+
+def bare_pass(stream: Sequence[tuple[str, dict[str, Any]]], view_name: str, spec: str) -> Callable[[], None]:
+    from streamlearn.featurestore.definitions import get_view
+    from streamlearn.models.estimators.spec import build_model
+
+    compute = get_view(view_name).compute
+
+    def one_pass() -> None:
+        model = build_model(spec)
+        predict, learn = model.predict_proba_one, model.learn_one
+        states: dict[str, Any] = {}
+        served: dict[str, dict[str, float]] = {}
+        for kind, rec in stream:
+            if kind == "event":
+                ent = rec["entity"]
+                x, states[ent] = compute(rec, states.get(ent))
+                predict(x)
+                served[rec["event_id"]] = x
+            else:  # labels in arrival order, each joined to the vector its event was scored with
+                learn(served.pop(rec["event_id"]), rec["label"])
+
+    return one_pass
+
+
+def backtest_pass(stream: Sequence[tuple[str, dict[str, Any]]], view_name: str, spec: str) -> Callable[[], None]:
+    from streamlearn.replay.backtest.inprocess import memory_loop, run_stream
+
+    def one_pass() -> None:
+        loop = memory_loop(view_name, spec)
+        preds = asyncio.run(run_stream(loop, stream))
+        assert loop.counters.labels_learned == sum(1 for k, _ in stream if k == "feedback"), "labels lost"
+        assert len(preds) == sum(1 for k, _ in stream if k == "event"), "predictions lost"
+
+    return one_pass
+
+
+# ------------------------------------------------------------------ py-spy profile of a subprocess
+PROFILE_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("River (predict/learn/metrics)", ("river/",)),
+    ("features (view.compute)", ("featurestore/definitions.py",)),
+    ("metrics (prometheus, instrumented store)", ("prometheus_client/", "streamlearn/metrics.py",
+                                                  "featurestore/instrumented.py")),
+    ("JSON (entity state, served vectors)", ("json/",)),
+    ("Avro decode/encode + validation", ("fastavro", "schemas/codec.py", "schemas/validation.py")),
+    ("Redis client (redis-py)", ("redis/", "featurestore/backend.py")),
+    ("producing (confluent-kafka)", ("confluent_kafka", "streams/transport.py")),
+    ("online loop (loop, learner)",
+     ("streams/pipeline.py", "models/estimators/learner.py", "models/modelset.py")),
+    ("worker runtime (worker.py, app.py)", ("streams/worker.py", "streams/app.py", "streams/web.py")),
+    ("aiokafka (fetch, protocol, group)", ("aiokafka/", "kafka/")),
+    # the loop's own root: only asyncio frames between it and the leaf = scheduling, select, socket I/O
+    ("asyncio event loop (scheduling, select, sockets)", ("mode/worker.py", "asyncio/runners.py")),
+    ("Faust/mode machinery (per-message delivery, streams)", ("faust/", "mode/")),
+)
+# frames of no listed layer (asyncio, logging, ...) are charged to the nearest listed caller:
+# asyncio.create_task called by Faust's per-message delivery is Faust's cost
+KEY_FRAMES = ("WorkerRuntime.on_events", "WorkerRuntime.on_feedback", "OnlineLoop.score_batch",
+              "OnlineLoop.learn_batch", "decode_event", "decode_feedback", "FeatureView.compute", "Learner.predict",
+              "Learner.learn", "BatchProducer.produce", "BatchProducer.flush", "SchemaRegistry.encoder.<locals>.encode",
+              "SchemaRegistry.decode", "RedisBackend.read_many", "RedisBackend.write_batch",
+              "RedisBackend.park_unless_present", "_dumps", "dumps", "loads", "_to_messages", "Service.wait_first",
+              "Stream.take_events", "Metrics.loop_batch", "Metrics.predictions_delivered", "Metrics.sync_counters")
+
+
+def _category(frames: list[str]) -> str:
+    """Layer of the innermost frame that belongs to a known layer (leaf first)."""
+    for frame in reversed(frames):
+        where = frame[frame.rfind("(") + 1:]
+        for name, patterns in PROFILE_CATEGORIES:
+            if any(p in where for p in patterns):
+                return name
+    return "other"
+
+
+def summarize_profile(path: Path, wall_s: float, rate: int) -> dict[str, Any]:
+    """Collapsed py-spy stacks -> share of samples per layer and per key function, by thread."""
+    by_thread: Counter[str] = Counter()
+    cats: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    main_total = 0
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        count = int(n)
+        frames = stack.split(";")
+        thread = re.sub(r"^thread \(\w+\): ?", "", frames[0]) or "thread"
+        frames = frames[1:]
+        by_thread[thread] += count
+        if thread != "MainThread":  # the event loop; executor threads only wait on flush()
+            continue
+        main_total += count
+        cats[_category(frames)] += count
+        if frames:
+            leaves[re.sub(r" \(.*:\d+\)$", "", frames[-1]) + " (" + frames[-1].rsplit("(", 1)[-1]] += count
+        names = {re.sub(r" \(.*\)$", "", f) for f in frames}
+        for key in KEY_FRAMES:
+            if key in names:
+                inclusive[key] += count
+    expected = wall_s * rate
+    return {
+        "samples_by_thread": dict(by_thread.most_common()),
+        "main_thread_busy": (main_total / expected) if expected else None,  # share of wall time on CPU
+        "main_thread_samples": main_total,
+        "categories_pct": {k: round(100 * v / main_total, 1) for k, v in cats.most_common()} if main_total else {},
+        "inclusive_pct": {k: round(100 * v / main_total, 1) for k, v in inclusive.most_common()} if main_total else {},
+        "top_leaves_pct": {k: round(100 * v / main_total, 1) for k, v in leaves.most_common(15)} if main_total else {},
+        "raw": str(path),
+    }
+
+
+class Profiler:
+    def __init__(self, pid: int, out: Path, rate: int = 100) -> None:
+        self.out, self.rate, self.t0 = out, rate, time.monotonic()
+        exe = shutil.which("py-spy")
+        if exe is None:
+            raise RuntimeError("--profile needs py-spy on PATH (pip install py-spy)")
+        # blocking mode (pauses the process per sample, ~1% at 100 Hz): --nonblocking reads torn stacks
+        # and over-counts long native calls (fastavro), which skewed the split
+        self.proc = subprocess.Popen(
+            [exe, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw",
+             "--threads", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=open(str(out) + ".log", "wb"))
+
+    def stop(self) -> dict[str, Any] | None:
+        wall = time.monotonic() - self.t0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        if not self.out.exists():
+            return None
+        return summarize_profile(self.out, wall, self.rate)
+
+
+# ------------------------------------------------------------------ 2, 3, 5: on the broker
+@dataclass
+class AppProcess:
+    """A Python module run as a worker-like subprocess that dies with this process."""
+
+    module_args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> AppProcess:
+        from streamlearn.tools.infra import _die_with_parent
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", *self.module_args], env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
+            stdin=subprocess.DEVNULL, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent)
+        return self
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def produce(settings: Any, wire: Sequence[tuple[bool, bytes, bytes]], rate: float | None,
+            done: dict[str, float]) -> None:
+    """Send pre-encoded events and labels in arrival order; events paced at ``rate`` if given."""
+    from streamlearn.streams.transport import make_producer
+
+    producer = make_producer(settings)
+    t_events, t_fb = settings.topic_events, settings.topic_feedback
+    start, n_ev = time.monotonic(), 0
+    for i, (is_event, value, key) in enumerate(wire):
+        while True:
+            try:
+                producer.produce(t_events if is_event else t_fb, value, key)
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                producer.poll(0.05)
+        if is_event:
+            n_ev += 1
+            if rate:
+                ahead = n_ev / rate - (time.monotonic() - start)
+                if ahead > 0.002:  # sleep granularity: a few events at a time
+                    time.sleep(ahead)
+        if i % 1000 == 0:
+            producer.poll(0)
+    producer.flush(120)
+    done["produced_at"] = time.time()
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """The worker's /metrics as {sample name with labels: value} (numbers only)."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                pass
+    return out
+
+
+def _labels_learned_metric(m: dict[str, float]) -> float:
+    return m.get('streamlearn_labels_total{outcome="learned"}', 0.0) + m.get(
+        'streamlearn_labels_total{outcome="joined_late"}', 0.0)
+
+
+def worker_breakdown(m: dict[str, float], n_events: int) -> dict[str, Any]:
+    """The worker's own timers (histogram sums) per event: store I/O, features + model, batch sizes."""
+    def total(prefix: str) -> float:
+        return sum(v for k, v in m.items() if k.startswith(prefix))
+
+    out: dict[str, Any] = {}
+    for op in ("score", "learn"):
+        out[f"model_{op}_us_per_event"] = _r(1e6 * m.get(f'streamlearn_model_batch_seconds_sum{{op="{op}"}}', 0.0)
+                                             / max(1, n_events), 1)
+        s, c = (m.get(f'streamlearn_batch_size_sum{{op="{op}"}}', 0.0),
+                m.get(f'streamlearn_batch_size_count{{op="{op}"}}', 0.0))
+        out[f"{op}_batches"] = int(c)
+        out[f"{op}_mean_batch"] = _r(s / c if c else None, 1)
+    out["store_us_per_event"] = _r(1e6 * total("streamlearn_feature_store_seconds_sum") / max(1, n_events), 1)
+    out["store_calls"] = int(total("streamlearn_feature_store_seconds_count"))
+    # labels that overtook their event (a backlog of events) are parked and learned when it is scored
+    out["labels"] = {o: int(m.get(f'streamlearn_labels_total{{outcome="{o}"}}', 0))
+                     for o in ("learned", "joined_late", "unmatched", "duplicate")}
+    return out
+
+
+class Bench:
+    """Embedded broker + Redis and the runs on them (each run: fresh topics, group, prefix)."""
+
+    def __init__(self, view: str, spec: str, workdir: Path | None, rss_interval: float,
+                 say: Callable[[str], None]) -> None:
+        from streamlearn.tools.infra import EmbeddedInfra
+
+        self.view, self.spec, self.rss_interval, self.say = view, spec, rss_interval, say
+        # a fresh directory per invocation: Redis would reload an earlier run's append-only file
+        run_dir = workdir / f"bench-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}" if workdir else None
+        self.infra = EmbeddedInfra(**({"workdir": run_dir} if run_dir else {})).start()
+
+    def close(self) -> None:
+        self.infra.stop()
+
+    def settings(self, kind: str) -> Any:
+        from streamlearn.settings import Settings
+        from streamlearn.streams.transport import ensure_topics
+
+        tag = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
+        s = Settings(kafka_bootstrap=self.infra.kafka_bootstrap, redis_url=self.infra.redis_url,
+                     topic_events=f"{tag}.events", topic_predictions=f"{tag}.predictions",
+                     topic_feedback=f"{tag}.feedback", topic_deadletter=f"{tag}.deadletter",
+                     topic_shadow=f"{tag}.shadow", topic_lifecycle=f"{tag}.lifecycle", topic_drift=f"{tag}.drift",
+                     app_id=tag, redis_prefix=tag, model_spec=self.spec, feature_view=self.view)
+        ensure_topics(s)
+        return s
+
+    def _cleanup(self, s: Any) -> None:
+        """Free the run's data so the next run starts from the same broker and Redis state."""
+        import redis
+        from confluent_kafka.admin import AdminClient
+
+        from streamlearn.streams.transport import topic_names
+
+        redis.Redis.from_url(self.infra.redis_url).flushdb()
+        try:
+            for fut in AdminClient(s.confluent_config()).delete_topics(topic_names(s), request_timeout=10).values():
+                fut.result(10)
+        except Exception:  # noqa: BLE001 - only memory hygiene; the next run uses new names anyway
+            pass
+
+    def _memory(self, pid: int, r: Any) -> dict[str, Any]:
+        """One sample: the worker's RSS, Redis ``used_memory`` and key count, the broker's RSS."""
+        out: dict[str, Any] = {"rss_mb": _r(rss_mb(pid)), "broker_rss_mb": _r(rss_mb(self.infra.broker.proc.pid))}
+        try:
+            out["redis_used_mb"] = _r(r.info("memory")["used_memory"] / 2**20, 2)
+            out["redis_keys"] = r.dbsize()
+        except Exception:  # noqa: BLE001 - a sample, never a reason to fail the run
+            pass
+        return out
+
+    def run(self, kind: str, wl: Workload, rate: float | None = None,
+            profile: Path | None = None) -> dict[str, Any]:
+        """One broker variant: start its process, produce, wait for all outputs, measure."""
+        import redis
+
+        from streamlearn.tools.bench_apps import EXPECT_ENV, LABELS_ENV, status_key
+        from streamlearn.tools.demo import PredictionFollower, WorkerProcess, wait_until, worker_assigned
+
+        s = self.settings(kind)
+        log_path = self.infra.workdir / f"{s.app_id}.log"
+        env = {**s.to_env(), EXPECT_ENV: str(wl.n_events), LABELS_ENV: str(wl.n_labels),
+               # Faust's data directory defaults to the current one: keep it with the run's logs
+               "APP_DATADIR": str(self.infra.workdir / f"{s.app_id}-data")}
+        if kind == "end-to-end":
+            proc = WorkerProcess(env, log_path).start()
+            topics: tuple[str, ...] = (s.topic_events, s.topic_feedback)
+        else:
+            app = {"naive": "naive", "faust-ceiling": "ceiling", "batch-consumer": "batch"}[kind]
+            proc = AppProcess(["streamlearn.tools.bench_apps", app], env, log_path).start()
+            topics = (s.topic_events,) if app == "ceiling" else (s.topic_events, s.topic_feedback)
+        pid = proc.proc.pid
+        r = redis.Redis.from_url(s.redis_url)
+        follower = profiler = None
+        try:
+            def joined() -> bool:
+                if proc.proc.poll() is not None:
+                    raise RuntimeError(f"{kind} process exited with {proc.proc.returncode}; see {log_path}")
+                return worker_assigned(s, pid, topics)
+
+            wait_until(joined, 120, f"the {kind} process to join its group")
+            follower = PredictionFollower(s) if kind != "faust-ceiling" else None
+            others = {"broker": self.infra.broker.proc.pid, "redis": self.infra.redis.proc.pid, "bench": "self"}
+            cpu0 = {name: cpu_seconds(p) for name, p in {"worker": pid, **others}.items()}
+            if profile is not None:
+                profiler = Profiler(pid, profile)
+            produced: dict[str, float] = {}
+            t0 = time.time()
+            th = threading.Thread(target=produce, args=(s, wl.wire, rate, produced), daemon=True)
+            th.start()
+            curve: list[dict[str, float]] = []
+            next_sample = 0.0
+            t_pred = t_labels = None
+            deadline = time.monotonic() + 120 + wl.n_events / 100
+            while t_pred is None or t_labels is None:
+                if follower is not None:
+                    follower.poll(0.05)
+                    if t_pred is None and len(follower.ids) >= wl.n_events:
+                        t_pred = time.time()
+                else:
+                    time.sleep(0.05)
+                now = time.time()
+                if now >= next_sample:
+                    seen = len(follower.ids) if follower else json.loads(r.get(status_key(s)) or "{}").get("events", 0)
+                    curve.append({"t": round(now - t0, 2), "events": seen, **self._memory(pid, r),
+                                  "cpu_s": _r(cpu_seconds(pid), 2)})
+                    next_sample = now + self.rss_interval
+                if kind == "end-to-end":
+                    if t_pred is not None and t_labels is None:
+                        # the worker's status key is written once a second; /metrics is live
+                        if _labels_learned_metric(_scrape(proc.web_port)) >= wl.n_labels:
+                            t_labels = time.time()
+                else:
+                    st = json.loads(r.get(status_key(s)) or "{}")
+                    if kind == "faust-ceiling" and st.get("t_events_done"):
+                        t_pred = t_labels = st["t_events_done"]
+                    elif st.get("t_labels_done"):  # naive, batch-consumer
+                        t_labels = st["t_labels_done"]
+                if proc.proc.poll() is not None:
+                    raise RuntimeError(f"{kind} process exited with {proc.proc.returncode}; see {log_path}")
+                if time.monotonic() > deadline:
+                    got = len(follower.ids) if follower else "?"
+                    raise TimeoutError(f"{kind}: {got} of {wl.n_events} events done before the deadline")
+            end = max(t_pred, t_labels)
+            wall = end - t0
+            prof = profiler.stop() if profiler else None
+            curve.append({"t": round(time.time() - t0, 2), "events": wl.n_events, **self._memory(pid, r)})
+            cpu1 = {name: cpu_seconds(p) for name, p in {"worker": pid, **others}.items()}
+            th.join(60)
+            out: dict[str, Any] = {
+                "events": wl.n_events, "labels": wl.n_labels, "seconds": wall, "events_per_s": wl.n_events / wall,
+                "peak_rss_mb": peak_rss_mb(pid), "rss_of": f"{kind} subprocess", "rate_limit": rate,
+                "producer_done_s": _r(produced.get("produced_at", float("nan")) - t0, 2),
+                "last_prediction_s": _r(t_pred - t0, 2), "labels_done_s": _r(t_labels - t0, 2),
+                "cpu": {name: _r((cpu1[name] - cpu0[name]) / wall, 2) if cpu0[name] is not None else None
+                        for name in cpu0},
+                "rss_curve": curve,
+                "rss_flat": rss_flatness(curve),
+                "redis_memory": redis_growth(curve),
+            }
+            if follower is not None:
+                out["latency_ms_p50"] = percentile(follower.latencies, 0.5)
+                out["latency_ms_p99"] = percentile(follower.latencies, 0.99)
+                out["latency_ms_max"] = max(follower.latencies, default=float("nan"))
+                out["prediction_messages"] = follower.messages
+            if kind == "end-to-end":
+                scraped = _scrape(proc.web_port)
+                out["worker_timers"] = worker_breakdown(scraped, wl.n_events)
+                out["labels_learned"] = int(_labels_learned_metric(scraped))
+            if prof is not None:
+                out["profile"] = prof
+            return out
+        finally:
+            if profiler is not None and profiler.proc.poll() is None:
+                profiler.proc.kill()
+            if follower is not None:
+                follower.close()
+            proc.stop()
+            self._cleanup(s)
+
+
+# ------------------------------------------------------------------ reporting
+def rss_growth(curve: list[dict[str, float]]) -> dict[str, Any] | None:
+    """RSS over the second half of the events: growth in MB and its slope per 100k events."""
+    pts = [(p["events"], p["rss_mb"]) for p in curve if p.get("rss_mb") is not None]
+    if len(pts) < 4 or pts[-1][0] <= 0:
+        return None
+    half = [(e, m) for e, m in pts if e >= pts[-1][0] / 2]
+    if len(half) < 2:
+        return None
+    n = len(half)
+    me, mm = sum(e for e, _ in half) / n, sum(m for _, m in half) / n
+    var = sum((e - me) ** 2 for e, _ in half)
+    slope = sum((e - me) * (m - mm) for e, m in half) / var if var else 0.0
+    return {"from_mb": half[0][1], "to_mb": half[-1][1], "growth_mb": round(half[-1][1] - half[0][1], 1),
+            "slope_mb_per_100k_events": round(slope * 100_000, 2)}
+
+
+RSS_FLAT_FROM = 0.25  # warm-up (model, River metrics, client buffers, allocator arenas) ends well before
+RSS_FLAT_MAX_PCT = 10.0  # ~20 MB of a ~200 MB worker over 750k events: ~27 B/event, less than one
+# small object (an event id str is ~60 B) kept per event, so a per-event leak cannot pass
+
+
+def rss_flatness(curve: list[dict[str, Any]], key: str = "rss_mb", start: float = RSS_FLAT_FROM,
+                 max_pct: float = RSS_FLAT_MAX_PCT) -> dict[str, Any] | None:
+    """Memory at the first sample with >= ``start`` of the events vs the last sample (all events
+    scored, all labels learned): flat when it grew less than ``max_pct`` percent."""
+    pts = [(p["events"], p[key]) for p in curve if p.get(key) is not None]
+    if len(pts) < 2 or pts[-1][0] <= 0:
+        return None
+    total = pts[-1][0]
+    first = next((i for i, (e, _) in enumerate(pts) if e >= start * total), None)
+    if first is None or first == len(pts) - 1:
+        return None
+    (e0, m0), (e1, m1) = pts[first], pts[-1]
+    growth = 100.0 * (m1 - m0) / m0 if m0 else float("nan")
+    return {"from_events": e0, "from_mb": m0, "to_events": e1, "to_mb": m1,
+            "peak_mb": max(m for _, m in pts[first:]), "growth_pct": round(growth, 1),
+            "max_growth_pct": max_pct, "flat": bool(growth < max_pct)}
+
+
+def redis_growth(curve: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Redis ``used_memory`` first -> last sample, per event and per key added."""
+    pts = [p for p in curve if p.get("redis_used_mb") is not None]
+    if len(pts) < 2 or pts[-1]["events"] <= pts[0]["events"]:
+        return None
+    a, b = pts[0], pts[-1]
+    d_mb = b["redis_used_mb"] - a["redis_used_mb"]
+    d_keys = (b.get("redis_keys") or 0) - (a.get("redis_keys") or 0)
+    return {"from_mb": a["redis_used_mb"], "to_mb": b["redis_used_mb"], "keys": b.get("redis_keys"),
+            "bytes_per_event": round(d_mb * 2**20 / (b["events"] - a["events"])),
+            "bytes_per_key": round(d_mb * 2**20 / d_keys) if d_keys > 0 else None}
+
+
+def _fmt(v: Any, spec: str = ",.0f") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return format(v, spec)
+
+
+def cpu_us_per_event(r: dict[str, Any]) -> float | None:
+    """CPU time of the working process per event: robust to a shared machine, unlike events/s."""
+    cpu = r.get("cpu")
+    cpu = cpu.get("worker") if isinstance(cpu, dict) else cpu
+    return None if cpu is None else cpu * r["seconds"] / r["events"] * 1e6
+
+
+def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float:
+    if not a or not b:
+        return float("nan")
+    return a["events_per_s"] / b["events_per_s"]
+
+
+def render(report: dict[str, Any]) -> str:
+    v = report["variants"]
+    bare = v.get("bare")
+    lines = []
+    cfg = report["config"]
+    lines.append(f"streamlearn bench: {cfg['events']:,} events ({report['workload']['labels']:,} labels), "
+                 f"cards seed {cfg['seed']} ({cfg.get('entities', 2_000):,} entities), {cfg['spec']} on {cfg['view']}")
+    m = report["machine"]
+    lines.append(f"machine: {m['cpus']} CPUs, {m['platform']}, Python {m['python']}; load average "
+                 f"{m['load_start']} at start, {m['load_end']} at end")
+    lines.append("")
+    # latency columns hold a backlog's minutes too (a 1M-event run at max load: p50 ~270,000 ms)
+    head = f"{'variant':<22}{'events':>10}{'seconds':>9}{'events/s':>10}{'x bare':>8}{'peak RSS MB':>13}" \
+           f"{'p50 ms':>11}{'p99 ms':>11}{'CPU':>6}{'CPU us/ev':>11}"
+    lines.append(head)
+    lines.append("-" * len(head))
+
+    def row(name: str, r: dict[str, Any]) -> None:
+        cpu = r.get("cpu")
+        cpu = cpu.get("worker") if isinstance(cpu, dict) else cpu
+        lines.append(f"{name:<22}{_fmt(r['events']):>10}{_fmt(r['seconds'], '.1f'):>9}"
+                     f"{_fmt(r['events_per_s']):>10}{_fmt(ratio(r, bare), '.2f'):>8}{_fmt(r.get('peak_rss_mb')):>13}"
+                     f"{_fmt(r.get('latency_ms_p50'), ',.1f'):>11}{_fmt(r.get('latency_ms_p99'), ',.1f'):>11}"
+                     f"{_fmt(cpu, '.2f'):>6}{_fmt(cpu_us_per_event(r), ',.0f'):>11}")
+
+    for name in VARIANTS:
+        if name in v:
+            row(name, v[name])
+            if name == "end-to-end" and "half_load" in v[name]:
+                row(f"  at half load ({_fmt(v[name]['half_load']['rate_limit'])}/s)", v[name]["half_load"])
+    lines.append("(events/s: in-process variants over whole passes; broker variants from first event produced to"
+                 " last output seen, all labels learned. CPU: cores used by the process doing the work;")
+    lines.append(" CPU us/ev: its CPU time per event (with the event's label), the figure least distorted by other"
+                 " load on the machine.")
+    lines.append(" batch-consumer: a prototype, the worker's runtime fed by a confluent-kafka batch consumer,"
+                 " no Faust.)")
+    e2e = v.get("end-to-end")
+    if e2e:
+        c = e2e["cpu"]
+        lines.append(f"end-to-end CPU (cores): worker {c['worker']}, broker {c['broker']}, redis {c['redis']}, "
+                     f"bench process (producer + follower) {c['bench']}")
+        t = e2e.get("worker_timers") or {}
+        if t:
+            lines.append("end-to-end worker's own timers, wall per event (lock waits included): "
+                         f"features+predict {t['model_score_us_per_event']} us,"
+                         f" learn {t['model_learn_us_per_event']} us, Redis {t['store_us_per_event']} us "
+                         f"({t['store_calls']:,} calls); mean batch {t['score_mean_batch']} events, "
+                         f"{t['learn_mean_batch']} labels; labels learned on arrival {t['labels']['learned']:,}, "
+                         f"parked then learned {t['labels']['joined_late']:,}")
+        growth = rss_growth(e2e["rss_curve"])
+        curve = e2e["rss_curve"]
+        # one point per distinct progress value (the label tail repeats the last count), at most ~12
+        distinct = [p for i, p in enumerate(curve) if i + 1 == len(curve) or curve[i + 1]["events"] != p["events"]]
+        step = max(1, len(distinct) // 12)
+        pts = distinct[::step] + ([distinct[-1]] if (len(distinct) - 1) % step else [])
+        lines.append("end-to-end worker RSS: " + ", ".join(
+            f"{_fmt(p['events'])} ev {_fmt(p['rss_mb'], '.0f')} MB" for p in pts))
+        if growth:
+            lines.append(f"  second half of the events: {growth['from_mb']:.0f} -> {growth['to_mb']:.0f} MB, "
+                         f"slope {growth['slope_mb_per_100k_events']:+.2f} MB per 100k events")
+        flat = rss_flatness(curve)
+        if flat:
+            lines.append(f"rss flat: {'yes' if flat['flat'] else 'no'} (growth {flat['growth_pct']:+.1f}% from "
+                         f"{RSS_FLAT_FROM:.0%} to 100% of events: {flat['from_mb']:.0f} -> {flat['to_mb']:.0f} MB, "
+                         f"peak {flat['peak_mb']:.0f} MB; flat means < {RSS_FLAT_MAX_PCT:.0f}%)")
+        if any(p.get("redis_used_mb") is not None for p in pts):
+            lines.append("end-to-end Redis used_memory: " + ", ".join(
+                f"{_fmt(p['events'])} ev {_fmt(p.get('redis_used_mb'), '.0f')} MB" for p in pts))
+            rg = redis_growth(curve)
+            if rg:
+                lines.append(f"  {rg['from_mb']:.0f} -> {rg['to_mb']:.0f} MB, {_fmt(rg['keys'])} keys, "
+                             f"~{_fmt(rg['bytes_per_event'])} B per event: by design, not a leak. Served vectors "
+                             "and learned markers live 3 d, entity state 7 d (TTL), so Redis holds about "
+                             "that many bytes per event of the last 3 days; bounded by TTL, not by count")
+        if any(p.get("broker_rss_mb") is not None for p in pts):
+            lines.append("end-to-end broker RSS (tansu keeps topics in memory; grows with what was produced): "
+                         + ", ".join(f"{_fmt(p['events'])} ev {_fmt(p.get('broker_rss_mb'), '.0f')} MB"
+                                     for p in pts))
+    for name in VARIANTS:
+        prof = v.get(name, {}).get("profile")
+        if not prof:
+            continue
+        cpu = v[name]["cpu"]["worker"]
+        lines.append(f"{name} profile (py-spy, event-loop thread on CPU {_fmt(prof['main_thread_busy'], '.0%')} of "
+                     f"wall time; process CPU {_fmt(cpu, '.2f')} cores), share of the loop thread's samples:")
+        cats = list(prof["categories_pct"].items())
+        for k, pct in cats if name == "end-to-end" else cats[:4]:
+            lines.append(f"  {pct:5.1f}%  {k}")
+        if name == "end-to-end":
+            lines.append("  inclusive: " + ", ".join(f"{k} {p}%" for k, p in prof["inclusive_pct"].items()))
+        lines.append(f"  collapsed stacks: {prof['raw']}")
+    lines.append("")
+    lines.append("targets (issue 9), ratios from this run:")
+    for name, (value, goal, ok) in report["targets"].items():
+        verdict = "-" if ok is None else ("met" if ok else "NOT met")
+        lines.append(f"  {name:<38}{_fmt(value, '.2f'):>10}  (goal {goal})  {verdict}")
+    lines.append("")
+    r = report["ratios"]
+    lines.append(f"ratio end-to-end/faust-ceiling: {r['end-to-end/faust-ceiling']:.2f}")
+    lines.append(f"ratio end-to-end/bare: {r['end-to-end/bare']:.2f}")
+    return "\n".join(lines)
+
+
+def targets(v: dict[str, Any]) -> dict[str, tuple[float, str, bool | None]]:
+    e2e = v.get("end-to-end")
+    half = (e2e or {}).get("half_load")
+
+    def t(value: float, goal: str, ok: Callable[[float], bool]) -> tuple[float, str, bool | None]:
+        return value, goal, None if math.isnan(value) else ok(value)
+
+    p99 = half["latency_ms_p99"] if half else float("nan")
+    flat = rss_flatness(e2e["rss_curve"]) if e2e else None
+    grow = flat["growth_pct"] if flat else float("nan")
+    return {
+        "end-to-end / faust-ceiling": t(ratio(e2e, v.get("faust-ceiling")), ">= 0.7", lambda x: x >= 0.7),
+        "end-to-end / naive": t(ratio(e2e, v.get("naive")), ">= 5", lambda x: x >= 5),
+        "end-to-end / bare": t(ratio(e2e, v.get("bare")), ">= 0.5", lambda x: x >= 0.5),
+        "p99 ms at half load": t(p99, "< 25", lambda x: x < 25),
+        "backtest / bare": t(ratio(v.get("backtest"), v.get("bare")), ">= 0.8", lambda x: x >= 0.8),
+        # judged only on long runs (>= 200k events): warm-up and GC noise dominate a short one
+        f"worker RSS growth % ({RSS_FLAT_FROM:.0%}->100% of events)": (
+            grow, f"< {RSS_FLAT_MAX_PCT:.0f} over 1M events", None if math.isnan(grow) or (
+                e2e or {}).get("events", 0) < 200_000 else grow < RSS_FLAT_MAX_PCT),
+    }
+
+
+# ------------------------------------------------------------------ driver
+@dataclass
+class BenchConfig:
+    events: int = DEFAULT_EVENTS
+    seed: int = 7
+    entities: int = 2_000  # cards (the dataset's default)
+    spec: str = "logreg"
+    view: str = "entity_v1"
+    only: tuple[str, ...] = VARIANTS
+    min_seconds: float = 20.0
+    half_load: bool = True
+    rss_interval: float = 1.0
+    profile_dir: Path | None = None
+    workdir: Path | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def run_bench(cfg: BenchConfig, say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)
+              ) -> dict[str, Any]:
+    unknown = set(cfg.only) - set(VARIANTS)
+    if unknown:
+        raise ValueError(f"unknown variant(s) {sorted(unknown)}; known: {', '.join(VARIANTS)}")
+    machine = {"cpus": os.cpu_count(), "platform": platform.platform(terse=True), "python": platform.python_version(),
+               "load_start": [round(x, 2) for x in os.getloadavg()]}
+    say(f"generating {cfg.events:,} events (cards, seed {cfg.seed}, {cfg.entities:,} entities) ...")
+    wl = build_workload(cfg.events, cfg.seed, cfg.entities)
+    variants: dict[str, dict[str, Any]] = {}
+    if "bare" in cfg.only:
+        say("bare River loop ...")
+        variants["bare"] = _passes(bare_pass(wl.stream, cfg.view, cfg.spec), wl.n_events, cfg.min_seconds)
+    if "backtest" in cfg.only:
+        say("backtest (replay: OnlineLoop + MemoryBackend) ...")
+        variants["backtest"] = _passes(backtest_pass(wl.stream, cfg.view, cfg.spec), wl.n_events, cfg.min_seconds)
+    broker = [k for k in ("faust-ceiling", "end-to-end", "naive", "batch-consumer") if k in cfg.only]
+    if broker:
+        say("starting the embedded broker and Redis ...")
+        bench = Bench(cfg.view, cfg.spec, cfg.workdir, cfg.rss_interval, say)
+        try:
+            for kind in broker:
+                say(f"{kind}: {wl.n_events:,} events through the broker ...")
+                prof = None
+                if cfg.profile_dir is not None:  # every broker variant at max load, one py-spy each
+                    cfg.profile_dir.mkdir(parents=True, exist_ok=True)
+                    prof = cfg.profile_dir / f"{kind}.pyspy.txt"
+                variants[kind] = bench.run(kind, wl, profile=prof)
+                say(f"  {variants[kind]['events_per_s']:,.0f} events/s")
+                if kind == "end-to-end" and cfg.half_load:
+                    rate = variants[kind]["events_per_s"] / 2
+                    # long enough for steady latencies, never longer than the stream
+                    sub = wl.prefix(max(1000, int(rate * cfg.min_seconds)))
+                    say(f"end-to-end at half load: {sub.n_events:,} events at {rate:,.0f}/s ...")
+                    variants[kind]["half_load"] = bench.run(kind, sub, rate=rate)
+        finally:
+            bench.close()
+    machine["load_end"] = [round(x, 2) for x in os.getloadavg()]
+    for r in [*variants.values(), *(x["half_load"] for x in variants.values() if "half_load" in x)]:
+        r["cpu_us_per_event"] = cpu_us_per_event(r)
+    report = {
+        "config": {"events": cfg.events, "seed": cfg.seed, "entities": cfg.entities, "spec": cfg.spec,
+                   "view": cfg.view, "only": list(cfg.only), "min_seconds": cfg.min_seconds},
+        "machine": machine,
+        "workload": {"events": wl.n_events, "labels": wl.n_labels},
+        "variants": variants,
+        "ratios": {
+            "end-to-end/faust-ceiling": ratio(variants.get("end-to-end"), variants.get("faust-ceiling")),
+            "end-to-end/bare": ratio(variants.get("end-to-end"), variants.get("bare")),
+            "end-to-end/naive": ratio(variants.get("end-to-end"), variants.get("naive")),
+            "backtest/bare": ratio(variants.get("backtest"), variants.get("bare")),
+            "faust-ceiling/bare": ratio(variants.get("faust-ceiling"), variants.get("bare")),
+            "batch-consumer/end-to-end": ratio(variants.get("batch-consumer"), variants.get("end-to-end")),
+        },
+    }
+    report["targets"] = targets(variants)
+    return report
+
+
+def jsonable(obj: Any) -> Any:
+    """The report as strict JSON: NaN (a side not run) becomes null, tuples lists."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj if isinstance(obj, (str, int, float, bool)) or obj is None else str(obj)
+
+
+def register(app: Any) -> None:
+    """Add ``streamlearn bench`` to the CLI (typer app)."""
+    import typer
+
+    @app.command()
+    def bench(
+        events: int = typer.Option(DEFAULT_EVENTS, help="events in the generated stream (cards)"),
+        seed: int = typer.Option(7, help="dataset seed"),
+        entities: int = typer.Option(2_000, min=1, help="cards (entities) in the generated stream"),
+        spec: str = typer.Option("logreg", help="model spec: logreg, hat, arf"),
+        view: str = typer.Option("entity_v1", help="feature view"),
+        only: str = typer.Option(",".join(VARIANTS), help="comma-separated variants to run"),
+        min_seconds: float = typer.Option(20.0, help="in-process variants repeat passes at least this long; "
+                                                     "the half-load run streams about this long"),
+        half_load: bool = typer.Option(True, help="also run end-to-end paced at half its max rate"),
+        rss_interval: float = typer.Option(1.0, help="seconds between RSS samples of the worker"),
+        profile: Path | None = typer.Option(None, help="py-spy each broker variant at max load; stacks go in this dir"),
+        workdir: Path | None = typer.Option(None, help="broker/Redis data and process logs"),
+        json_out: Path | None = typer.Option(None, "--json", help="write the full report as JSON here"),
+    ) -> None:
+        """Benchmark: bare River vs end-to-end vs naive Faust vs backtest vs Faust consume-only, one run."""
+        chosen = tuple(x.strip() for x in only.split(",") if x.strip())
+        if not chosen or set(chosen) - set(VARIANTS):
+            raise typer.BadParameter(f"choose from {', '.join(VARIANTS)}", param_hint="--only")
+        cfg = BenchConfig(events=events, seed=seed, entities=entities, spec=spec, view=view,
+                          only=chosen, min_seconds=min_seconds,
+                          half_load=half_load, rss_interval=rss_interval, profile_dir=profile, workdir=workdir)
+        report = run_bench(cfg)
+        if json_out:
+            json_out.write_text(json.dumps(jsonable(report), indent=2, allow_nan=False))
+        typer.echo(render(report))

@@ -1,0 +1,364 @@
+"""``streamlearn demo``: the whole loop on an embedded broker and Redis, from one command.
+
+Starts tansu + Valkey (unless addresses are given), a worker subprocess (the same
+``streamlearn worker`` that production runs), streams a dataset with delayed labels
+through it, follows the predictions topic with a progress bar and prints a summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from confluent_kafka import Consumer, TopicPartition
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from streamlearn import datasets
+from streamlearn.schemas import SchemaRegistry
+from streamlearn.settings import Settings
+from streamlearn.streams.transport import ensure_topics, make_producer
+from streamlearn.tools.infra import EmbeddedInfra, _die_with_parent, free_port, wait_port
+
+console = Console()
+
+
+# ------------------------------------------------------------------ worker process
+@dataclass
+class WorkerProcess:
+    """A ``streamlearn worker`` subprocess; dies with its parent."""
+
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen | None = None
+    web_port: int = field(default_factory=free_port)
+
+    def start(self) -> WorkerProcess:
+        env = {**os.environ, **self.env, "STREAMLEARN_WEB_PORT": str(self.web_port), "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlearn", "worker"], env=env, stdin=subprocess.DEVNULL,
+            stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+        )
+        return self
+
+    def wait_web(self, timeout: float = 60.0) -> None:
+        assert self.proc is not None
+        wait_port(self.web_port, timeout, self.proc)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def read_status(settings: Settings, client: redis.Redis | None = None) -> dict[str, Any]:
+    client = client or redis.Redis.from_url(settings.redis_url)
+    raw = client.get(f"{settings.redis_prefix}:m:{settings.model_name}:status")
+    return json.loads(raw) if raw else {}
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def worker_status(settings: Settings, pid: int) -> dict[str, Any]:
+    """One worker's own status (assignment, role, counters); expires when the worker dies."""
+    raw = redis.Redis.from_url(settings.redis_url).get(f"{settings.redis_prefix}:worker:{settings.app_id}:{pid}")
+    return json.loads(raw) if raw else {}
+
+
+def worker_assigned(settings: Settings, pid: int, topics: tuple[str, ...] | None = None) -> bool:
+    """True once worker ``pid`` owns partitions of ``topics`` (default: events and feedback)."""
+    wanted = set(topics or (settings.topic_events, settings.topic_feedback))
+    return wanted <= {t for t, _ in worker_status(settings, pid).get("assigned", [])}
+
+
+# ------------------------------------------------------------------ producing
+BAD_MESSAGES = [
+    (b"\x00\x01not an event", "unknown_format"),
+    (b'{"event_id": "bad-1", "entity": "x", "event_time": "yesterday", "features": {}}', "schema"),
+    (b'{"event_id": "bad-2", "entity": "x", "event_time": 1, "features": {"amount": NaN}}', "non_finite"),
+]
+
+
+def produce_stream(settings: Settings, items: list[datasets.Item], rate: float | None, bad: int = 0,
+                   on_event: Callable[[], None] | None = None) -> tuple[int, int]:
+    """Send events and labels in arrival order (optionally paced). Returns (events, labels)."""
+    reg = SchemaRegistry.default()
+    enc_event, enc_fb = reg.encoder("event"), reg.encoder("feedback")
+    producer = make_producer(settings)
+    n_ev = n_fb = 0
+    start = time.monotonic()
+    bad_every = max(1, len(items) // (bad + 1)) if bad else 0
+    for kind, rec in datasets.arrival_order(items):
+        if kind == "event":
+            producer.produce(settings.topic_events, enc_event(rec), rec["entity"].encode())
+            n_ev += 1
+            if bad_every and n_ev % bad_every == 0 and n_ev // bad_every <= bad:
+                raw, _ = BAD_MESSAGES[(n_ev // bad_every - 1) % len(BAD_MESSAGES)]
+                producer.produce(settings.topic_events, raw, b"bad")
+            if on_event:
+                on_event()
+            if rate:
+                ahead = n_ev / rate - (time.monotonic() - start)
+                if ahead > 0:
+                    time.sleep(ahead)
+        else:
+            producer.produce(settings.topic_feedback, enc_fb(rec), rec["event_id"].encode())
+            n_fb += 1
+        producer.poll(0)
+    producer.flush(60)
+    return n_ev, n_fb
+
+
+# ------------------------------------------------------------------ following predictions
+class PredictionFollower:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.reg = SchemaRegistry.default()
+        self.consumer = Consumer(settings.confluent_config(**{
+            "group.id": f"demo-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
+        }))
+        parts = [TopicPartition(settings.topic_predictions, p, 0) for p in range(settings.topic_partitions)]
+        self.consumer.assign(parts)
+        self.ids: set[str] = set()
+        self.latencies: list[float] = []
+        self.messages = 0
+
+    def poll(self, timeout: float = 0.2) -> int:
+        new = 0
+        for m in self.consumer.consume(2000, timeout):
+            if m.error():
+                continue
+            p = self.reg.decode("prediction", m.value())
+            self.messages += 1
+            if p["event_id"] not in self.ids:
+                self.ids.add(p["event_id"])
+                self.latencies.append(p["latency_ms"])
+                new += 1
+        return new
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+# ------------------------------------------------------------------ the demo
+def run_demo(dataset: str = "cards", events: int = 20_000, rate: float | None = None, spec: str = "logreg",
+             bad: int = 3, seed: int = 7, compare: bool = True, kafka: str | None = None,
+             redis_url: str | None = None, workdir: Path | None = None, replay: bool = True) -> dict[str, Any]:
+    items = datasets.load(dataset, events, seed)
+    infra = None
+    worker = None
+    follower = None
+    try:
+        if kafka and redis_url:
+            addresses = {"KAFKA_BOOTSTRAP": kafka, "REDIS_URL": redis_url}
+        else:
+            console.print("[bold]starting[/] embedded broker (tansu) and Redis (valkey) ...")
+            infra = EmbeddedInfra(**({"workdir": workdir} if workdir else {})).start()
+            addresses = infra.env()
+        view = "entity_v1" if dataset == "cards" else "raw_v1"  # only cards has entities
+        env = {**addresses, "STREAMLEARN_MODEL_SPEC": spec, "STREAMLEARN_FEATURE_VIEW": view}
+        settings = Settings(kafka_bootstrap=addresses["KAFKA_BOOTSTRAP"], redis_url=addresses["REDIS_URL"],
+                            model_spec=spec, feature_view=view)
+        ensure_topics(settings)
+        log_dir = workdir or (infra.workdir if infra else Path.cwd())
+        worker = WorkerProcess(env, Path(log_dir) / "worker.log").start()
+        console.print(f"  broker   {addresses['KAFKA_BOOTSTRAP']}\n  redis    {addresses['REDIS_URL']}\n"
+                      f"  worker   pid {worker.proc.pid}, log {worker.log_path}\n"
+                      f"  metrics  http://127.0.0.1:{worker.web_port}/metrics")
+        follower = PredictionFollower(settings)
+        wait_until(lambda: worker_assigned(settings, worker.proc.pid), 90, "the worker to join its group")
+        t0 = time.monotonic()
+        with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+            task = progress.add_task("predictions", total=len(items))
+            import threading
+
+            done = threading.Event()
+            counts: dict[str, int] = {}
+
+            def produce() -> None:
+                counts["events"], counts["labels"] = produce_stream(settings, items, rate, bad)
+                done.set()
+
+            th = threading.Thread(target=produce, daemon=True)
+            th.start()
+            r = redis.Redis.from_url(settings.redis_url)
+            deadline = time.monotonic() + 300 + len(items) / 200
+            while len(follower.ids) < len(items):
+                progress.update(task, advance=follower.poll())
+                if worker.proc.poll() is not None:
+                    raise RuntimeError(f"worker exited with {worker.proc.returncode}; see {worker.log_path}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"only {len(follower.ids)} of {len(items)} predictions arrived")
+            t_pred = time.monotonic() - t0
+            th.join()
+            n_labels = counts["labels"]
+            wait_until(lambda: read_status(settings, r).get("counters", {}).get("labels_learned", 0) >= n_labels,
+                       120, "all labels learned")
+        status = read_status(settings, r)
+        summary = {
+            "dataset": dataset, "events": counts["events"], "predictions": len(follower.ids),
+            "prediction_messages": follower.messages, "labels_sent": n_labels,
+            "counters": status.get("counters", {}), "metrics": status.get("metrics", {}),
+            "deadlettered": status.get("deadlettered", 0), "seconds": t_pred,
+            "events_per_s": counts["events"] / t_pred,
+            "latency_ms_p50": percentile(follower.latencies, 0.5),
+            "latency_ms_p99": percentile(follower.latencies, 0.99),
+            "model_spec": spec, "feature_view": view,
+            "models": status.get("models", []), "decisions": status.get("history", []),
+        }
+        if replay:
+            console.print("[bold]archiving[/] the run and replaying it in-process (backtest) ...")
+            summary["replay"] = replay_check(settings, status, Path(log_dir) / f"replay-{uuid.uuid4().hex[:6]}")
+        if compare and dataset == "cards":
+            from streamlearn.replay.backtest.inprocess import run
+
+            summary["feature_store_comparison"] = {
+                v: run(datasets.arrival_order(items), v, spec)[0].learner.metric_values()
+                for v in ("entity_v1", "raw_v1")
+            }
+        print_summary(summary)
+        return summary
+    finally:
+        if follower:
+            follower.close()
+        if worker:
+            worker.stop()
+        if infra:
+            infra.stop()
+
+
+def replay_check(settings: Settings, status: dict[str, Any], root: Path) -> dict[str, Any]:
+    """Archive the live run (events, labels, predictions), backtest it with the live spec
+    and lifecycle, and compare with what the worker served and reported: the backtest must
+    reproduce every prediction of the initial model (v1) and its final online metrics."""
+    from streamlearn.models.governance.lifecycle import LifecycleConfig
+    from streamlearn.replay.archive.archiver import Archiver
+    from streamlearn.replay.archive.reader import Archive
+    from streamlearn.replay.backtest.runner import run_backtest
+
+    a = settings.model_copy(update={"archive_dir": str(root / "archive"),
+                                    "archive_group_id": f"demo-archiver-{uuid.uuid4().hex[:8]}"})
+    stats = Archiver(a).run(exit_when_idle_s=1.0)
+    archive = Archive.open(root / "archive")
+    live: dict[str, tuple[int, float]] = {}
+    for tp in archive.partitions("prediction"):
+        for _, p in archive.decoded(archive.partition_records("prediction", *tp)):
+            if p["model_version"] == 1:
+                live.setdefault(p["event_id"], (p["labels_learned"], p["score"]))
+    r = run_backtest(archive, [settings.model_spec], view=settings.feature_view, out=root / "backtest", rows=20,
+                     reference=(settings.model_name, 1), lifecycle=LifecycleConfig.from_settings(settings))
+    replayed: dict[str, tuple[int, float]] = {}
+    with open(root / "backtest" / "predictions.jsonl", encoding="utf-8") as fo:
+        for line in fo:
+            p = json.loads(line)
+            if p["model"] == settings.model_spec:
+                replayed.setdefault(p["event_id"], (p["labels_learned"], p["score"]))
+    same = sum(1 for eid, v in live.items() if replayed.get(eid) == v)
+    live_v1 = next((m["metrics"] for m in status.get("models", []) if m["version"] == 1), status.get("metrics", {}))
+    return {
+        "archived_records": stats.records, "archive": str(root / "archive"), "out": str(root / "backtest"),
+        "mode": r.plan.mode, "events": r.plan.n_events, "live_predictions_v1": len(live),
+        "identical_predictions_v1": same, "divergences": len(r.divergences),
+        "metrics_equal": r.final[settings.model_spec] == live_v1,
+        "lifecycle_decisions": [f"{e['time']} {e['action']} {e['model']}: {e['reason']}"
+                                for e in r.lifecycle_events if e["kind"] == "lifecycle"],
+        "drift_alarms": sum(1 for e in r.lifecycle_events if e["kind"] == "drift"),
+        "events_per_s": r.events_per_s, "bare_events_per_s": r.bare["events_per_s"] if r.bare else None,
+    }
+
+
+def print_summary(s: dict[str, Any]) -> None:
+    t = Table(title=f"streamlearn demo: {s['dataset']} with {s['model_spec']} on {s['feature_view']}")
+    t.add_column("", style="bold")
+    t.add_column("value", justify="right")
+    c = s["counters"]
+    rows = [
+        ("events produced", f"{s['events']:,}"),
+        ("predictions (distinct events)", f"{s['predictions']:,}"),
+        ("labels sent / learned", f"{s['labels_sent']:,} / {c.get('labels_learned', 0):,}"),
+        ("labels joined before their event", f"{c.get('labels_joined_late', 0):,}"),
+        ("duplicate labels ignored", f"{c.get('labels_duplicate', 0):,}"),
+        ("dead-lettered messages", f"{s['deadlettered']:,}"),
+    ]
+    rows += [(f"online {k} (progressive)", f"{v:.4f}") for k, v in s["metrics"].items()]
+    rows += [
+        ("throughput", f"{s['events_per_s']:,.0f} events/s"),
+        ("latency p50 / p99 (event -> prediction)", f"{s['latency_ms_p50']:.1f} / {s['latency_ms_p99']:.1f} ms"),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    console.print(t)
+    if s.get("models"):
+        mt = Table(title="models (champion serves; shadows learn the same labels)")
+        for col in ("version", "spec", "stage", "labels learned", "accuracy", "roc_auc"):
+            mt.add_column(col)
+        for m in s["models"]:
+            met = m["metrics"]
+            # a challenger started late may not have scored any labeled event yet: no metrics
+            scored = m.get("scored_labels", m["labels_learned"]) > 0
+            mt.add_row(str(m["version"]), m["spec"], m["stage"], f"{m['labels_learned']:,}",
+                       *(f"{met.get(k, float('nan')):.4f}" if scored else "n/a" for k in ("accuracy", "roc_auc")))
+        console.print(mt)
+    for d in s.get("decisions", []):
+        console.print(f"  lifecycle: v{d['version']} -> {d['stage']}: {d['reason']}")
+    rp = s.get("replay")
+    if rp:
+        rt = Table(title="replay: the archive of this run, backtested in-process through the same code")
+        rt.add_column("", style="bold")
+        rt.add_column("value", justify="right")
+        rt.add_row("records archived", f"{rp['archived_records']:,}")
+        rt.add_row("v1 predictions reproduced exactly",
+                   f"{rp['identical_predictions_v1']:,} / {rp['live_predictions_v1']:,}")
+        rt.add_row("final metrics equal the worker's", "yes" if rp["metrics_equal"] else "NO")
+        rt.add_row("order divergences", f"{rp['divergences']:,}")
+        rt.add_row("lifecycle decisions / drift alarms", f"{len(rp['lifecycle_decisions'])} / {rp['drift_alarms']}")
+        speed = f"{rp['events_per_s']:,.0f} events/s"
+        if rp.get("bare_events_per_s"):
+            speed += f" (bare River loop {rp['bare_events_per_s']:,.0f})"
+        rt.add_row("backtest speed", speed)
+        console.print(rt)
+        console.print(f"  backtest outputs (metrics.png, metrics.csv, predictions.jsonl): {rp['out']}")
+    comp = s.get("feature_store_comparison")
+    if comp:
+        ct = Table(title="same stream, in-process: with vs without per-entity features")
+        ct.add_column("feature view")
+        for m in next(iter(comp.values())):
+            ct.add_column(m, justify="right")
+        for view, ms in comp.items():
+            ct.add_row(view, *[f"{v:.4f}" for v in ms.values()])
+        console.print(ct)
