@@ -12,9 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from streamlearn.featurestore.keys import Keys
 from streamlearn.models.registry.versions import open_registry
 from streamlearn.settings import Settings, get_settings
-from streamlearn.streams import control
+from streamlearn.streams.loop import commands
 
 app = typer.Typer(no_args_is_help=True, help="List, promote, roll back and retire model versions.")
 console = Console()
@@ -25,7 +26,7 @@ def _client(s: Settings) -> redis.Redis:
 
 
 def _status(s: Settings) -> dict:
-    raw = _client(s).get(f"{s.redis_prefix}:m:{s.model_name}:status")
+    raw = _client(s).get(Keys.from_settings(s).status)
     if not raw:
         raise typer.BadParameter(f"no status for model {s.model_name!r} under {s.redis_prefix!r}: is a worker running?")
     return json.loads(raw)
@@ -34,7 +35,7 @@ def _status(s: Settings) -> dict:
 def send(s: Settings, cmd: dict, wait: float = 15.0, done=None) -> dict:
     """Queue a command for the worker and wait until its status shows it applied."""
     cmd = {**cmd, "id": uuid.uuid4().hex}
-    _client(s).rpush(f"{s.redis_prefix}:m:{s.model_name}:control", control.encode(cmd))
+    _client(s).rpush(Keys.from_settings(s).control, commands.encode(cmd))
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         st = _status(s)

@@ -54,7 +54,7 @@ DRIFT_STATES = {"stable": 0, "warning": 1, "drift": 2}
 
 
 class LoopCounters(Protocol):
-    """What :meth:`Metrics.sync_counters` reads (``streams.pipeline.Counters``)."""
+    """What :meth:`Metrics.sync_counters` reads (``streams.loop.Counters``)."""
 
     events_duplicate: int
     labels_joined_late: int

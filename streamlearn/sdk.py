@@ -46,7 +46,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -62,6 +62,7 @@ from confluent_kafka import (
 )
 
 from streamlearn.schemas import InvalidRecord, SchemaRegistry
+from streamlearn.schemas.records import Prediction
 from streamlearn.schemas.validation import Limits, decode_event, decode_feedback
 from streamlearn.settings import Settings
 from streamlearn.streams.transport import make_producer
@@ -308,31 +309,6 @@ class FeedbackProducer(_Producer):
 
 
 # ------------------------------------------------------------------ consuming
-@dataclass(frozen=True)
-class Prediction:
-    """One published prediction (the ``prediction`` schema; unknown newer fields in ``extra``)."""
-
-    event_id: str
-    entity: str
-    event_time: int
-    model_name: str
-    model_version: int
-    labels_learned: int
-    score: float
-    predicted: Any
-    probabilities: dict[str, float]
-    served_at: int
-    latency_ms: float
-    label_joined: bool | None = None  # its label came first and was learned right after it was scored
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_record(cls, rec: Mapping[str, Any]) -> Prediction:
-        known = {f.name for f in fields(cls)} - {"extra"}
-        return cls(**{k: v for k, v in rec.items() if k in known},
-                   extra={k: v for k, v in rec.items() if k not in known})
-
-
 def decode_prediction(data: bytes, registry: SchemaRegistry | None = None) -> Prediction:
     """Wire bytes of the predictions topic -> :class:`Prediction` (raises InvalidRecord)."""
     return Prediction.from_record((registry or SchemaRegistry.default()).decode("prediction", data))

@@ -18,6 +18,7 @@ from typing import Any
 from streamlearn.featurestore.backend import Backend, RedisBackend, WriteBatch
 from streamlearn.featurestore.definitions import get_view
 from streamlearn.featurestore.instrumented import InstrumentedBackend
+from streamlearn.featurestore.keys import Keys
 from streamlearn.metrics import Metrics
 from streamlearn.models.estimators.learner import Learner
 from streamlearn.models.governance.lifecycle import Lifecycle, LifecycleConfig
@@ -26,8 +27,7 @@ from streamlearn.models.registry.versions import open_registry
 from streamlearn.schemas import InvalidRecord, SchemaRegistry
 from streamlearn.schemas.validation import Limits, decode_event, decode_feedback
 from streamlearn.settings import Settings
-from streamlearn.streams import control
-from streamlearn.streams.pipeline import Keys, OnlineLoop
+from streamlearn.streams.loop import OnlineLoop, commands
 from streamlearn.streams.transport import BatchProducer, ensure_topics, make_producer
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class WorkerRuntime:
         await asyncio.get_running_loop().run_in_executor(None, ensure_topics, self.settings)
         replayed = await self.loop.restore()
         log.info("model %s (%s) restored: %d labels learned, %d replayed from the learn log",
-                 self.loop.learner.name, self.loop.learner.spec, self.loop.learner.labels_learned, replayed)
+                 self.loop.champion.name, self.loop.champion.spec, self.loop.champion.labels_learned, replayed)
         await self._registry(self.mirror.bootstrap, self.loop.models)
         self.metrics.sync_counters(self.loop.counters)  # baseline: counts before now are not this run's traffic
         s = self.settings
@@ -180,7 +180,7 @@ class WorkerRuntime:
         await self.publish_outbox()
 
     async def publish_outbox(self) -> None:
-        outbox, self.loop.outbox = self.loop.outbox, []
+        outbox = self.loop.outbox.drain()
         for subject, record in outbox:
             key = record.get("model_name") or record.get("event_id")
             self.out.produce(self.outbox_topics[subject], self.encoders[subject](record), key.encode())
@@ -213,7 +213,7 @@ class WorkerRuntime:
             log.warning("scheduled retrain failed: %s", exc)
             return
         self.retrains += 1
-        cmd = control.encode({"op": "adopt", "version": version, "reason": "scheduled batch retrain"})
+        cmd = commands.encode({"op": "adopt", "version": version, "reason": "scheduled batch retrain"})
         await self.backend.write_batch(WriteBatch(appends={self.loop.keys.control: [cmd]}))
 
     def _retrain_blocking(self) -> int:
@@ -261,9 +261,9 @@ class WorkerRuntime:
                 await self.loop.publish_status(self.status_extra())
 
     async def worker_status(self) -> None:
-        key = f"{self.settings.redis_prefix}:worker:{self.settings.app_id}:{os.getpid()}"
+        key = self.loop.keys.worker(self.settings.app_id, os.getpid())
         rec = {"pid": os.getpid(), "assigned": self.assigned, "is_learner": self.loop.is_learner,
-               "counters": self.loop.counters.as_dict(), "model_version": self.loop.learner.version}
+               "counters": self.loop.counters.as_dict(), "model_version": self.loop.champion.version}
         try:
             await self.backend.write_batch(WriteBatch(sets={key: (json.dumps(rec).encode(), 10)}))
         except self.backend.transient_errors:

@@ -8,13 +8,14 @@ import random
 
 import redis
 
+from streamlearn.featurestore.keys import Keys
 from streamlearn.replay.backtest.inprocess import memory_loop, run_stream
-from streamlearn.streams.pipeline import read_checkpoint
+from streamlearn.streams.loop import read_checkpoint
 from tests.helpers import Sender, TopicReader, feedback_for, make_events, wait_for
 
 
 def _final_models(s):
-    blob = redis.Redis.from_url(s.redis_url).get(f"{s.redis_prefix}:m:{s.model_name}:ckpt")
+    blob = redis.Redis.from_url(s.redis_url).get(Keys.from_settings(s).checkpoint)
     return read_checkpoint(blob, s.artifact_key.get_secret_value().encode())[0]
 
 
@@ -67,5 +68,5 @@ def test_kill_9_at_random_points_changes_nothing(make_settings, start_worker):
     probe = [e for e in make_events(50, seed=52)]
     xs = [s_x for s_x in (ref.view.compute(e, None)[0] for e in probe)]
     assert [live.champion_learner.model.predict_proba_one(x) for x in xs] == \
-        [ref.learner.model.predict_proba_one(x) for x in xs]
-    assert live.champion_learner.metric_values() == ref.learner.metric_values()
+        [ref.champion.model.predict_proba_one(x) for x in xs]
+    assert live.champion_learner.metric_values() == ref.champion.metric_values()

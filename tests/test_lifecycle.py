@@ -7,11 +7,12 @@ import asyncio
 from streamlearn import datasets
 from streamlearn.featurestore.backend import MemoryBackend
 from streamlearn.featurestore.definitions import get_view
+from streamlearn.featurestore.keys import Keys
 from streamlearn.models.estimators.learner import Learner
 from streamlearn.models.governance.gate import GateConfig
 from streamlearn.models.governance.lifecycle import Lifecycle, LifecycleConfig
 from streamlearn.models.modelset import HISTORY_MAX, ModelSet
-from streamlearn.streams.pipeline import Keys, OnlineLoop
+from streamlearn.streams.loop import OnlineLoop
 
 POSITION = 5_000
 

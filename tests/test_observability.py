@@ -17,9 +17,9 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamlearn.featurestore.keys import Keys
 from streamlearn.metrics import Metrics
-from streamlearn.streams import control
-from streamlearn.streams.pipeline import Counters, Keys
+from streamlearn.streams.loop import Counters, commands
 from streamlearn.tools.infra import start_redis
 from tests.helpers import Sender, TopicReader, feedback_for, make_events, wait_for
 
@@ -118,7 +118,7 @@ def test_metrics_scrape_after_a_short_run_has_every_family(make_settings, start_
     control_key = Keys(s.redis_prefix, s.model_name).control
     for cmd in ({"op": "add", "spec": "hat"}, {"op": "promote", "version": 2}, {"op": "rollback"},
                 {"op": "promote", "version": 99}):
-        r.rpush(control_key, control.encode(cmd))
+        r.rpush(control_key, commands.encode(cmd))
     lifecycle = TopicReader(s, s.topic_lifecycle, "lifecycle")
     drift = TopicReader(s, s.topic_drift, "drift")
     mine = [x for x in lifecycle.wait_count(4) if x["details"].get("by") == "operator" or x["action"] == "refused"]

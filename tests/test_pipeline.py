@@ -9,9 +9,10 @@ import pytest
 
 from streamlearn.featurestore.backend import MemoryBackend, RedisBackend
 from streamlearn.featurestore.definitions import get_view
+from streamlearn.featurestore.keys import Keys
 from streamlearn.models.artifacts import ArtifactError
 from streamlearn.models.estimators.learner import Learner
-from streamlearn.streams.pipeline import Keys, OnlineLoop
+from streamlearn.streams.loop import OnlineLoop
 from tests.helpers import feedback_for, make_events
 
 
@@ -49,7 +50,7 @@ def test_every_label_is_learned_exactly_once(new_loop):
     r1, r2 = run(go())
     assert len(r1.learned) == 30 and len(r1.duplicate) == 5
     assert len(r2.learned) == 30 and len(r2.duplicate) == 10
-    assert loop.learner.labels_learned == 60
+    assert loop.champion.labels_learned == 60
 
 
 def test_redelivered_events_reuse_served_features_and_do_not_double_count(new_loop):
@@ -89,17 +90,17 @@ def test_restart_restores_the_exact_model_from_snapshot_plus_learn_log(new_loop)
         restarted = new_loop()
         replayed = await restarted.restore()
         probe = {"amount": 42.0, "kind=a": 1.0, "flag": 1.0}
-        same = (restarted.learner.predict(probe) == loop.learner.predict(probe),
-                restarted.learner.metric_values() == loop.learner.metric_values())
+        same = (restarted.champion.predict(probe) == loop.champion.predict(probe),
+                restarted.champion.metric_values() == loop.champion.metric_values())
         # the unacknowledged labels come back from Kafka: learned once, no more
         return restarted, replayed, same, await restarted.learn_batch(fbs[100:])
 
     restarted, replayed, same, r = run(go())
     assert replayed == 70
-    assert loop.learner.labels_learned == 150
+    assert loop.champion.labels_learned == 150
     assert same == (True, True), "restored model predicts and scores exactly like the original"
     assert len(r.learned) == 50 and len(r.duplicate) == 50
-    assert restarted.learner.labels_learned == 200
+    assert restarted.champion.labels_learned == 200
 
 
 def test_a_snapshot_signed_with_another_key_is_refused(new_loop):
@@ -118,7 +119,7 @@ def test_a_snapshot_signed_with_another_key_is_refused(new_loop):
 def test_label_for_unknown_event_is_counted_and_parked(new_loop):
     loop = new_loop()
     r = run(loop.learn_batch([{"event_id": "nope", "label": True, "label_time": 0}]))
-    assert r.unmatched == ["nope"] and loop.learner.labels_learned == 0
+    assert r.unmatched == ["nope"] and loop.champion.labels_learned == 0
 
 
 def test_a_label_parked_by_another_process_is_never_lost(new_loop):
@@ -136,8 +137,9 @@ def test_a_label_parked_by_another_process_is_never_lost(new_loop):
 
     r = run(go())
     assert r.unmatched == ["id:with:colons"]
-    assert scorer.outbox == [("feedback", {"event_id": "id:with:colons", "label": feedback_for(ev)["label"],
-                                           "label_time": scorer.outbox[0][1]["label_time"]})]
+    handed_back = scorer.outbox.drain()
+    assert handed_back == [("feedback", {"event_id": "id:with:colons", "label": feedback_for(ev)["label"],
+                                           "label_time": handed_back[0][1]["label_time"]})]
 
 
 def test_malformed_operator_commands_are_refused_and_the_rest_applied(new_loop):

@@ -28,10 +28,10 @@ import redis
 
 from streamlearn.featurestore.backend import RedisBackend
 from streamlearn.featurestore.definitions import get_view
+from streamlearn.featurestore.keys import Keys
 from streamlearn.models.estimators.learner import Learner
 from streamlearn.replay.backtest.inprocess import memory_loop, run_stream
 from streamlearn.settings import Settings
-from streamlearn.streams.pipeline import Keys
 from streamlearn.streams.transport import make_producer
 from streamlearn.streams.worker import build_loop
 from streamlearn.tools.infra import Service, free_port, start_broker, start_redis
@@ -120,17 +120,17 @@ def check_exactly_once(settings: Settings, events: list[dict], labels: list[dict
 
     asyncio.run(restore())
     ref = reference(settings, events, labels)
-    assert loop.learner.labels_learned == len(labels), "no label learned twice, none lost"
+    assert loop.champion.labels_learned == len(labels), "no label learned twice, none lost"
     probe = [view.compute(e, None)[0] for e in make_events(50, seed=99)]
-    assert [loop.learner.model.predict_proba_one(x) for x in probe] == \
-        [ref.learner.model.predict_proba_one(x) for x in probe]
+    assert [loop.champion.model.predict_proba_one(x) for x in probe] == \
+        [ref.champion.model.predict_proba_one(x) for x in probe]
     # progressive metrics: each label scored once against what was served for its event
     scored = Learner(settings.model_name, settings.model_spec)
     recs = dict(zip((e["event_id"] for e in events), (json.loads(v) for v in served)))
     for fb in labels:
         rec = recs[fb["event_id"]]
-        scored.learn(rec["x"], fb["label"], rec["m"].get(str(loop.learner.version)))
-    assert loop.learner.metric_values() == scored.metric_values()
+        scored.learn(rec["x"], fb["label"], rec["m"].get(str(loop.champion.version)))
+    assert loop.champion.metric_values() == scored.metric_values()
 
 
 # ------------------------------------------------------------------ Redis restart
@@ -235,7 +235,7 @@ def test_a_write_whose_reply_is_lost_is_retried_without_learning_twice_or_losing
                 other = build_loop(s, RedisBackend(infra.redis_url))
                 await other.restore()
                 await other.backend.close()
-                return other.learner.labels_learned
+                return other.champion.labels_learned
 
             return asyncio.run(go())
 
@@ -247,7 +247,7 @@ def test_a_write_whose_reply_is_lost_is_retried_without_learning_twice_or_losing
             # 1. the learn write of labels 10..19 lands, its answer is lost, it is retried
             await _write_with_lost_reply(proxy, loop.learn_batch(fbs[10:20]),
                                          lambda: direct.exists(keys.learned(fbs[19]["event_id"])))
-            in_memory = loop.learner.labels_learned
+            in_memory = loop.champion.labels_learned
             crashed_now = await asyncio.to_thread(fresh_restore)
             await loop.checkpoint()
             await loop.learn_batch(fbs[20:30])
@@ -258,7 +258,7 @@ def test_a_write_whose_reply_is_lost_is_retried_without_learning_twice_or_losing
             await _write_with_lost_reply(proxy, loop.score_batch([events[30]]),
                                          lambda: direct.exists(keys.served(events[30]["event_id"])))
             await loop.checkpoint()
-            parked_learned = loop.learner.labels_learned
+            parked_learned = loop.champion.labels_learned
             await loop.backend.close()
             return in_memory, crashed_now, after_checkpoint, parked_learned, loop.counters.store_retries
 

@@ -207,14 +207,14 @@ def test_recorded_schedule_reproduces_any_micro_batching(seed):
                 out += await replay.score_batch(step.items)
             else:
                 await replay.learn_batch(step.items)
-            assert replay.learner.labels_learned == step.expect
+            assert replay.champion.labels_learned == step.expect
         return out
     replayed = asyncio.run(run())
     assert sched.divergences == []
     assert [(p.event_id, p.labels_learned, p.score) for p in replayed] == \
            [(p.event_id, p.labels_learned, p.score) for p in preds]
-    assert replay.learner.metric_values() == live_loop.learner.metric_values()
-    assert replay.learner.labels_learned == live_loop.learner.labels_learned
+    assert replay.champion.metric_values() == live_loop.champion.metric_values()
+    assert replay.champion.labels_learned == live_loop.champion.labels_learned
 
 
 def test_the_interleavings_exercise_early_and_duplicate_labels():
@@ -378,7 +378,7 @@ def test_recorded_replay_of_two_event_partitions_consumed_at_random_relative_spe
     replayed = asyncio.run(run_replay())
     assert sched.divergences == []
     assert replayed == {r[0]["event_id"]: (r[1], r[5]) for q in (0, 1) for r in recorded[q]}
-    assert replay.learner.metric_values() == live.learner.metric_values()
+    assert replay.champion.metric_values() == live.champion.metric_values()
 
 
 def test_backtest_takes_the_lifecycle_decisions_the_live_system_would(tmp_path):
@@ -455,7 +455,7 @@ def test_recorded_flags_reproduce_runs_whose_feedback_consumer_lagged(seed):
         out = []
         for step in sched.steps():
             out += await (replay.score_batch(step.items) if step.kind == "score" else _learn(replay, step.items))
-            assert replay.learner.labels_learned == step.expect
+            assert replay.champion.labels_learned == step.expect
         return out
 
     async def _learn(loop, items):
@@ -466,5 +466,5 @@ def test_recorded_flags_reproduce_runs_whose_feedback_consumer_lagged(seed):
     assert sched.divergences == []
     assert [(p.event_id, p.labels_learned, p.score) for p in replayed] == \
            [(p.event_id, p.labels_learned, p.score) for p, _ in served]
-    assert replay.learner.metric_values() == live_loop.learner.metric_values()
+    assert replay.champion.metric_values() == live_loop.champion.metric_values()
     assert sum(p.label_joined for p, _ in served) > 0  # the case is exercised

@@ -13,6 +13,7 @@ import pytest
 from streamlearn import datasets
 from streamlearn.featurestore.backend import MemoryBackend
 from streamlearn.featurestore.definitions import get_view
+from streamlearn.featurestore.keys import Keys
 from streamlearn.models.artifacts import ArtifactError
 from streamlearn.models.estimators.learner import Learner
 from streamlearn.models.estimators.spec import build_model
@@ -24,7 +25,7 @@ from streamlearn.replay.archive.writer import write_records
 from streamlearn.replay.retrain.challenge import gate_on_archive
 from streamlearn.replay.retrain.retrainer import RetrainConfig, load_batch_model, retrain
 from streamlearn.replay.retrain.training import examples, label_index
-from streamlearn.streams.pipeline import Keys, OnlineLoop
+from streamlearn.streams.loop import OnlineLoop
 
 KEY = b"test-artifact-key"
 VIEW = get_view("entity_v1")
@@ -138,8 +139,8 @@ def test_retrain_registers_a_signed_model_with_lineage_served_by_the_online_loop
     preds = asyncio.run(loop.score_batch([it.event for it in tail]))
     asyncio.run(loop.learn_batch([it.feedback for it in tail if it.feedback]))
     assert len(preds) == 300 and all(0.0 <= p.score <= 1.0 for p in preds)
-    assert loop.learner.labels_learned == sum(1 for it in tail if it.feedback)
-    assert 0 < loop.learner.metric_values()["accuracy"] <= 1
+    assert loop.champion.labels_learned == sum(1 for it in tail if it.feedback)
+    assert 0 < loop.champion.metric_values()["accuracy"] <= 1
 
 
 def test_after_drift_a_model_trained_on_recent_history_beats_one_trained_on_all(tmp_path):

@@ -25,7 +25,7 @@ def test_entity_features_beat_the_no_entity_baseline_on_the_cards_scenario() -> 
         loop, preds = run(datasets.arrival_order(items), view, "logreg")
         assert len(preds) == N
         scored = [(labels[p.event_id], p.score) for p in preds if p.event_id in labels]
-        online = loop.learner.metric_values()["roc_auc"]  # River's progressive ROC AUC
+        online = loop.champion.metric_values()["roc_auc"]  # River's progressive ROC AUC
         # independent check on the published scores: each was made before its label was learned
         published = roc_auc_score([y for y, _ in scored], [s for _, s in scored])
         results[view] = (online, published)

@@ -197,4 +197,5 @@ def test_consumer_from_timestamp_group_resume_and_invalid_records(make_settings)
 
 def test_prediction_dataclass_matches_the_current_schema():
     schema_fields = [f["name"] for f in REG.current("prediction").schema["fields"]]
-    assert [f.name for f in fields(Prediction) if f.name != "extra"] == schema_fields
+    assert [f.name for f in fields(Prediction) if f.name not in ("extra", "shadows")] == schema_fields
+    assert list(Prediction.from_record({n: None for n in schema_fields}).record()) == schema_fields

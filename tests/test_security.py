@@ -36,6 +36,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
+from streamlearn.featurestore.keys import Keys
 from streamlearn.models import artifacts
 from streamlearn.sdk import EventProducer, PredictionConsumer
 from streamlearn.settings import Settings
@@ -178,7 +179,7 @@ def test_worker_on_redis_with_auth_over_tls_leaks_no_secret(make_settings, start
             assert worker.stop() == 0
 
             direct = redis.Redis.from_url(url)
-            blob = direct.get(f"{s.redis_prefix}:m:{s.model_name}:ckpt")
+            blob = direct.get(Keys.from_settings(s).checkpoint)
             assert artifacts.load(blob, artifact_key.encode()), "checkpoints are signed with the configured key"
             with pytest.raises(artifacts.ArtifactError):
                 artifacts.load(blob, Settings().artifact_key.get_secret_value().encode())

@@ -1,6 +1,6 @@
 """Run a stream through the online loop in-process: no broker, state in memory.
 
-The same :class:`~streamlearn.streams.pipeline.OnlineLoop` the worker runs, so results
+The same :class:`~streamlearn.streams.loop.OnlineLoop` the worker runs, so results
 differ from a live run only by the order in which events and labels interleave. Used by
 backtests, the demo's feature-store comparison and the tests.
 """
@@ -14,10 +14,12 @@ from typing import Any
 
 from streamlearn.featurestore.backend import MemoryBackend
 from streamlearn.featurestore.definitions import get_view
+from streamlearn.featurestore.keys import Keys
 from streamlearn.models.estimators.learner import Learner
 from streamlearn.models.governance.lifecycle import Lifecycle, LifecycleConfig
 from streamlearn.models.modelset import ModelSet
-from streamlearn.streams.pipeline import Keys, OnlineLoop, Prediction
+from streamlearn.schemas.records import Prediction
+from streamlearn.streams.loop import OnlineLoop
 
 
 def memory_loop(view: str, spec: str, name: str = "replay") -> OnlineLoop:

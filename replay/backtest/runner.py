@@ -3,7 +3,7 @@
 ``streamlearn backtest --archive DIR --model SPEC [--model SPEC2 ...]`` reads the archive,
 builds the step order (:mod:`streamlearn.replay.backtest.schedule`: *recorded* when the archive
 holds the live run's predictions and no ``--from`` is given, else *arrival*), and runs the
-steps through the :class:`~streamlearn.streams.pipeline.OnlineLoop` the worker runs, on a
+steps through the :class:`~streamlearn.streams.loop.OnlineLoop` the worker runs, on a
 :class:`~streamlearn.featurestore.backend.MemoryBackend`
 (``replay.inprocess.memory_models_loop``): the first model is the champion, the others
 shadow challengers, every model scores every event and learns every label. Writes to ``--out``:
@@ -52,7 +52,8 @@ from streamlearn.models.governance.lifecycle import LifecycleConfig
 from streamlearn.replay.archive.reader import Archive
 from streamlearn.replay.backtest.inprocess import memory_models_loop
 from streamlearn.replay.backtest.schedule import RecordedSchedule, Served, Step, arrival_steps, merge_by_recorded_order
-from streamlearn.streams.pipeline import OnlineLoop, Prediction
+from streamlearn.schemas.records import Prediction
+from streamlearn.streams.loop import OnlineLoop
 
 log = logging.getLogger(__name__)
 
@@ -385,14 +386,13 @@ async def _execute(plan: Plan, loop: OnlineLoop, runs: _Runs, clock: _EventClock
         last_row_at = scored
 
     def drain_outbox() -> None:
-        for subject, rec in loop.outbox:
+        for subject, rec in loop.outbox.drain():
             if subject not in ("lifecycle", "drift"):
                 continue
             ev = {"kind": subject, "event_time": clock.ms, "time": iso(clock.ms),
                   "model": runs.label(rec["version"]), **rec}
             lifecycle.append(ev)
             pending_events.append(ev)
-        loop.outbox.clear()
 
     for step in plan.steps:
         if step.kind == "score":

@@ -1,6 +1,6 @@
 """The order in which a backtest scores events and learns labels (pure, no model).
 
-A backtest is a list of steps for :class:`~streamlearn.streams.pipeline.OnlineLoop`:
+A backtest is a list of steps for :class:`~streamlearn.streams.loop.OnlineLoop`:
 ``("score", events)`` or ``("learn", feedback)``. Two ways to build it:
 
 **Recorded** (the archive holds the live run's predictions): reproduces the live run

@@ -1,7 +1,7 @@
 """A challenger against the champion on archived history, through the promotion gate.
 
 Both models go into one :class:`~streamlearn.models.modelset.ModelSet` (champion +
-shadow challenger) in an :class:`~streamlearn.streams.pipeline.OnlineLoop`, exactly as a
+shadow challenger) in an :class:`~streamlearn.streams.loop.OnlineLoop`, exactly as a
 worker runs them; the archive is replayed with labels joined by arrival; every label of
 an event in ``[start, end)`` gives a paired loss to
 :class:`~streamlearn.models.governance.gate.PromotionGate`. The result is the gate's decision, the
@@ -16,12 +16,13 @@ from typing import Any
 
 from streamlearn.featurestore.backend import MemoryBackend
 from streamlearn.featurestore.definitions import get_view
+from streamlearn.featurestore.keys import Keys
 from streamlearn.models.estimators.learner import Learner
 from streamlearn.models.governance.gate import GateConfig, GateDecision, PromotionGate, event_loss, is_hit
 from streamlearn.models.modelset import ModelSet
 from streamlearn.replay.archive.reader import Archive
 from streamlearn.replay.backtest.runner import plan_arrival
-from streamlearn.streams.pipeline import Keys, OnlineLoop
+from streamlearn.streams.loop import OnlineLoop
 
 
 def gate_on_archive(

@@ -217,7 +217,7 @@ PROFILE_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Redis client (redis-py)", ("redis/", "featurestore/backend.py")),
     ("producing (confluent-kafka)", ("confluent_kafka", "streams/transport.py")),
     ("online loop (loop, learner)",
-     ("streams/pipeline.py", "models/estimators/learner.py", "models/modelset.py")),
+     ("streams/loop/", "models/estimators/learner.py", "models/modelset.py")),
     ("worker runtime (worker.py, app.py)", ("streams/worker.py", "streams/app.py", "streams/web.py")),
     ("aiokafka (fetch, protocol, group)", ("aiokafka/", "kafka/")),
     # the loop's own root: only asyncio frames between it and the leaf = scheduling, select, socket I/O

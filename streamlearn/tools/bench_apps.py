@@ -29,6 +29,7 @@ from typing import Any
 import faust
 import redis.asyncio as aioredis
 
+from streamlearn.featurestore.keys import Keys
 from streamlearn.settings import Settings
 
 EXPECT_ENV = "STREAMLEARN_BENCH_EXPECT"
@@ -97,7 +98,7 @@ class Reporter:
 
     async def assigned(self, tps: list[tuple[str, int]]) -> None:
         # the same key and shape the worker writes, so demo.worker_assigned works for every app
-        key = f"{self.settings.redis_prefix}:worker:{self.settings.app_id}:{os.getpid()}"
+        key = Keys.from_settings(self.settings).worker(self.settings.app_id, os.getpid())
         await self.client.set(key, json.dumps({"pid": os.getpid(), "assigned": tps}), ex=3600)
 
 
@@ -130,10 +131,11 @@ def naive_app(settings: Settings) -> faust.App:
     """Per event: decode, GET state, features, predict, SET state, SET served vector, send.
     Per label: decode, GET served vector, learn, SET learned marker."""
     from streamlearn.featurestore.definitions import get_view
+    from streamlearn.featurestore.keys import Keys
     from streamlearn.models.estimators.learner import Learner
     from streamlearn.schemas import InvalidRecord, SchemaRegistry
+    from streamlearn.schemas.records import Prediction
     from streamlearn.schemas.validation import Limits, decode_event, decode_feedback
-    from streamlearn.streams.pipeline import Keys, Prediction
 
     app = faust_app(settings)
     client = aioredis.Redis.from_url(settings.redis_url)

@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from streamlearn import datasets
+from streamlearn.featurestore.keys import Keys
 from streamlearn.schemas import SchemaRegistry
 from streamlearn.settings import Settings
 from streamlearn.streams.transport import ensure_topics, make_producer
@@ -74,7 +75,7 @@ class WorkerProcess:
 
 def read_status(settings: Settings, client: redis.Redis | None = None) -> dict[str, Any]:
     client = client or redis.Redis.from_url(settings.redis_url)
-    raw = client.get(f"{settings.redis_prefix}:m:{settings.model_name}:status")
+    raw = client.get(Keys.from_settings(settings).status)
     return json.loads(raw) if raw else {}
 
 
@@ -88,7 +89,7 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str, interval: fl
 
 def worker_status(settings: Settings, pid: int) -> dict[str, Any]:
     """One worker's own status (assignment, role, counters); expires when the worker dies."""
-    raw = redis.Redis.from_url(settings.redis_url).get(f"{settings.redis_prefix}:worker:{settings.app_id}:{pid}")
+    raw = redis.Redis.from_url(settings.redis_url).get(Keys.from_settings(settings).worker(settings.app_id, pid))
     return json.loads(raw) if raw else {}
 
 
@@ -248,7 +249,7 @@ def run_demo(dataset: str = "cards", events: int = 20_000, rate: float | None = 
             from streamlearn.replay.backtest.inprocess import run
 
             summary["feature_store_comparison"] = {
-                v: run(datasets.arrival_order(items), v, spec)[0].learner.metric_values()
+                v: run(datasets.arrival_order(items), v, spec)[0].champion.metric_values()
                 for v in ("entity_v1", "raw_v1")
             }
         print_summary(summary)

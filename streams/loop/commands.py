@@ -1,7 +1,8 @@
 """Operator commands on a running worker's models, and the lifecycle records they produce.
 
 Commands (from ``streamlearn models promote|rollback|retire|add``) are pushed to a Redis
-list that the worker drains about twice a second; each is applied to the
+list (:func:`encode`) that the learner drains about twice a second (:func:`drain`); each is
+applied to the
 :class:`~streamlearn.models.modelset.ModelSet` under the loop's lock, checkpointed at
 once, and announced on the lifecycle topic. Automatic decisions (the gate, drift
 actions) produce the same records through :func:`record`.
@@ -18,13 +19,21 @@ actions) produce the same records through :func:`record`.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+import logging
+from typing import TYPE_CHECKING, Any
 
+from streamlearn.featurestore.backend import WriteBatch
 from streamlearn.models.governance.lifecycle import record
 from streamlearn.models.modelset import ModelSet
+from streamlearn.streams.loop.serde import loads
 
-__all__ = ["OPS", "CommandError", "apply", "encode", "record"]
+if TYPE_CHECKING:
+    from streamlearn.streams.loop.core import OnlineLoop
+
+__all__ = ["OPS", "CommandError", "apply", "drain", "encode", "record"]
+log = logging.getLogger(__name__)
 
 OPS = ("add", "adopt", "promote", "canary", "rollback", "retire")
 
@@ -74,3 +83,44 @@ def encode(cmd: dict[str, Any]) -> bytes:
     if cmd.get("op") not in OPS:
         raise CommandError(f"unknown command {cmd.get('op')!r}; known: {', '.join(OPS)}")
     return json.dumps(cmd).encode()
+
+
+async def drain(loop: OnlineLoop) -> int:
+    """Apply queued operator commands; each change is checkpointed before it is announced."""
+    key = loop.keys.control
+    if not loop.is_learner:  # the learner's next checkpoint would undo it
+        return 0
+    raw = await loop.io(lambda: loop.backend.read_list(key), "control read")
+    if not raw:
+        return 0
+    resolved: dict[int, Any] = {}
+    for i, item in enumerate(raw):  # load adopted models before taking the lock
+        try:
+            cmd = loads(item)
+            if cmd.get("op") == "adopt" and loop.model_loader is not None:
+                resolved[i] = await asyncio.get_running_loop().run_in_executor(
+                    None, loop.model_loader, int(cmd["version"]))
+        except Exception as exc:  # noqa: BLE001 - refused below with the reason
+            resolved[i] = exc
+    async with loop.lock:
+        now = int(loop.clock() * 1000)
+        for i, item in enumerate(raw):
+            try:
+                cmd = loads(item)
+                if not isinstance(cmd, dict):  # valid JSON, but not a command
+                    raise CommandError(f"a command is a JSON object, not {type(cmd).__name__}")
+                if cmd.get("op") == "adopt":
+                    got = resolved.get(i)
+                    if got is None or isinstance(got, Exception):
+                        raise CommandError(f"cannot load registry version {cmd.get('version')}: {got}")
+                    cmd["spec"], cmd["model"] = got
+                for rec in apply(loop.models, cmd, now):
+                    loop.outbox.put("lifecycle", rec)
+            except (CommandError, ValueError) as exc:
+                log.warning("refused operator command %r: %s", item[:200], exc)
+                loop.outbox.put("lifecycle", record(
+                    loop.models, loop.models.champion, "refused", f"bad command: {exc}", now))
+        loop.dirty = True
+        await loop.write(WriteBatch(trims={key: len(raw)}), "control trim")
+        await loop.checkpoint_locked(None)
+    return len(raw)

@@ -1,0 +1,107 @@
+"""Label joining: each label is joined to the record served for its event and learned once.
+
+Learning a batch writes the "learned" markers and appends (event id, label) to the model's
+learn log atomically, so a restarted learner (snapshot + log replay) equals the crashed one.
+A label whose event has not been served yet is parked, unless another worker served the
+event meanwhile; serving takes parked labels in the same transaction (:mod:`.scoring`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from streamlearn.featurestore.backend import WriteBatch
+from streamlearn.schemas.records import Prediction
+from streamlearn.streams.loop.serde import dumps, loads
+
+if TYPE_CHECKING:
+    from streamlearn.streams.loop.core import OnlineLoop
+
+
+@dataclass
+class LearnReport:
+    learned: list[str] = field(default_factory=list)
+    duplicate: list[str] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list)
+
+
+def learn_all(loop: OnlineLoop, y: Any, rec: dict[str, Any]) -> None:
+    """Every model learns the label; each is scored against its own served prediction."""
+    x, served = rec["x"], rec["m"]
+    for v, learner in loop.models.learners.items():
+        learner.learn(x, y, served.get(str(v)))
+    if loop.lifecycle is not None:
+        loop.lifecycle.on_label(loop.models, y, served, rec.get("s"))
+
+
+def learn_one(loop: OnlineLoop, eid: str, y: Any, rec: dict[str, Any], wb: WriteBatch, report: LearnReport) -> None:
+    learn_all(loop, y, rec)
+    wb.set(loop.keys.learned(eid), b"1", loop.served_ttl_s)
+    wb.append(loop.keys.learn_log, dumps({"id": eid, "y": y}))
+    report.learned.append(eid)
+    loop.counters.labels_learned += 1
+    loop.dirty = True
+    if loop.on_learn is not None:
+        loop.on_learn(eid, y, rec)
+
+
+async def learn_parked(loop: OnlineLoop, parked: list[tuple[str, Any]], preds: list[Prediction],
+                       served_now: dict[str, dict[str, Any]]) -> None:
+    """Labels taken while serving their events: learned now (learner) or handed back."""
+    wb = WriteBatch()
+    if loop.is_learner:
+        joined = {eid for eid, _ in parked}
+        for p in preds:
+            if p.event_id in joined:  # its first prediction (not a duplicate's)
+                joined.discard(p.event_id)
+                p.label_joined = True
+                for sp in p.shadows:
+                    sp.label_joined = True
+        report = LearnReport()
+        for eid, y in parked:
+            learn_one(loop, eid, y, served_now[eid], wb, report)
+        loop.counters.labels_joined_late += len(report.learned)
+        loop.log_len += len(report.learned)
+    else:  # only the learner learns: hand the label back to it through the feedback topic
+        now = int(loop.clock() * 1000)
+        for eid, y in parked:
+            loop.outbox.put("feedback", {"event_id": eid, "label": y, "label_time": now})
+    await loop.write(wb, "learn write")
+
+
+async def learn_locked(loop: OnlineLoop, feedback: Sequence[dict[str, Any]]) -> LearnReport:
+    """Join labels to what was served and learn each exactly once, in order (lock held)."""
+    report = LearnReport()
+    keys = loop.keys
+    ids = [fb["event_id"] for fb in feedback]
+    read_keys = [keys.served(i) for i in ids] + [keys.learned(i) for i in ids]
+    raw = await loop.io(lambda: loop.backend.read_many(read_keys), "learn read")
+    served, marked = raw[: len(ids)], raw[len(ids) :]
+    wb = WriteBatch()
+    seen: set[str] = set()
+    unmatched: list[dict[str, Any]] = []
+    for fb, rec, mark in zip(feedback, served, marked):
+        eid = fb["event_id"]
+        if mark is not None or eid in seen:
+            report.duplicate.append(eid)
+        elif rec is None:
+            unmatched.append(fb)
+        else:
+            learn_one(loop, eid, fb["label"], loads(rec), wb, report)
+        seen.add(eid)
+    if unmatched:  # park, unless another worker served the event meanwhile
+        got = await loop.io(lambda: loop.backend.park_unless_present(
+            [(keys.pending(fb["event_id"]), dumps({"y": fb["label"]}), loop.pending_ttl_s,
+              keys.served(fb["event_id"])) for fb in unmatched]), "park")
+        for fb, rec in zip(unmatched, got):
+            if rec is None:
+                report.unmatched.append(fb["event_id"])
+            else:
+                learn_one(loop, fb["event_id"], fb["label"], loads(rec), wb, report)
+    # in-memory model is ahead of the store until this lands: retry, never re-learn
+    await loop.write(wb, "learn write")
+    loop.log_len += len(report.learned)
+    await loop.decide_locked()
+    return report

@@ -1,0 +1,93 @@
+"""Scoring: features from entity state -> every model's prediction -> one atomic write.
+
+Events are idempotent by event id: an entity's new state and the served record (features
+plus what each model predicted) are written in one atomic batch, and a re-delivered event
+finds its served record, reuses it and leaves entity state alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from streamlearn.featurestore.backend import WriteBatch
+from streamlearn.schemas.records import Prediction
+from streamlearn.streams.loop import labels
+from streamlearn.streams.loop.serde import dumps, loads
+
+if TYPE_CHECKING:
+    from streamlearn.streams.loop.core import OnlineLoop
+
+
+def score_one(loop: OnlineLoop, ev: dict[str, Any], x: dict[str, float]) -> tuple[Prediction, dict[str, Any]]:
+    """Score with every model; the serving one's prediction carries the others as shadows."""
+    models = loop.models
+    serving = models.serving_version(ev["entity"])
+    per_model: dict[str, Any] = {}
+    main: Prediction | None = None
+    shadows: list[Prediction] = []
+    for v, learner in models.learners.items():
+        s = learner.predict(x)
+        p = Prediction(
+            event_id=ev["event_id"], entity=ev["entity"], event_time=ev["event_time"],
+            model_name=learner.name, model_version=v, labels_learned=learner.labels_learned,
+            score=s.score, predicted=s.predicted, probabilities=s.probabilities,
+        )
+        per_model[str(v)] = {"score": s.score, "pred": s.predicted, "proba": s.probabilities,
+                             "n": learner.labels_learned}
+        if v == serving:
+            main = p
+        else:
+            shadows.append(p)
+    assert main is not None
+    main.shadows = shadows
+    return main, per_model
+
+
+async def score_locked(loop: OnlineLoop, events: Sequence[dict[str, Any]]) -> list[Prediction]:
+    """Features -> score -> persist, for events in order (the loop's lock is held)."""
+    keys = loop.keys
+    entities = list(dict.fromkeys(ev["entity"] for ev in events))
+    ids = [ev["event_id"] for ev in events]
+    read_keys = [keys.entity(e) for e in entities] + [keys.served(i) for i in ids]
+    raw = await loop.io(lambda: loop.backend.read_many(read_keys), "score read")
+    n_ent = len(entities)
+    states = {e: (loads(v) if v else None) for e, v in zip(entities, raw[:n_ent])}
+    served_before = raw[n_ent:]
+
+    batch = WriteBatch()
+    changed: set[str] = set()
+    served_now: dict[str, dict[str, Any]] = {}
+    preds: list[Prediction] = []
+    compute = loop.view.compute
+    for ev, prior in zip(events, served_before):
+        eid = ev["event_id"]
+        if prior is not None or eid in served_now:
+            # re-delivered or duplicate id: same features as first served, state untouched
+            rec = served_now.get(eid) or loads(prior)
+            preds.append(score_one(loop, ev, rec["x"])[0])
+            loop.counters.events_duplicate += 1
+            continue
+        x, states[ev["entity"]] = compute(ev, states[ev["entity"]])
+        changed.add(ev["entity"])
+        p, per_model = score_one(loop, ev, x)
+        preds.append(p)
+        # what each model predicted is kept with the features: labels are scored against it
+        rec = {"x": x, "t": ev["event_time"], "m": per_model, "s": p.model_version}
+        served_now[eid] = rec
+        batch.set(keys.served(eid), dumps(rec), loop.served_ttl_s)
+        # a label parked before this event was served is taken in the same transaction
+        # that serves it, so another process can never park one in between unseen
+        batch.getdels.append(keys.pending(eid))
+    for e in changed:
+        batch.set(keys.entity(e), dumps(states[e]), loop.entity_ttl_s)
+    taken = await loop.write(batch, "score write")
+    loop.counters.events_scored += len(preds)
+    parked = [(eid, loads(taken[keys.pending(eid)])["y"]) for eid in served_now
+              if taken.get(keys.pending(eid)) is not None]
+    if parked:  # labels that arrived before their event
+        await labels.learn_parked(loop, parked, preds, served_now)
+    if loop.lifecycle is not None and loop.is_learner:
+        loop.lifecycle.on_scored([rec["x"] for rec in served_now.values()])
+        await loop.decide_locked()
+    return preds
