@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from streamlearn import datasets
-from streamlearn.cli_io import TailUnavailable, resolve_tail_source
+from streamlearn.cli.io import TailUnavailable, resolve_tail_source
 from streamlearn.schemas import SchemaRegistry
 from streamlearn.settings import Settings
 from tests.helpers import Sender, TopicReader, feedback_for, make_events, wait_for

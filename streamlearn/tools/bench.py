@@ -852,36 +852,3 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [jsonable(v) for v in obj]
     return obj if isinstance(obj, (str, int, float, bool)) or obj is None else str(obj)
-
-
-def register(app: Any) -> None:
-    """Add ``streamlearn bench`` to the CLI (typer app)."""
-    import typer
-
-    @app.command()
-    def bench(
-        events: int = typer.Option(DEFAULT_EVENTS, help="events in the generated stream (cards)"),
-        seed: int = typer.Option(7, help="dataset seed"),
-        entities: int = typer.Option(2_000, min=1, help="cards (entities) in the generated stream"),
-        spec: str = typer.Option("logreg", help="model spec: logreg, hat, arf"),
-        view: str = typer.Option("entity_v1", help="feature view"),
-        only: str = typer.Option(",".join(VARIANTS), help="comma-separated variants to run"),
-        min_seconds: float = typer.Option(20.0, help="in-process variants repeat passes at least this long; "
-                                                     "the half-load run streams about this long"),
-        half_load: bool = typer.Option(True, help="also run end-to-end paced at half its max rate"),
-        rss_interval: float = typer.Option(1.0, help="seconds between RSS samples of the worker"),
-        profile: Path | None = typer.Option(None, help="py-spy each broker variant at max load; stacks go in this dir"),
-        workdir: Path | None = typer.Option(None, help="broker/Redis data and process logs"),
-        json_out: Path | None = typer.Option(None, "--json", help="write the full report as JSON here"),
-    ) -> None:
-        """Benchmark: bare River vs end-to-end vs naive Faust vs backtest vs Faust consume-only, one run."""
-        chosen = tuple(x.strip() for x in only.split(",") if x.strip())
-        if not chosen or set(chosen) - set(VARIANTS):
-            raise typer.BadParameter(f"choose from {', '.join(VARIANTS)}", param_hint="--only")
-        cfg = BenchConfig(events=events, seed=seed, entities=entities, spec=spec, view=view,
-                          only=chosen, min_seconds=min_seconds,
-                          half_load=half_load, rss_interval=rss_interval, profile_dir=profile, workdir=workdir)
-        report = run_bench(cfg)
-        if json_out:
-            json_out.write_text(json.dumps(jsonable(report), indent=2, allow_nan=False))
-        typer.echo(render(report))

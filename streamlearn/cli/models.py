@@ -18,6 +18,10 @@ from streamlearn.settings import Settings, get_settings
 from streamlearn.streams.loop import commands
 
 app = typer.Typer(no_args_is_help=True, help="List, promote, roll back and retire model versions.")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="models")
 console = Console()
 
 

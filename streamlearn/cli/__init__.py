@@ -1,0 +1,31 @@
+"""The ``streamlearn`` command: one typer app; each module of this package registers its
+commands on it the same way, with ``register(app)``.
+
+| module | commands |
+|---|---|
+| :mod:`.run` | ``worker``, ``infra up``, ``topics create``, ``settings`` |
+| :mod:`.demo` | ``demo`` |
+| :mod:`.io` | ``produce``, ``feedback``, ``tail`` |
+| :mod:`.models` | ``models list|show|promote|canary|rollback|retire|add|adopt`` |
+| :mod:`.replay` | ``archive run``, ``replay inspect|republish``, ``backtest``, ``retrain`` |
+| :mod:`.evaluate` | ``gate-eval``, ``drift-eval`` |
+| :mod:`.bench` | ``bench`` |
+
+Commands import their implementation lazily, so ``streamlearn --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from streamlearn.cli import bench, demo, evaluate, io, models, replay, run
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Streaming online learning on Kafka + Redis (Faust agents, River models).")
+
+for _module in (demo, run, io, models, replay, evaluate, bench):
+    _module.register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,33 @@
+"""``streamlearn demo``: the whole loop on an embedded broker and Redis, from one command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def demo(
+        dataset: str = typer.Option(
+            "cards",
+            help="cards (entity-keyed, with drift), drift (SEA concept drift: try --spec nb), phishing (River's)"),
+        events: int = typer.Option(20_000, help="number of events (cards)"),
+        rate: float | None = typer.Option(None, help="events per second; default: as fast as possible"),
+        spec: str = typer.Option("logreg", help="model spec: logreg, hat, arf, linreg"),
+        bad: int = typer.Option(3, help="malformed messages to mix in (they go to the dead-letter topic)"),
+        seed: int = typer.Option(7),
+        compare: bool = typer.Option(True, help="also compare with/without entity features in-process"),
+        replay: bool = typer.Option(True, help="archive the run, backtest it and check it reproduces the live run"),
+        kafka: str | None = typer.Option(None, help="use this broker instead of starting one"),
+        redis_url: str | None = typer.Option(None, help="use this Redis instead of starting one"),
+        json_out: Path | None = typer.Option(None, "--json", help="write the summary as JSON here"),
+    ) -> None:
+        """Start broker + Redis + worker, stream a dataset with delayed labels through the loop."""
+        from streamlearn.tools.demo import run_demo
+
+        summary = run_demo(dataset, events, rate, spec, bad, seed, compare, kafka, redis_url, replay=replay)
+        if json_out:
+            json_out.write_text(json.dumps(summary, indent=2, default=str))

@@ -1,0 +1,33 @@
+"""Evaluations by simulation: ``gate-eval`` (the promotion gate) and ``drift-eval`` (the detectors)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("gate-eval")
+    def gate_eval(
+        runs: int = typer.Option(2000, help="simulated champion/challenger pairs per scenario"),
+        horizon: int = typer.Option(10_000, help="paired labeled events per run (the gate is checked after each)"),
+        seed: int = typer.Option(0),
+    ) -> None:
+        """Simulate the promotion gate: false promotions under continuous monitoring, events to promote."""
+        from streamlearn.models.governance.gate import GateConfig
+        from streamlearn.models.governance.gate_eval import report
+        from streamlearn.settings import get_settings
+
+        typer.echo(report(runs, horizon, seed, GateConfig.from_settings(get_settings())))
+
+
+    @app.command("drift-eval")
+    def drift_eval(
+        seeds: int = typer.Option(5, help="seeded streams per scenario"),
+        length: int = typer.Option(20_000, help="events per stream"),
+        sea: bool = typer.Option(True, help="include River's ConceptDriftStream (SEA) with a live model"),
+    ) -> None:
+        """Score the configured drift detectors on streams with known drift points, beside a dummy."""
+        from streamlearn.models.governance.drift_eval import report_from_settings
+        from streamlearn.settings import get_settings
+
+        typer.echo(report_from_settings(get_settings(), seeds, length, sea))
