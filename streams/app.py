@@ -95,8 +95,9 @@ def crash_only(name: str, body: Callable[[], Awaitable[None]]) -> Callable[[], A
     return guarded
 
 
-def create_app(settings: Settings, runtime: WorkerRuntime | None = None) -> tuple[faust.App, WorkerRuntime]:
-    runtime = runtime or WorkerRuntime(settings)
+def create_app(settings: Settings, runtime: WorkerRuntime | None = None,
+               retrain: Callable[[Settings], int] | None = None) -> tuple[faust.App, WorkerRuntime]:
+    runtime = runtime or WorkerRuntime(settings, retrain=retrain)
     app = faust.App(
         settings.app_id,
         **transport_options(settings),
@@ -152,11 +153,14 @@ def create_app(settings: Settings, runtime: WorkerRuntime | None = None) -> tupl
     return app, runtime
 
 
-def run_worker(settings: Settings, loglevel: str = "info") -> None:
-    """Run a worker in this process until SIGINT/SIGTERM (graceful: checkpoint, flush, commit)."""
+def run_worker(settings: Settings, loglevel: str = "info",
+               retrain: Callable[[Settings], int] | None = None) -> None:
+    """Run a worker in this process until SIGINT/SIGTERM (graceful: checkpoint, flush, commit).
+
+    ``retrain`` (optional) is the scheduled batch retrain (``STREAMLEARN_RETRAIN_INTERVAL_S``)."""
     _patch_leave_group_generation_zero()
     _patch_fetch_max_wait(settings.fetch_max_wait_ms)
-    app, _ = create_app(settings)
+    app, _ = create_app(settings, retrain=retrain)
     # Everything imported and built so far lives as long as the process: out of the
     # collector's sight (gc.freeze), and young-generation passes less often. Per-event
     # garbage is mostly acyclic (freed by refcount), so this trims GC time, not memory.

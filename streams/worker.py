@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,8 +70,12 @@ def registry_loader(settings: Settings):
 
 
 class WorkerRuntime:
-    def __init__(self, settings: Settings, registry: SchemaRegistry | None = None) -> None:
+    def __init__(self, settings: Settings, registry: SchemaRegistry | None = None,
+                 retrain: Callable[[Settings], int] | None = None) -> None:
+        """``retrain``: fits a model from the archive and registers it, returning its registry
+        version (handed in by the composition root, so transport never imports replay)."""
         self.settings = settings
+        self.retrain_fn = retrain
         self.registry = registry or SchemaRegistry.default()
         self.limits = Limits.from_settings(settings)
         self.metrics = Metrics(model=settings.model_name)  # own registry, served on GET /metrics
@@ -198,7 +202,8 @@ class WorkerRuntime:
     def maybe_retrain(self, force: bool = False) -> None:
         """On the learner: retrain from the archive when due (or asked by a drift alarm)."""
         s = self.settings
-        if s.retrain_interval_s <= 0 or not self.loop.is_learner or not self.ready.is_set():
+        if (s.retrain_interval_s <= 0 or self.retrain_fn is None or not self.loop.is_learner
+                or not self.ready.is_set()):
             return
         if self._retrain_task is not None and not self._retrain_task.done():
             return
@@ -208,26 +213,14 @@ class WorkerRuntime:
 
     async def _retrain(self) -> None:
         try:
-            version = await asyncio.get_running_loop().run_in_executor(None, self._retrain_blocking)
+            # a thread: fitting holds the GIL in bursts, so scoring slows while it runs (threads=1)
+            version = await asyncio.get_running_loop().run_in_executor(None, self.retrain_fn, self.settings)
         except Exception as exc:  # noqa: BLE001 - e.g. an empty archive; the next tick tries again
             log.warning("scheduled retrain failed: %s", exc)
             return
         self.retrains += 1
         cmd = commands.encode({"op": "adopt", "version": version, "reason": "scheduled batch retrain"})
         await self.backend.write_batch(WriteBatch(appends={self.loop.keys.control: [cmd]}))
-
-    def _retrain_blocking(self) -> int:
-        # a thread: fitting holds the GIL in bursts, so scoring slows while it runs (threads=1)
-        from streamlearn.replay.retrain.retrainer import RetrainConfig, retrain
-
-        s = self.settings
-        result = retrain(s.archive_dir, RetrainConfig(view=s.feature_view, estimator=s.retrain_estimator, threads=1),
-                         None, s.artifact_key.get_secret_value().encode(), registry=open_registry(s),
-                         register_as=s.model_name)
-        assert result.registered is not None
-        log.info("batch retrain registered %s v%d: held-out %s", s.model_name, result.registered.version,
-                 result.metrics)
-        return result.registered.version
 
     async def _registry(self, fn, *args) -> None:
         """Lineage and audit go to the registry off the event loop; its failure never stops scoring."""

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,22 +13,12 @@ from confluent_kafka import Consumer, TopicPartition
 from streamlearn.schemas import SchemaRegistry
 from streamlearn.settings import Settings
 from streamlearn.streams.transport import make_producer
-from streamlearn.tools.demo import WorkerProcess, read_status, worker_assigned, worker_status
+from streamlearn.tools.demo import read_status, worker_assigned, worker_status
+from streamlearn.tools.harness import WorkerProcess, scrape
+from streamlearn.tools.harness import wait_until as wait_for
 
 REG = SchemaRegistry.default()
 OPEN_CLIENTS: list[Any] = []  # closed after each test by the autouse fixture in conftest
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll ``cond`` until it returns something truthy; fail with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 @dataclass
@@ -163,14 +152,8 @@ def feedback_for(ev: dict[str, Any]) -> dict[str, Any]:
 
 def scrape_metrics(port: int, timeout: float = 15.0) -> dict[str, dict[tuple, float]]:
     """A worker's real ``GET /metrics``: ``{sample name: {sorted label items: value}}``."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as resp:
-        text = resp.read().decode()
     out: dict[str, dict[tuple, float]] = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    for fam in scrape(port, timeout).values():
+        for (name, labels), value in fam.items():
+            out.setdefault(name, {})[labels] = value
     return out

@@ -33,7 +33,7 @@ import ssl
 import threading
 from typing import Any
 
-from streamlearn.tools.infra import free_port
+from streamlearn.tools.harness import free_port
 
 
 class NetProxy:

@@ -167,7 +167,7 @@ def test_drift_on_the_real_broker_starts_a_challenger_that_the_gate_promotes(mak
     drift = TopicReader(s, s.topic_drift, "drift")
     try:
         wait_for(lambda: any(r["action"] == "promoted" for r in lifecycle.poll()), 120, "a promotion")
-    except AssertionError as exc:  # say what the lifecycle did instead
+    except TimeoutError as exc:  # say what the lifecycle did instead
         status = worker.status()
         raise AssertionError(f"{exc}; lifecycle: {lifecycle.records}; drift: {drift.poll()}; "
                              f"models: {status.get('models')}; counters: {status.get('counters')}") from None

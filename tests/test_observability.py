@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamlearn.featurestore.keys import Keys
 from streamlearn.metrics import Metrics
 from streamlearn.streams.loop import Counters, commands
+from streamlearn.tools.harness import scrape
 from streamlearn.tools.infra import start_redis
 from tests.helpers import Sender, TopicReader, feedback_for, make_events, wait_for
 
@@ -39,16 +40,6 @@ def http_json(port: int, path: str, body: Any = None) -> tuple[int, dict[str, An
     raw = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
     code, data = http(port, path, raw)
     return code, json.loads(data)
-
-
-def scrape(port: int) -> dict[str, Any]:
-    """``{family name: {(sample name, sorted label items): value}}`` from a real /metrics scrape."""
-    code, data = http(port, "/metrics")
-    assert code == 200
-    out: dict[str, Any] = {}
-    for fam in text_string_to_metric_families(data.decode()):
-        out[fam.name] = {(s.name, tuple(sorted(s.labels.items()))): s.value for s in fam.samples}
-    return out
 
 
 def value(families: dict[str, Any], family: str, sample: str | None = None, **labels: str) -> float:

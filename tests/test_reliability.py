@@ -34,7 +34,8 @@ from streamlearn.replay.backtest.inprocess import memory_loop, run_stream
 from streamlearn.settings import Settings
 from streamlearn.streams.transport import make_producer
 from streamlearn.streams.worker import build_loop
-from streamlearn.tools.infra import Service, free_port, start_broker, start_redis
+from streamlearn.tools.harness import free_port
+from streamlearn.tools.infra import Service, start_broker, start_redis
 from tests.helpers import REG, TopicReader, WorkerHandle, feedback_for, make_events, scrape_metrics, wait_for
 from tests.netproxy import NetProxy
 

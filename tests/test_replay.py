@@ -89,12 +89,12 @@ def test_round_trip_backtest_reproduces_the_live_run_exactly(make_settings, star
 
 
 def _start_archiver(a, log_path: Path, *extra: str) -> subprocess.Popen:
-    from streamlearn.tools.infra import _die_with_parent
+    from streamlearn.tools.harness import die_with_parent
 
     env = {**os.environ, **a.to_env(), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "streamlearn", "archive", "run", *extra], env=env,
                             stdin=subprocess.DEVNULL, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
-                            preexec_fn=_die_with_parent)
+                            preexec_fn=die_with_parent)
 
 
 def _offsets_by_file(archive: Archive, kind: str) -> list[int]:

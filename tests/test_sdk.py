@@ -22,7 +22,7 @@ from streamlearn.sdk import (
 )
 from streamlearn.settings import Settings
 from streamlearn.streams.transport import make_producer
-from streamlearn.tools.infra import free_port
+from streamlearn.tools.harness import free_port
 from tests.helpers import OPEN_CLIENTS, REG, Sender, label_of, make_events, wait_for
 
 # Inputs the SDK must refuse with the same reason the worker dead-letters them with.

@@ -42,7 +42,8 @@ from streamlearn.sdk import EventProducer, PredictionConsumer
 from streamlearn.settings import Settings
 from streamlearn.streams.app import _credentials
 from streamlearn.streams.transport import topic_names
-from streamlearn.tools.infra import free_port, start_broker, start_redis
+from streamlearn.tools.harness import free_port
+from streamlearn.tools.infra import start_broker, start_redis
 from tests.helpers import Sender, TopicReader, feedback_for, make_events, wait_for
 from tests.netproxy import NetProxy
 

@@ -43,6 +43,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from streamlearn.formats import jsonable as _jsonable
 from streamlearn.models import artifacts
 from streamlearn.models.artifacts import ArtifactError
 from streamlearn.models.registry.store import (
@@ -150,18 +151,6 @@ def model_params(obj: Any) -> dict[str, Any]:
     if not hasattr(est, "_get_params"):
         return {}
     return _jsonable(est._get_params())
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], type) and isinstance(v[1], dict):
-        return {"class": f"{v[0].__module__}.{v[0].__qualname__}", "params": _jsonable(v[1])}
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple, set, frozenset)):
-        return [_jsonable(x) for x in v]
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    return repr(v)
 
 
 class ModelRegistry:

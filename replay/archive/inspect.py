@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from streamlearn.formats import iso
 from streamlearn.replay.archive.reader import Archive
-from streamlearn.replay.backtest.runner import iso
 
 
 def summarize(archive: Archive, verify: bool = False) -> dict[str, Any]:

@@ -39,13 +39,13 @@ import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from river import base
 
 from streamlearn.featurestore.definitions import get_view
+from streamlearn.formats import iso
 from streamlearn.models.estimators.learner import Learner
 from streamlearn.models.estimators.spec import build_model, is_classifier
 from streamlearn.models.governance.lifecycle import LifecycleConfig
@@ -59,32 +59,6 @@ log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------- inputs
-def parse_time(value: str | int | None) -> int | None:
-    """ms since epoch from an int/str of ms or an ISO-8601 time (UTC if no zone).
-
-    >>> parse_time("2023-11-14T22:13:20Z"), parse_time("1700000000000"), parse_time(None)
-    (1700000000000, 1700000000000, None)
-    """
-    if value is None or value == "":
-        return None
-    if isinstance(value, int) or str(value).lstrip("-").isdigit():
-        return int(value)
-    try:
-        dt = datetime.fromisoformat(str(value))
-    except ValueError:
-        raise ValueError(f"not a time: {value!r} (use ISO-8601, e.g. 2024-05-01T00:00:00Z, "
-                         "or milliseconds since the epoch)") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
-
-
-def iso(ms: int | None) -> str:
-    if ms is None:
-        return ""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
 @dataclass
 class Plan:
     """What to run: steps plus how they were derived."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import tempfile
 import time
@@ -48,12 +49,15 @@ from threadpoolctl import threadpool_limits
 
 import streamlearn
 from streamlearn.featurestore.definitions import get_view
+from streamlearn.formats import iso
+from streamlearn.formats import jsonable as _jsonable
 from streamlearn.models import artifacts
 from streamlearn.models.estimators.batch import BatchClassifier
 from streamlearn.models.registry.versions import ModelRegistry, ModelVersion
 from streamlearn.replay.archive.reader import Archive
-from streamlearn.replay.backtest.runner import iso
 from streamlearn.replay.retrain.training import ChunkSpill, Vocabulary, examples, label_index
+
+log = logging.getLogger(__name__)
 
 FORMAT = "streamlearn-batch-model/1"
 SEED = 42
@@ -134,10 +138,6 @@ def _evaluate(model: Any, scaler: Any, spill: ChunkSpill, classes: list[Any]) ->
     out["log_loss"] = float(log_loss(y, proba, labels=model.classes_))
     out["roc_auc"] = float(roc_auc_score(y == pos, proba[:, col])) if 0 < out["positives"] < len(y) else None
     return out
-
-
-def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)) for k, v in params.items()}
 
 
 def retrain(archive: Archive | str | Path, cfg: RetrainConfig, out: Path | None, artifact_key: bytes,
@@ -278,3 +278,17 @@ def format_result(r: RetrainResult) -> str:
         lines.append(f"  registered {r.registered.name} v{r.registered.version} ({r.registered.stage}, "
                      f"parent {r.registered.parent})")
     return "\n".join(lines)
+
+
+def scheduled_retrain(settings: Any) -> int:
+    """The worker's scheduled retrain: fit from the archive, register as a shadow version of
+    the worker's model name, return that version (the worker then adopts it as a challenger)."""
+    from streamlearn.models.registry import open_registry
+
+    s = settings
+    result = retrain(s.archive_dir, RetrainConfig(view=s.feature_view, estimator=s.retrain_estimator, threads=1),
+                     None, s.artifact_key.get_secret_value().encode(), registry=open_registry(s),
+                     register_as=s.model_name)
+    assert result.registered is not None
+    log.info("batch retrain registered %s v%d: held-out %s", s.model_name, result.registered.version, result.metrics)
+    return result.registered.version

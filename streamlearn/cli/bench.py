@@ -31,7 +31,8 @@ def register(app: typer.Typer) -> None:
         chosen = tuple(x.strip() for x in only.split(",") if x.strip())
         if not chosen or set(chosen) - set(VARIANTS):
             raise typer.BadParameter(f"choose from {', '.join(VARIANTS)}", param_hint="--only")
-        from streamlearn.tools.bench import BenchConfig, jsonable, render, run_bench
+        from streamlearn.formats import jsonable
+        from streamlearn.tools.bench import BenchConfig, render, run_bench
 
         cfg = BenchConfig(events=events, seed=seed, entities=entities, spec=spec, view=view,
                           only=chosen, min_seconds=min_seconds,

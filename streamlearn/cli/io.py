@@ -29,7 +29,6 @@ with the time it is sent, in either format.
 
 from __future__ import annotations
 
-import base64
 import csv
 import json
 import math
@@ -43,6 +42,8 @@ from typing import Any, TextIO
 
 import typer
 
+from streamlearn import formats
+from streamlearn.formats import jsonable
 from streamlearn.schemas import InvalidRecord
 
 _INT = re.compile(r"[+-]?(?:0|[1-9]\d*)")
@@ -79,15 +80,13 @@ def parse_cell(text: str) -> Any:
 
 
 def parse_time(value: Any) -> Any:
-    """ms since the epoch, or an ISO-8601 string (naive = UTC) -> ms; anything else unchanged."""
+    """A cell's time: ms, or an ISO-8601 string (naive = UTC) -> ms; anything else unchanged
+    (the schema check then names the field)."""
     if isinstance(value, str):
         try:
-            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return formats.parse_time(value)
         except ValueError:
-            return value  # the schema check names the field
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        return int(dt.timestamp() * 1000)
+            return value
     return value
 
 
@@ -349,19 +348,6 @@ def format_human(subject: str, rec: dict[str, Any]) -> str:
         return (f"{_iso(r['at'])}  {r['action']}  model={r['model_name']}@v{r['version']}  "
                 f"champion=v{r['champion']}  {r['reason']}" + (f"  {details}" if details else ""))
     return "  ".join(f"{k}={_short(v)}" for k, v in rec.items())
-
-
-def jsonable(value: Any) -> Any:
-    """Records as JSON: bytes as base64 (standard alphabet), NaN/inf as null."""
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value
 
 
 def _write(lines: Iterable[str]) -> None:

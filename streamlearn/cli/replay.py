@@ -84,8 +84,8 @@ def replay_republish(
     end: str | None = typer.Option(None, "--to-time", help="ISO-8601 or epoch ms, exclusive"),
 ) -> None:
     """Push archived messages back to a topic with their original keys, in per-key order."""
+    from streamlearn.formats import parse_time
     from streamlearn.replay.archive.republish import parse_speed, republish
-    from streamlearn.replay.backtest.runner import parse_time
     from streamlearn.settings import get_settings
 
     if kind not in ("event", "feedback"):
@@ -113,8 +113,9 @@ def backtest(
         None, help="let the gate, canary and drift detectors act as live (default: settings.lifecycle_auto)"),
 ) -> None:
     """Replay the archive through the online loop in-process; metrics over time, PNG, predictions."""
+    from streamlearn.formats import parse_time
     from streamlearn.models.governance.lifecycle import LifecycleConfig
-    from streamlearn.replay.backtest.runner import format_report, parse_time, run_backtest
+    from streamlearn.replay.backtest.runner import format_report, run_backtest
     from streamlearn.settings import get_settings
 
     s = get_settings()
@@ -144,7 +145,7 @@ def retrain(
         None, help="register as a shadow challenger of this model name in the model registry (settings.registry_url)"),
 ) -> None:
     """Fit a scikit-learn model on a point-in-time training set from the archive; sign it with lineage."""
-    from streamlearn.replay.backtest.runner import parse_time
+    from streamlearn.formats import parse_time
     from streamlearn.replay.retrain.retrainer import RetrainConfig, format_result
     from streamlearn.replay.retrain.retrainer import retrain as run_retrain
     from streamlearn.settings import get_settings

@@ -19,10 +19,11 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def worker(loglevel: str = typer.Option("info")) -> None:
         """Run a worker against the configured broker and Redis (KAFKA_BOOTSTRAP, REDIS_URL, ...)."""
+        from streamlearn.replay.retrain.retrainer import scheduled_retrain
         from streamlearn.settings import get_settings
         from streamlearn.streams.app import run_worker
 
-        run_worker(get_settings(), loglevel)
+        run_worker(get_settings(), loglevel, retrain=scheduled_retrain)
 
 
     @infra_app.command("up")

@@ -46,13 +46,22 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from streamlearn.tools.harness import (
+    ChildProcess,
+    Families,
+    WorkerProcess,
+    percentile,
+    sample_total,
+    scrape,
+    wait_until,
+)
 
 VARIANTS = ("bare", "end-to-end", "naive", "backtest", "faust-ceiling", "batch-consumer")
 DEFAULT_EVENTS = 300_000  # >= 20 s for the fastest broker variant (Faust ceiling ~15k/s) on 2 cores
@@ -142,13 +151,6 @@ def cpu_seconds(pid: int | str = "self") -> float | None:
 
 def _r(x: float | None, nd: int = 1) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(x, nd)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
 
 
 # ------------------------------------------------------------------ 1 and 4: in-process
@@ -308,35 +310,6 @@ class Profiler:
 
 
 # ------------------------------------------------------------------ 2, 3, 5: on the broker
-@dataclass
-class AppProcess:
-    """A Python module run as a worker-like subprocess that dies with this process."""
-
-    module_args: list[str]
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen | None = None
-
-    def start(self) -> AppProcess:
-        from streamlearn.tools.infra import _die_with_parent
-
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", *self.module_args], env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
-            stdin=subprocess.DEVNULL, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent)
-        return self
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-
 def produce(settings: Any, wire: Sequence[tuple[bool, bytes, bytes]], rate: float | None,
             done: dict[str, float]) -> None:
     """Send pre-encoded events and labels in arrival order; events paced at ``rate`` if given."""
@@ -364,45 +337,32 @@ def produce(settings: Any, wire: Sequence[tuple[bool, bytes, bytes]], rate: floa
     done["produced_at"] = time.time()
 
 
-def _scrape(port: int) -> dict[str, float]:
-    """The worker's /metrics as {sample name with labels: value} (numbers only)."""
+def _scrape(port: int) -> Families:
     try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    except OSError:
+        return scrape(port, timeout=5)
+    except OSError:  # not listening yet, or gone
         return {}
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            try:
-                out[name] = float(value)
-            except ValueError:
-                pass
-    return out
 
 
-def _labels_learned_metric(m: dict[str, float]) -> float:
-    return m.get('streamlearn_labels_total{outcome="learned"}', 0.0) + m.get(
-        'streamlearn_labels_total{outcome="joined_late"}', 0.0)
+def _labels_learned_metric(m: Families) -> float:
+    return (sample_total(m, "streamlearn_labels_total", outcome="learned")
+            + sample_total(m, "streamlearn_labels_total", outcome="joined_late"))
 
 
-def worker_breakdown(m: dict[str, float], n_events: int) -> dict[str, Any]:
+def worker_breakdown(m: Families, n_events: int) -> dict[str, Any]:
     """The worker's own timers (histogram sums) per event: store I/O, features + model, batch sizes."""
-    def total(prefix: str) -> float:
-        return sum(v for k, v in m.items() if k.startswith(prefix))
-
     out: dict[str, Any] = {}
     for op in ("score", "learn"):
-        out[f"model_{op}_us_per_event"] = _r(1e6 * m.get(f'streamlearn_model_batch_seconds_sum{{op="{op}"}}', 0.0)
+        out[f"model_{op}_us_per_event"] = _r(1e6 * sample_total(m, "streamlearn_model_batch_seconds_sum", op=op)
                                              / max(1, n_events), 1)
-        s, c = (m.get(f'streamlearn_batch_size_sum{{op="{op}"}}', 0.0),
-                m.get(f'streamlearn_batch_size_count{{op="{op}"}}', 0.0))
+        s, c = (sample_total(m, "streamlearn_batch_size_sum", op=op),
+                sample_total(m, "streamlearn_batch_size_count", op=op))
         out[f"{op}_batches"] = int(c)
         out[f"{op}_mean_batch"] = _r(s / c if c else None, 1)
-    out["store_us_per_event"] = _r(1e6 * total("streamlearn_feature_store_seconds_sum") / max(1, n_events), 1)
-    out["store_calls"] = int(total("streamlearn_feature_store_seconds_count"))
+    out["store_us_per_event"] = _r(1e6 * sample_total(m, "streamlearn_feature_store_seconds_sum") / max(1, n_events), 1)
+    out["store_calls"] = int(sample_total(m, "streamlearn_feature_store_seconds_count"))
     # labels that overtook their event (a backlog of events) are parked and learned when it is scored
-    out["labels"] = {o: int(m.get(f'streamlearn_labels_total{{outcome="{o}"}}', 0))
+    out["labels"] = {o: int(sample_total(m, "streamlearn_labels_total", outcome=o))
                      for o in ("learned", "joined_late", "unmatched", "duplicate")}
     return out
 
@@ -465,7 +425,7 @@ class Bench:
         import redis
 
         from streamlearn.tools.bench_apps import EXPECT_ENV, LABELS_ENV, status_key
-        from streamlearn.tools.demo import PredictionFollower, WorkerProcess, wait_until, worker_assigned
+        from streamlearn.tools.demo import PredictionFollower, worker_assigned
 
         s = self.settings(kind)
         log_path = self.infra.workdir / f"{s.app_id}.log"
@@ -477,7 +437,7 @@ class Bench:
             topics: tuple[str, ...] = (s.topic_events, s.topic_feedback)
         else:
             app = {"naive": "naive", "faust-ceiling": "ceiling", "batch-consumer": "batch"}[kind]
-            proc = AppProcess(["streamlearn.tools.bench_apps", app], env, log_path).start()
+            proc = ChildProcess(["streamlearn.tools.bench_apps", app], env, log_path).start()
             topics = (s.topic_events,) if app == "ceiling" else (s.topic_events, s.topic_feedback)
         pid = proc.proc.pid
         r = redis.Redis.from_url(s.redis_url)
@@ -841,14 +801,3 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = lambda m: print(m, 
     }
     report["targets"] = targets(variants)
     return report
-
-
-def jsonable(obj: Any) -> Any:
-    """The report as strict JSON: NaN (a side not run) becomes null, tuples lists."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    return obj if isinstance(obj, (str, int, float, bool)) or obj is None else str(obj)

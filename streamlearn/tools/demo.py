@@ -8,14 +8,9 @@ through it, follows the predictions topic with a progress bar and prints a summa
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,61 +25,16 @@ from streamlearn.featurestore.keys import Keys
 from streamlearn.schemas import SchemaRegistry
 from streamlearn.settings import Settings
 from streamlearn.streams.transport import ensure_topics, make_producer
-from streamlearn.tools.infra import EmbeddedInfra, _die_with_parent, free_port, wait_port
+from streamlearn.tools.harness import WorkerProcess, percentile, wait_until
+from streamlearn.tools.infra import EmbeddedInfra
 
 console = Console()
-
-
-# ------------------------------------------------------------------ worker process
-@dataclass
-class WorkerProcess:
-    """A ``streamlearn worker`` subprocess; dies with its parent."""
-
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen | None = None
-    web_port: int = field(default_factory=free_port)
-
-    def start(self) -> WorkerProcess:
-        env = {**os.environ, **self.env, "STREAMLEARN_WEB_PORT": str(self.web_port), "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlearn", "worker"], env=env, stdin=subprocess.DEVNULL,
-            stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
-        )
-        return self
-
-    def wait_web(self, timeout: float = 60.0) -> None:
-        assert self.proc is not None
-        wait_port(self.web_port, timeout, self.proc)
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def read_status(settings: Settings, client: redis.Redis | None = None) -> dict[str, Any]:
     client = client or redis.Redis.from_url(settings.redis_url)
     raw = client.get(Keys.from_settings(settings).status)
     return json.loads(raw) if raw else {}
-
-
-def wait_until(cond: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def worker_status(settings: Settings, pid: int) -> dict[str, Any]:
@@ -166,13 +116,6 @@ class PredictionFollower:
 
     def close(self) -> None:
         self.consumer.close()
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
 
 
 # ------------------------------------------------------------------ the demo
