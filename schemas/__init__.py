@@ -1,5 +1,10 @@
-"""Avro schemas (``*.avsc``) and the registry that encodes and decodes them."""
+"""Wire records: the Avro schemas (``<subject>.v<N>.avsc``), the one codec that encodes and
+decodes them (:class:`AvroCodec`), input validation (:mod:`.validation`) and the typed record
+classes code passes around (:mod:`.records`)."""
 
-from streamlearn.schemas.codec import MAGIC, InvalidRecord, SchemaRegistry, SchemaVersion
+from streamlearn.schemas.codec import MAGIC, AvroCodec, InvalidRecord, SchemaVersion
 
-__all__ = ["MAGIC", "InvalidRecord", "SchemaRegistry", "SchemaVersion"]
+# The codec's former name (it is a codec, not a registry service); kept for one release.
+SchemaRegistry = AvroCodec
+
+__all__ = ["MAGIC", "AvroCodec", "InvalidRecord", "SchemaRegistry", "SchemaVersion"]

@@ -1,4 +1,4 @@
-"""The one schema registry: Avro schemas, wire encoding and decoding.
+"""The one Avro codec: the schemas, wire encoding and decoding.
 
 Wire format (any Kafka client can produce or consume it):
 
@@ -9,13 +9,13 @@ Wire format (any Kafka client can produce or consume it):
 * **JSON** (input topics only, for hand-typed ``kcat -P`` messages): one UTF-8 JSON object
   per message, the same fields as the Avro record; validated against the same schema.
 
->>> reg = SchemaRegistry.default()
->>> data = reg.encode("feedback", {"event_id": "e1", "label": True, "label_time": 5})
+>>> codec = AvroCodec.default()
+>>> data = codec.encode("feedback", {"event_id": "e1", "label": True, "label_time": 5})
 >>> data[:2] == MAGIC
 True
->>> reg.decode("feedback", data)
+>>> codec.decode("feedback", data)
 {'event_id': 'e1', 'label': True, 'label_time': 5}
->>> reg.decode("feedback", b'{"event_id": "e1", "label": 1, "label_time": 5}')["label"]
+>>> codec.decode("feedback", b'{"event_id": "e1", "label": 1, "label_time": 5}')["label"]
 1
 """
 
@@ -61,7 +61,7 @@ def _fingerprint(parsed: dict[str, Any]) -> bytes:
     return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
 
 
-class SchemaRegistry:
+class AvroCodec:
     """Known schema versions per subject; the highest version is the one written."""
 
     def __init__(self) -> None:
@@ -69,12 +69,12 @@ class SchemaRegistry:
         self._by_fp: dict[bytes, SchemaVersion] = {}
 
     @classmethod
-    def default(cls) -> SchemaRegistry:
+    def default(cls) -> AvroCodec:
         """The schemas shipped in this package (``<subject>.v<N>.avsc``)."""
         return _DEFAULT
 
     @classmethod
-    def from_directory(cls, directory: Path) -> SchemaRegistry:
+    def from_directory(cls, directory: Path) -> AvroCodec:
         reg = cls()
         for path in sorted(directory.glob("*.v*.avsc")):
             subject, version = path.name[: -len(".avsc")].rsplit(".v", 1)
@@ -233,4 +233,4 @@ def _describe(exc: ValidationError) -> str:
     return "invalid value for " + ", ".join(p.strip() for p in paths)[:500]
 
 
-_DEFAULT = SchemaRegistry.from_directory(SCHEMA_DIR)
+_DEFAULT = AvroCodec.from_directory(SCHEMA_DIR)

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from streamlearn.schemas import InvalidRecord, SchemaRegistry
+from streamlearn.schemas import AvroCodec, InvalidRecord
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def _check_size(data: bytes, limits: Limits) -> None:
         raise InvalidRecord("limit", f"message is {len(data)} bytes, over the {limits.max_message_bytes} limit")
 
 
-def decode_event(data: bytes | None, registry: SchemaRegistry, limits: Limits) -> dict[str, Any]:
+def decode_event(data: bytes | None, registry: AvroCodec, limits: Limits) -> dict[str, Any]:
     if not data:
         raise InvalidRecord("empty", "message has no value")
     _check_size(data, limits)
@@ -67,7 +67,7 @@ def decode_event(data: bytes | None, registry: SchemaRegistry, limits: Limits) -
     return ev
 
 
-def decode_feedback(data: bytes | None, registry: SchemaRegistry, limits: Limits) -> dict[str, Any]:
+def decode_feedback(data: bytes | None, registry: AvroCodec, limits: Limits) -> dict[str, Any]:
     if not data:
         raise InvalidRecord("empty", "message has no value")
     _check_size(data, limits)

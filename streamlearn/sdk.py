@@ -4,7 +4,7 @@ Everything takes a :class:`~streamlearn.settings.Settings`, so bootstrap address
 and topic names come from the one settings object (or ``STREAMLEARN_*`` / ``KAFKA_BOOTSTRAP``).
 
 * :class:`EventProducer` / :class:`FeedbackProducer` check each record exactly as the worker
-  will (the registry's schema check, then the worker's own limits and finiteness checks on
+  will (the Avro codec's schema check, then the worker's own limits and finiteness checks on
   the very bytes to be sent) and raise :class:`InvalidRecord` naming the bad field, so bad
   input is refused at the source instead of landing in the dead-letter topic. Records are
   encoded as Avro single-object (``C3 01`` + fingerprint + body) and batched by
@@ -31,7 +31,7 @@ Traceback (most recent call last):
 streamlearn.schemas.codec.InvalidRecord: non_finite: 'features.amount' is nan
 >>> encode_feedback({"event_id": "e1", "label": True, "label_time": 1700000060000})[:2].hex()
 'c301'
->>> decode_prediction(SchemaRegistry.default().encode("prediction", {
+>>> decode_prediction(AvroCodec.default().encode("prediction", {
 ...     "event_id": "e1", "entity": "card-7", "event_time": 1, "model_name": "default", "model_version": 1,
 ...     "labels_learned": 0, "score": 0.25, "predicted": False, "probabilities": {}, "served_at": 2,
 ...     "latency_ms": 3.5})).score
@@ -61,7 +61,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from streamlearn.schemas import InvalidRecord, SchemaRegistry
+from streamlearn.schemas import AvroCodec, InvalidRecord
 from streamlearn.schemas.records import Prediction
 from streamlearn.schemas.validation import Limits, decode_event, decode_feedback
 from streamlearn.settings import Settings
@@ -79,8 +79,8 @@ T = TypeVar("T")
 
 # ------------------------------------------------------------------ validation + encoding
 def _encode(subject: str, record: Any, check: Callable[..., Any], limits: Limits,
-            registry: SchemaRegistry | None) -> bytes:
-    reg = registry or SchemaRegistry.default()
+            codec: AvroCodec | None) -> bytes:
+    reg = codec or AvroCodec.default()
     conformed = reg.conform(subject, dict(record) if isinstance(record, Mapping) else record)
     data = reg.encode(subject, conformed)
     check(data, reg, limits)  # the worker's own decoder: limits, empty ids, NaN/inf
@@ -88,15 +88,15 @@ def _encode(subject: str, record: Any, check: Callable[..., Any], limits: Limits
 
 
 def encode_event(event: Mapping[str, Any], limits: Limits = Limits(),
-                 registry: SchemaRegistry | None = None) -> bytes:
+                 codec: AvroCodec | None = None) -> bytes:
     """Validate an event as the worker will and return its wire bytes; raises InvalidRecord."""
-    return _encode("event", event, decode_event, limits, registry)
+    return _encode("event", event, decode_event, limits, codec)
 
 
 def encode_feedback(feedback: Mapping[str, Any], limits: Limits = Limits(),
-                    registry: SchemaRegistry | None = None) -> bytes:
+                    codec: AvroCodec | None = None) -> bytes:
     """Validate a label as the worker will and return its wire bytes; raises InvalidRecord."""
-    return _encode("feedback", feedback, decode_feedback, limits, registry)
+    return _encode("feedback", feedback, decode_feedback, limits, codec)
 
 
 def now_ms() -> int:
@@ -155,11 +155,11 @@ class _Producer:
 
     def __init__(self, settings: Settings, topic: str, *,
                  on_delivery: Callable[[Delivery], None] | None = None,
-                 registry: SchemaRegistry | None = None, **config: Any) -> None:
+                 codec: AvroCodec | None = None, **config: Any) -> None:
         self.settings = settings
         self.topic = topic
         self.on_delivery = on_delivery
-        self.registry = registry or SchemaRegistry.default()
+        self.codec = codec or AvroCodec.default()
         self.limits = Limits.from_settings(settings)
         self._producer = make_producer(settings, **config)
         self._pending: set[DeliveryFuture] = set()
@@ -169,7 +169,7 @@ class _Producer:
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
         """Validate and encode without sending (raises InvalidRecord naming the field)."""
-        return _encode(self.subject, record, type(self)._check, self.limits, self.registry)
+        return _encode(self.subject, record, type(self)._check, self.limits, self.codec)
 
     def send_record(self, record: Mapping[str, Any], key: str | bytes | None = None) -> DeliveryFuture:
         """Validate, encode and queue one complete record; the future resolves to a Delivery."""
@@ -309,9 +309,9 @@ class FeedbackProducer(_Producer):
 
 
 # ------------------------------------------------------------------ consuming
-def decode_prediction(data: bytes, registry: SchemaRegistry | None = None) -> Prediction:
+def decode_prediction(data: bytes, codec: AvroCodec | None = None) -> Prediction:
     """Wire bytes of the predictions topic -> :class:`Prediction` (raises InvalidRecord)."""
-    return Prediction.from_record((registry or SchemaRegistry.default()).decode("prediction", data))
+    return Prediction.from_record((codec or AvroCodec.default()).decode("prediction", data))
 
 
 class InvalidMessage(InvalidRecord):
@@ -360,15 +360,15 @@ class RecordConsumer(Generic[T]):
         dedupe_key: Callable[[dict[str, Any]], Hashable] | None = None,
         dedupe_window: int = 1_000_000,
         on_invalid: Callable[[InvalidMessage], None] | None = None,
-        registry: SchemaRegistry | None = None,
+        codec: AvroCodec | None = None,
         **config: Any,
     ) -> None:
         if from_beginning and from_timestamp is not None:
             raise ValueError("from_beginning and from_timestamp are exclusive")
         self.settings, self.topic, self.subject = settings, topic, subject
-        self.registry = registry or SchemaRegistry.default()
-        if subject not in self.registry.subjects():
-            raise ValueError(f"unknown schema subject {subject!r}; known: {self.registry.subjects()}")
+        self.codec = codec or AvroCodec.default()
+        if subject not in self.codec.subjects():
+            raise ValueError(f"unknown schema subject {subject!r}; known: {self.codec.subjects()}")
         self.group_id = group_id
         self.from_beginning = from_beginning
         self.from_ts = None if from_timestamp is None else _to_ms(from_timestamp)
@@ -475,7 +475,7 @@ class RecordConsumer(Generic[T]):
                 return None
             del self._not_before[p]
         try:
-            value = self.registry.decode(self.subject, m.value() or b"")
+            value = self.codec.decode(self.subject, m.value() or b"")
         except InvalidRecord as exc:
             self.invalid += 1
             bad = InvalidMessage(m.topic(), p, m.offset(), exc)

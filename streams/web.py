@@ -217,7 +217,7 @@ class ScoreView(web.View):
         if not runtime.ready.is_set():
             return self._error(503, "not_ready", "model not loaded yet")
         try:
-            event = decode_event(body, runtime.registry, runtime.limits)
+            event = decode_event(body, runtime.codec, runtime.limits)
         except InvalidRecord as err:
             return self._error(400, err.reason, err.detail)
         m = runtime.metrics

@@ -24,7 +24,7 @@ from streamlearn.models.estimators.learner import Learner
 from streamlearn.models.governance.lifecycle import Lifecycle, LifecycleConfig
 from streamlearn.models.registry.mirror import RegistryMirror
 from streamlearn.models.registry.versions import open_registry
-from streamlearn.schemas import InvalidRecord, SchemaRegistry
+from streamlearn.schemas import AvroCodec, InvalidRecord
 from streamlearn.schemas.validation import Limits, decode_event, decode_feedback
 from streamlearn.settings import Settings
 from streamlearn.streams.loop import OnlineLoop, commands
@@ -70,22 +70,22 @@ def registry_loader(settings: Settings):
 
 
 class WorkerRuntime:
-    def __init__(self, settings: Settings, registry: SchemaRegistry | None = None,
+    def __init__(self, settings: Settings, codec: AvroCodec | None = None,
                  retrain: Callable[[Settings], int] | None = None) -> None:
         """``retrain``: fits a model from the archive and registers it, returning its registry
         version (handed in by the composition root, so transport never imports replay)."""
         self.settings = settings
         self.retrain_fn = retrain
-        self.registry = registry or SchemaRegistry.default()
+        self.codec = codec or AvroCodec.default()
         self.limits = Limits.from_settings(settings)
         self.metrics = Metrics(model=settings.model_name)  # own registry, served on GET /metrics
         self.backend = InstrumentedBackend(RedisBackend(settings.redis_url), self.metrics)
         self.loop = build_loop(settings, self.backend)
         self.out = BatchProducer(make_producer(settings))
-        self.encode_prediction = self.registry.encoder("prediction")
-        self.encode_deadletter = self.registry.encoder("deadletter")
-        self.encoders = {"lifecycle": self.registry.encoder("lifecycle"), "drift": self.registry.encoder("drift"),
-                         "feedback": self.registry.encoder("feedback")}
+        self.encode_prediction = self.codec.encoder("prediction")
+        self.encode_deadletter = self.codec.encoder("deadletter")
+        self.encoders = {"lifecycle": self.codec.encoder("lifecycle"), "drift": self.codec.encoder("drift"),
+                         "feedback": self.codec.encoder("feedback")}
         self.outbox_topics = {"lifecycle": settings.topic_lifecycle, "drift": settings.topic_drift,
                               "feedback": settings.topic_feedback}
         self.ready = asyncio.Event()
@@ -128,7 +128,7 @@ class WorkerRuntime:
         stamps: list[float] = []
         for msg in batch:
             try:
-                good.append(decode_event(msg.value, self.registry, self.limits))
+                good.append(decode_event(msg.value, self.codec, self.limits))
                 stamps.append(msg.timestamp_ms)
             except InvalidRecord as err:
                 self._dead_letter(msg, err)
@@ -158,7 +158,7 @@ class WorkerRuntime:
         bad = 0
         for msg in batch:
             try:
-                good.append(decode_feedback(msg.value, self.registry, self.limits))
+                good.append(decode_feedback(msg.value, self.codec, self.limits))
             except InvalidRecord as err:
                 self._dead_letter(msg, err)
                 bad += 1

@@ -10,14 +10,14 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from streamlearn.schemas import SchemaRegistry
+from streamlearn.schemas import AvroCodec
 from streamlearn.settings import Settings
 from streamlearn.streams.transport import make_producer
 from streamlearn.tools.demo import read_status, worker_assigned, worker_status
 from streamlearn.tools.harness import WorkerProcess, scrape
 from streamlearn.tools.harness import wait_until as wait_for
 
-REG = SchemaRegistry.default()
+REG = AvroCodec.default()
 OPEN_CLIENTS: list[Any] = []  # closed after each test by the autouse fixture in conftest
 
 

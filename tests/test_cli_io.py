@@ -14,7 +14,7 @@ import pytest
 
 from streamlearn import datasets
 from streamlearn.cli.io import TailUnavailable, resolve_tail_source
-from streamlearn.schemas import SchemaRegistry
+from streamlearn.schemas import AvroCodec
 from streamlearn.settings import Settings
 from tests.helpers import Sender, TopicReader, feedback_for, make_events, wait_for
 
@@ -137,7 +137,7 @@ def test_produce_csv_fail_fast_stdin_and_generated_scenario(make_settings, tmp_p
 
 def test_tail_sources_are_one_mapping_and_missing_ones_fail_clearly(make_settings):
     s = make_settings(topic_drift=f"t{uuid.uuid4().hex[:8]}.drift")  # the default name is shared
-    reg = SchemaRegistry.default()
+    reg = AvroCodec.default()
     for kind in ("predictions", "shadow", "dead-letters", "drift", "lifecycle"):
         topic, subject = resolve_tail_source(s, kind, registry=reg)
         assert topic and subject in reg.subjects()

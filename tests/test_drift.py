@@ -32,7 +32,7 @@ from streamlearn.models.governance.drift_eval import (
     score,
     sea_error_stream,
 )
-from streamlearn.schemas import SchemaRegistry
+from streamlearn.schemas import AvroCodec
 from streamlearn.settings import Settings
 
 SEEDS = range(4)
@@ -178,7 +178,7 @@ def test_actions_follow_severity_and_config_and_a_recent_promotion_rolls_back():
 
 
 def test_a_drift_event_is_a_valid_drift_topic_record():
-    reg = SchemaRegistry.default()
+    reg = AvroCodec.default()
     ev = DriftEvent("data:ks", "amount", 0.31, 1234, "drift", 1e-6)
     rec = ev.record("fraud", 3, "warn", 1_700_000_000_000)
     assert reg.decode("drift", reg.encode("drift", rec)) == rec

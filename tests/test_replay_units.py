@@ -20,10 +20,10 @@ from streamlearn.replay.archive.writer import ArchiveWriter, KafkaRecord
 from streamlearn.replay.backtest.inprocess import memory_loop
 from streamlearn.replay.backtest.runner import run_backtest
 from streamlearn.replay.backtest.schedule import RecordedSchedule
-from streamlearn.schemas import SchemaRegistry
+from streamlearn.schemas import AvroCodec
 from tests.helpers import feedback_for, make_events
 
-REG = SchemaRegistry.default()
+REG = AvroCodec.default()
 
 
 def _event_records(events, topic="events", partition=0, start_offset=0, ts=None):

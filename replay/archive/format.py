@@ -31,7 +31,7 @@ import fastavro
 from fastavro.schema import fingerprint as _avro_fp
 from fastavro.schema import to_parsing_canonical_form
 
-from streamlearn.schemas import MAGIC, InvalidRecord, SchemaRegistry
+from streamlearn.schemas import MAGIC, AvroCodec, InvalidRecord
 
 FORMAT = "streamlearn-archive/1"
 KINDS = ("event", "feedback", "prediction")
@@ -125,7 +125,7 @@ def sync_marker(topic: str, partition: int, first_offset: int) -> bytes:
     return hashlib.sha256(f"{topic}/{partition}/{first_offset}".encode()).digest()[:16]
 
 
-def inspect_value(kind: str, value: bytes | None, registry: SchemaRegistry) -> tuple[str | None, int | None]:
+def inspect_value(kind: str, value: bytes | None, registry: AvroCodec) -> tuple[str | None, int | None]:
     """(writer fingerprint, record time) of a message value; never raises on bad bytes."""
     if not value:
         return None, None

@@ -25,7 +25,7 @@ from typing import Any
 
 from streamlearn.replay.archive.format import KINDS, MANIFEST_SUFFIX, SUBJECT, ArchiveError, Manifest, read_file
 from streamlearn.replay.archive.storage import Storage, open_storage
-from streamlearn.schemas import InvalidRecord, SchemaRegistry
+from streamlearn.schemas import AvroCodec, InvalidRecord
 from streamlearn.schemas.validation import Limits, decode_event, decode_feedback
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,10 @@ class Problem:
 
 
 class Archive:
-    def __init__(self, storage: Storage, registry: SchemaRegistry | None = None,
+    def __init__(self, storage: Storage, registry: AvroCodec | None = None,
                  limits: Limits | None = None) -> None:
         self.storage = storage
-        self.registry = registry or SchemaRegistry.default()
+        self.registry = registry or AvroCodec.default()
         self.limits = limits or Limits()
         self.problems: list[Problem] = []
         self._reported: set[tuple[str, str, int | None]] = set()

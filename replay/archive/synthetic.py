@@ -27,7 +27,7 @@ from streamlearn.datasets import Item, arrival_order
 from streamlearn.replay.archive.format import Manifest
 from streamlearn.replay.archive.storage import Storage
 from streamlearn.replay.archive.writer import KafkaRecord, write_records
-from streamlearn.schemas import SchemaRegistry
+from streamlearn.schemas import AvroCodec
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -39,10 +39,10 @@ def records_for(
     *,
     partitions: int = 1,
     topics: dict[str, str] | None = None,
-    registry: SchemaRegistry | None = None,
+    registry: AvroCodec | None = None,
 ) -> list[KafkaRecord]:
     """Kafka records for ("event", e) / ("feedback", f) items in arrival order."""
-    reg = registry or SchemaRegistry.default()
+    reg = registry or AvroCodec.default()
     topics = topics or {"event": "events", "feedback": "feedback"}
     enc = {"event": reg.encoder("event"), "feedback": reg.encoder("feedback")}
     offsets: dict[tuple[str, int], int] = {}

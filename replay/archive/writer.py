@@ -40,7 +40,7 @@ from streamlearn.replay.archive.format import (
     utc_date,
 )
 from streamlearn.replay.archive.storage import Storage
-from streamlearn.schemas import SchemaRegistry
+from streamlearn.schemas import AvroCodec
 
 log = logging.getLogger(__name__)
 _RECORD_OVERHEAD = 48  # rough per-record bytes beyond key and value, for roll sizing
@@ -93,14 +93,14 @@ class ArchiveWriter:
         *,
         roll_bytes: int = 64 * 1024 * 1024,
         roll_s: float = 300.0,
-        registry: SchemaRegistry | None = None,
+        registry: AvroCodec | None = None,
         codec: str = "deflate",
         clock=time.time,
     ) -> None:
         self.storage = storage
         self.roll_bytes = roll_bytes
         self.roll_s = roll_s
-        self.registry = registry or SchemaRegistry.default()
+        self.registry = registry or AvroCodec.default()
         self.codec = codec
         self.clock = clock
         self.open: dict[tuple[str, int], _OpenFile] = {}

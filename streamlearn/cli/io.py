@@ -299,9 +299,9 @@ class TailUnavailable(ValueError):
 
 
 def resolve_tail_source(settings: Any, kind: str, sources: dict[str, tuple[str, str]] | None = None,
-                        registry: Any = None) -> tuple[str, str]:
+                        codec: Any = None) -> tuple[str, str]:
     """(topic, subject) for a tail kind, or a clear error if this install does not have it."""
-    from streamlearn.schemas import SchemaRegistry
+    from streamlearn.schemas import AvroCodec
 
     sources = TAIL_SOURCES if sources is None else sources
     if kind not in sources:
@@ -310,7 +310,7 @@ def resolve_tail_source(settings: Any, kind: str, sources: dict[str, tuple[str, 
     topic = getattr(settings, setting, None)
     if not topic:
         raise TailUnavailable(f"'{kind}' is not available: there is no '{setting}' setting in this version")
-    reg = registry or SchemaRegistry.default()
+    reg = codec or AvroCodec.default()
     if subject not in reg.subjects():
         raise TailUnavailable(f"'{kind}' is not available: no '{subject}' schema in this version "
                               f"(known: {', '.join(reg.subjects())})")

@@ -97,9 +97,9 @@ class Workload:
 
 def build_workload(n_events: int, seed: int, entities: int = 2_000) -> Workload:
     from streamlearn import datasets
-    from streamlearn.schemas import SchemaRegistry
+    from streamlearn.schemas import AvroCodec
 
-    reg = SchemaRegistry.default()
+    reg = AvroCodec.default()
     enc_event, enc_fb = reg.encoder("event"), reg.encoder("feedback")
     stream = list(datasets.arrival_order(datasets.cards(n_events, seed=seed, n_cards=entities)))
     wire = [(True, enc_event(r), r["entity"].encode()) if k == "event" else
@@ -230,8 +230,8 @@ PROFILE_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
 # asyncio.create_task called by Faust's per-message delivery is Faust's cost
 KEY_FRAMES = ("WorkerRuntime.on_events", "WorkerRuntime.on_feedback", "OnlineLoop.score_batch",
               "OnlineLoop.learn_batch", "decode_event", "decode_feedback", "FeatureView.compute", "Learner.predict",
-              "Learner.learn", "BatchProducer.produce", "BatchProducer.flush", "SchemaRegistry.encoder.<locals>.encode",
-              "SchemaRegistry.decode", "RedisBackend.read_many", "RedisBackend.write_batch",
+              "Learner.learn", "BatchProducer.produce", "BatchProducer.flush", "AvroCodec.encoder.<locals>.encode",
+              "AvroCodec.decode", "RedisBackend.read_many", "RedisBackend.write_batch",
               "RedisBackend.park_unless_present", "_dumps", "dumps", "loads", "_to_messages", "Service.wait_first",
               "Stream.take_events", "Metrics.loop_batch", "Metrics.predictions_delivered", "Metrics.sync_counters")
 

@@ -133,7 +133,7 @@ def naive_app(settings: Settings) -> faust.App:
     from streamlearn.featurestore.definitions import get_view
     from streamlearn.featurestore.keys import Keys
     from streamlearn.models.estimators.learner import Learner
-    from streamlearn.schemas import InvalidRecord, SchemaRegistry
+    from streamlearn.schemas import AvroCodec, InvalidRecord
     from streamlearn.schemas.records import Prediction
     from streamlearn.schemas.validation import Limits, decode_event, decode_feedback
 
@@ -141,7 +141,7 @@ def naive_app(settings: Settings) -> faust.App:
     client = aioredis.Redis.from_url(settings.redis_url)
     rep = Reporter(settings, client)
     _common(app, rep)
-    registry, limits = SchemaRegistry.default(), Limits.from_settings(settings)
+    registry, limits = AvroCodec.default(), Limits.from_settings(settings)
     encode = registry.encoder("prediction")
     view, learner = get_view(settings.feature_view), Learner(settings.model_name, settings.model_spec)
     keys = Keys(settings.redis_prefix, settings.model_name)

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from streamlearn import datasets
 from streamlearn.featurestore.keys import Keys
-from streamlearn.schemas import SchemaRegistry
+from streamlearn.schemas import AvroCodec
 from streamlearn.settings import Settings
 from streamlearn.streams.transport import ensure_topics, make_producer
 from streamlearn.tools.harness import WorkerProcess, percentile, wait_until
@@ -60,7 +60,7 @@ BAD_MESSAGES = [
 def produce_stream(settings: Settings, items: list[datasets.Item], rate: float | None, bad: int = 0,
                    on_event: Callable[[], None] | None = None) -> tuple[int, int]:
     """Send events and labels in arrival order (optionally paced). Returns (events, labels)."""
-    reg = SchemaRegistry.default()
+    reg = AvroCodec.default()
     enc_event, enc_fb = reg.encoder("event"), reg.encoder("feedback")
     producer = make_producer(settings)
     n_ev = n_fb = 0
@@ -91,7 +91,7 @@ def produce_stream(settings: Settings, items: list[datasets.Item], rate: float |
 class PredictionFollower:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.reg = SchemaRegistry.default()
+        self.reg = AvroCodec.default()
         self.consumer = Consumer(settings.confluent_config(**{
             "group.id": f"demo-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
         }))
