@@ -1,5 +1,11 @@
 """Session fixtures: one real broker (tansu) and one real Redis (valkey) for the whole suite.
 
+The test tree mirrors the layers: ``tests/unit`` (pure logic, no broker or Redis, seconds),
+``tests/integration`` (the real broker and Redis, started once per session) and
+``tests/system`` (whole processes: the demo, kill -9, outages, the benchmark). Each test is
+marked with its tier (``-m unit`` ...), and a unit test that asks for the broker or Redis
+fails at once.
+
 Tests isolate themselves by names, not by servers: each gets its own topics, consumer
 group and Redis key prefix. Workers run as real subprocesses (``streamlearn worker``).
 """
@@ -19,13 +25,31 @@ from streamlearn.tools.infra import EmbeddedInfra
 from tests.helpers import OPEN_CLIENTS, WorkerHandle
 
 
+TIERS = ("unit", "integration", "system")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = next((t for t in TIERS if f"tests/{t}/" in item.path.as_posix()), None)
+        if tier:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
 @pytest.fixture(scope="session")
-def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedInfra]:
+def _session_infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedInfra]:
     with EmbeddedInfra(workdir=tmp_path_factory.mktemp("infra")) as infra:
         yield infra
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
+def infra(request: pytest.FixtureRequest, _session_infra: EmbeddedInfra) -> EmbeddedInfra:
+    """The session's broker and Redis (started on first use); not for unit tests."""
+    if "tests/unit/" in request.node.path.as_posix():
+        pytest.fail("a unit test asked for the broker/Redis: move it to tests/integration")
+    return _session_infra
+
+
+@pytest.fixture
 def redis_client(infra: EmbeddedInfra) -> redis.Redis:
     return redis.Redis.from_url(infra.redis_url)
 

@@ -12,11 +12,12 @@ SUBPACKAGES = ["featurestore", "models", "replay", "schemas", "streams"]
 
 
 def _modules() -> list[str]:
-    names = [m.name for m in pkgutil.iter_modules(streamlearn.__path__, "streamlearn.")]
+    """Every module of the namespace, subpackages included (they map to other folders)."""
+    names = [m.name for m in pkgutil.walk_packages(streamlearn.__path__, "streamlearn.")]
     for sub in SUBPACKAGES:
         pkg = importlib.import_module(f"streamlearn.{sub}")
-        names += [m.name for m in pkgutil.iter_modules(pkg.__path__, f"streamlearn.{sub}.")]
-    return sorted(n for n in names if not n.endswith("__main__"))
+        names += [m.name for m in pkgutil.walk_packages(pkg.__path__, f"streamlearn.{sub}.")]
+    return sorted(set(n for n in names if not n.endswith("__main__")))
 
 
 @pytest.mark.parametrize("name", _modules())

@@ -16,7 +16,7 @@ from streamlearn.models.estimators.learner import Learner
 from streamlearn.models.governance.lifecycle import Lifecycle
 from streamlearn.models.modelset import ModelSet
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 KEY = b"legacy-fixture-key"
 
 

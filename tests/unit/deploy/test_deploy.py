@@ -29,7 +29,7 @@ from streamlearn import cli
 from streamlearn.metrics import Metrics
 from streamlearn.settings import ENV_PREFIX, Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
 PROM = DEPLOY / "prometheus"
 ALERTS = PROM / "alerts.yml"

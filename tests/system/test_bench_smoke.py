@@ -1,0 +1,55 @@
+"""``streamlearn bench`` works end to end at a tiny size (its speed is not tested here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from streamlearn.tools.bench import VARIANTS
+
+
+def test_bench_smoke_prints_table_ratios_and_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    # short session timeouts: tansu answers a join after half of it (shared notes), 4 joins here
+    env = {**os.environ, "STREAMLEARN_SESSION_TIMEOUT_S": "2", "STREAMLEARN_HEARTBEAT_INTERVAL_S": "0.25"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamlearn", "bench", "--events", "2000", "--min-seconds", "0.3",
+         "--rss-interval", "0.2", "--json", str(out), "--workdir", str(tmp_path / "work")],
+        env=env, capture_output=True, text=True, timeout=170, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = proc.stdout.rstrip("\n").splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("variant"))
+    table = lines[header + 2 : header + 2 + len(VARIANTS) + 1]
+    assert [row.split()[0] for row in table if not row.startswith("  ")] == [
+        "bare", "end-to-end", "naive", "backtest", "faust-ceiling", "batch-consumer"]
+    assert any(row.strip().startswith("at half load") for row in table)
+
+    report = json.loads(out.read_text())
+    assert set(report) >= {"config", "machine", "workload", "variants", "ratios", "targets"}
+    v = report["variants"]
+    assert set(v) == set(VARIANTS)
+    for name, r in v.items():
+        assert r["events_per_s"] > 0 and r["seconds"] > 0, name
+        assert r["peak_rss_mb"] > 50, name  # a Python process with River/Faust loaded
+    e2e, n_labels = v["end-to-end"], report["workload"]["labels"]
+    assert e2e["events"] == 2000 and e2e["labels_learned"] == n_labels, "every label learned exactly once"
+    assert e2e["prediction_messages"] >= 2000
+    assert 0 <= e2e["latency_ms_p50"] <= e2e["latency_ms_p99"]
+    assert e2e["half_load"]["rate_limit"] == e2e["events_per_s"] / 2
+    assert e2e["half_load"]["latency_ms_p99"] >= e2e["half_load"]["latency_ms_p50"] >= 0
+    assert len(e2e["rss_curve"]) >= 2 and all(p["rss_mb"] > 0 for p in e2e["rss_curve"])
+    last = e2e["rss_curve"][-1]  # Redis and the broker are sampled with the worker
+    assert last["redis_keys"] > 2000 and last["redis_used_mb"] > 0 and last["broker_rss_mb"] > 0
+    assert any(line.startswith("end-to-end Redis used_memory: ") for line in lines)
+
+    # the last two lines, readable by scripts, agree with the JSON
+    r1 = re.fullmatch(r"ratio end-to-end/faust-ceiling: (\d+\.\d\d)", lines[-2])
+    r2 = re.fullmatch(r"ratio end-to-end/bare: (\d+\.\d\d)", lines[-1])
+    assert r1 and r2, lines[-2:]
+    assert float(r1[1]) == round(e2e["events_per_s"] / v["faust-ceiling"]["events_per_s"], 2)
+    assert float(r2[1]) == round(e2e["events_per_s"] / v["bare"]["events_per_s"], 2)
