@@ -614,26 +614,28 @@ class Decayed(Block):
         if self._per_field:
             pf = prev.get("f") or {}
             nf: dict[str, list[float]] = {}
-            stride, var = self._stride, self._var
+            stride, var, zeros = self._stride, self._var, self._zeros
+            nz, sqrt, log = len(zeros), math.sqrt, math.log
             for field, per_hl in self._per_field:
                 v = raw.get(field)
                 has = v is not None
-                if has:
+                if has and v.__class__ is not float:
                     v = _number(v, f"decayed aggregate over {field!r}")
                 p = pf.get(field)
-                if p is None or len(p) != len(self._zeros):
-                    p = self._zeros
+                if p is None or len(p) != nz:
+                    p = zeros
                 cur: list[float] = []
                 i = 0
                 for d, (n_sum, n_mean, n_var, n_std, n_z, n_lr) in zip(decays, per_hl):
                     w = p[i] * d
-                    m = p[i + 1]
-                    if w <= _TINY:
-                        w = m = 0.0
-                    m2 = p[i + 2] * d if var and w > 0.0 else 0.0
-                    vr = m2 / w if w > 0.0 else 0.0
-                    if vr < 0.0:
-                        vr = 0.0
+                    if w > _TINY:
+                        m = p[i + 1]
+                        m2 = p[i + 2] * d if var else 0.0
+                        vr = m2 / w
+                        if vr < 0.0:
+                            vr = 0.0
+                    else:
+                        w = m = m2 = vr = 0.0
                     if n_sum:
                         x[n_sum] = m * w
                     if n_mean:
@@ -641,22 +643,25 @@ class Decayed(Block):
                     if n_var:
                         x[n_var] = vr
                     if n_std:
-                        x[n_std] = math.sqrt(vr)
+                        x[n_std] = sqrt(vr)
                     if has:
                         if n_z:
-                            z = (v - m) / math.sqrt(vr) if vr > _TINY else 0.0
+                            z = (v - m) / sqrt(vr) if vr > _TINY else 0.0
                             x[n_z] = _ZCLIP if z > _ZCLIP else (-_ZCLIP if z < -_ZCLIP else z)
                         if n_lr:
-                            x[n_lr] = math.log((abs(v) + 1.0) / (abs(m) + 1.0)) if w > 0.0 else 0.0
+                            x[n_lr] = log((abs(v) + 1.0) / (abs(m) + 1.0)) if w > 0.0 else 0.0
                         w += 1.0
                         delta = v - m
                         m += delta / w
                         if var:
                             m2 += delta * (v - m)
-                    cur.append(w)
-                    cur.append(m)
-                    if var:
-                        cur.append(m2)
+                            cur += (w, m, m2)
+                        else:
+                            cur += (w, m)
+                    elif var:
+                        cur += (w, m, m2)
+                    else:
+                        cur += (w, m)
                     i += stride
                 nf[field] = cur
             out["f"] = nf
@@ -993,6 +998,6 @@ def require_unique(names: Iterable[tuple[str, str]], what: str) -> None:
     seen: dict[str, str] = {}
     for name, where in names:
         if name in seen:
-            raise FeatureConfigError(where, f"{what} {name!r} is also produced by {seen[name]}; "
-                                            "set a different 'prefix' or 'key'")
+            raise FeatureConfigError(where, f"{what} {name!r} is also used by {seen[name]}; "
+                                            "give one a different name, 'prefix' or 'key'")
         seen[name] = where

@@ -158,6 +158,8 @@ class FeatureView:
         raw = event["features"]
         x = self.raw(raw)
         if not self.stateful:
+            for apply in self._appliers:  # stateless functions only: they read neither clock nor state
+                apply(event, raw, 0.0, 0.0, 0, _FRESH, x, {})
             return x, state or {}
         t = event["event_time"] / 1000.0
         if state:
