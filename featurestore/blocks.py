@@ -529,6 +529,7 @@ class Decayed(Block):
     the event, plus the current value against it: ``zscore`` ((v - mean) / std, 0 without
     spread, clipped to ±100) and ``logratio`` (log((|v|+1)/(|mean|+1))); both only when the
     event carries the field. Booleans count as 0/1, text is refused (:class:`FeatureError`).
+    Default stats: count, mean and std (the count alone without fields).
 
     State (key ``d:<fields>`` unless ``key`` is given): ``{"c": [count per half-life], "f":
     {field: [W, mean(, M2)] per half-life}}``: weighted moments updated in West's incremental
@@ -549,8 +550,9 @@ class Decayed(Block):
     STATS = ("count", "sum", "mean", "var", "std", "zscore", "logratio")
 
     def __init__(self, on: Sequence[str] | str = (), half_lives: Sequence[Any] = ("1h", "1d"),
-                 stats: Sequence[str] = ("count", "mean", "std"), *, prefix: str = "ent_",
-                 key: str | None = None) -> None:
+                 stats: Sequence[str] | None = None, *, prefix: str = "ent_", key: str | None = None) -> None:
+        if stats is None:  # default: the count alone when there is no field to describe
+            stats = ("count", "mean", "std") if on else ("count",)
         self.stats = _choices(stats, self.STATS, "stats")
         field_stats = [s for s in self.stats if s != "count"]
         self.on = _names(on, "on", allow_empty=not field_stats)
@@ -684,6 +686,7 @@ class Window(Block):
     Features (history before the event, in the window ending at its time):
     ``<p>count_w<dur>`` and per field ``<p><f>_<stat>_w<dur>``; an empty window gives 0 for
     every stat (models read a missing feature as 0 anyway; this keeps the vector's shape).
+    Default stats: count and sum (the count alone without fields).
     An out-of-order event lands in the slice of the latest time seen (the clock does not
     rewind).
 
@@ -701,8 +704,10 @@ class Window(Block):
     STATS = ("count", "sum", "mean", "min", "max")
 
     def __init__(self, on: Sequence[str] | str = (), duration: Any = "10m",
-                 stats: Sequence[str] = ("count", "sum"), *, buckets: int = 10, prefix: str = "ent_",
+                 stats: Sequence[str] | None = None, *, buckets: int = 10, prefix: str = "ent_",
                  key: str | None = None) -> None:
+        if stats is None:
+            stats = ("count", "sum") if on else ("count",)
         self.stats = _choices(stats, self.STATS, "stats")
         field_stats = [s for s in self.stats if s != "count"]
         self.on = _names(on, "on", allow_empty=not field_stats)

@@ -19,7 +19,7 @@ class FeatureConfigError(ValueError):
 
     def __init__(self, path: str, reason: str) -> None:
         self.path = path
-        self.reason = reason
+        self.reason = reason = " ".join(reason.split("\n"))  # one line, whatever the cause's text
         super().__init__(f"{path}: {reason}" if path else reason)
 
     def under(self, prefix: str) -> FeatureConfigError:
