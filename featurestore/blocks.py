@@ -1,10 +1,10 @@
-"""Building blocks of a feature view: typed raw fields and per-entity event-time aggregates.
+"""Building blocks of a feature view: per-entity event-time aggregates.
 
 A :class:`~streamlearn.featurestore.definitions.FeatureView` is a list of raw
-:class:`Field` declarations plus a list of blocks. Every block is a small pure step over
-(event, the entity's state *before* the event): it writes its features into the vector
-and its part of the entity's next state under its own key, so blocks compose freely and
-the state layout follows from the declaration.
+:class:`~streamlearn.featurestore.fields.Field` declarations plus a list of blocks.
+Every block is a small pure step over (event, the entity's state *before* the event):
+it writes its features into the vector and its part of the entity's next state under
+its own key, so blocks compose freely and the state layout follows from the declaration.
 
 The view hands every block the entity's clock, kept once per entity (``n`` events seen,
 ``t`` the latest event time in seconds): ``dt`` is the time since that latest event,
@@ -20,7 +20,7 @@ Blocks (and their TOML ``kind``):
 - :class:`Window` (``window``): count/sum/mean/min/max over a sliding event-time window.
 - :class:`Count` (``count``) and :class:`SinceLast` (``since_last``): from the clock alone.
 - :class:`Distinct` (``distinct``): approximate distinct count of a categorical field.
-- :class:`Function` (``function``): a user function for anything else.
+- :class:`~streamlearn.featurestore.functions.Function`: a user function for anything else.
 
 >>> view_state = {}
 >>> b = Decayed("amount", half_lives=["1h"], stats=["count", "mean"])
@@ -37,314 +37,29 @@ Blocks (and their TOML ``kind``):
 from __future__ import annotations
 
 import bisect
-import hashlib
-import inspect
 import math
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import timedelta
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from streamlearn.featurestore.errors import FeatureConfigError, FeatureError
-
-EntityState = dict[str, Any]
-FeatureVector = dict[str, float]
+from streamlearn.featurestore.errors import FeatureConfigError
+from streamlearn.featurestore.fields import (
+    EntityState,
+    FeatureVector,
+    as_number,
+    check_choices,
+    check_durations,
+    check_int,
+    check_names,
+    check_text,
+    duration_label,
+    parse_duration,
+    stable_hash,
+)
 
 _LN2 = math.log(2.0)
 _NEG_LN2 = -_LN2  # exact negation: -_LN2 * dt / h is the legacy expression, evaluated identically
 _TINY = 1e-12  # below this decayed weight the history is treated as empty (legacy threshold)
 _ZCLIP = 100.0  # a z-score against a near-constant history is clipped: huge inputs derail SGD
-
-# ------------------------------------------------------------------ durations
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")  # declaration time only, never per event
-
-
-def parse_duration(value: Any, path: str = "", *, strict: bool = False) -> float:
-    """Seconds in a duration: ``"30s"``, ``"10m"``, ``"1h"``, ``"1d"``, ``"1w"``, ``"250ms"``.
-
-    From Python a :class:`~datetime.timedelta` or a number of seconds is accepted too;
-    ``strict`` (the TOML path) takes strings only, so a bare ``5`` is not guessed at.
-
-    >>> parse_duration("10m"), parse_duration("1.5h"), parse_duration(timedelta(days=1))
-    (600.0, 5400.0, 86400.0)
-    >>> parse_duration(5, "half_lives[0]", strict=True)
-    Traceback (most recent call last):
-    ...
-    streamlearn.featurestore.errors.FeatureConfigError: half_lives[0]: expected durations like "1h", got 5
-    """
-    secs: float | None = None
-    if isinstance(value, str):
-        m = _DURATION.fullmatch(value.strip())
-        if m:
-            secs = float(m.group(1)) * _UNITS[m.group(2)]
-    elif not strict and isinstance(value, timedelta):
-        secs = value.total_seconds()
-    elif not strict and isinstance(value, (int, float)) and not isinstance(value, bool):
-        secs = float(value)
-    if secs is None:
-        raise FeatureConfigError(path, f'expected durations like "1h", got {value!r}')
-    if not (math.isfinite(secs) and secs > 0):
-        raise FeatureConfigError(path, f"a duration must be positive, got {value!r}")
-    return secs
-
-
-def duration_label(secs: float) -> str:
-    """The canonical short label of a duration, used in feature names and the fingerprint.
-
-    >>> duration_label(3600.0), duration_label(5400.0), duration_label(86400.0 * 7), duration_label(0.25)
-    ('1h', '90m', '7d', '250ms')
-    """
-    for unit in ("d", "h", "m", "s"):
-        q = secs / _UNITS[unit]
-        if q >= 1 and q == int(q):
-            return f"{int(q)}{unit}"
-    ms = secs * 1000.0
-    return f"{int(ms)}ms" if ms == int(ms) else f"{secs!r}s"
-
-
-def _durations(values: Any, path: str) -> tuple[tuple[str, float], ...]:
-    if isinstance(values, (str, timedelta, int, float)):
-        values = [values]
-    out = tuple((duration_label(s), s) for s in (parse_duration(v, f"{path}[{i}]") for i, v in enumerate(values)))
-    if not out:
-        raise FeatureConfigError(path, "at least one duration is needed")
-    labels = [label for label, _ in out]
-    if len(set(labels)) != len(labels):
-        raise FeatureConfigError(path, f"repeated duration in {labels}")
-    return out
-
-
-# ------------------------------------------------------------------ stable hashing
-_HASH_CACHE: dict[str, int] = {}
-_HASH_CACHE_MAX = 16384  # categorical values repeat: hashing each once is the hot-path saving
-
-
-def stable_hash(s: str) -> int:
-    """A 53-bit hash of ``s`` that is the same in every process (blake2b, not ``hash()``).
-
-    53 bits so it stays exact as a JSON number anywhere.
-
-    >>> stable_hash("fuel") == stable_hash("fuel") and 0 <= stable_hash("fuel") < 2**53
-    True
-    """
-    h = _HASH_CACHE.get(s)
-    if h is None:
-        if len(_HASH_CACHE) >= _HASH_CACHE_MAX:
-            _HASH_CACHE.clear()
-        h = int.from_bytes(hashlib.blake2b(s.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big") >> 11
-        _HASH_CACHE[s] = h
-    return h
-
-
-def _names(values: Any, path: str, *, allow_empty: bool = False) -> tuple[str, ...]:
-    if isinstance(values, str):
-        values = [values]
-    if not isinstance(values, (list, tuple)):
-        raise FeatureConfigError(path, f"expected a field name or a list of them, got {values!r}")
-    for i, v in enumerate(values):
-        if not isinstance(v, str) or not v:
-            raise FeatureConfigError(f"{path}[{i}]", f"expected a field name, got {v!r}")
-    if not values and not allow_empty:
-        raise FeatureConfigError(path, "at least one field is needed")
-    if len(set(values)) != len(values):
-        raise FeatureConfigError(path, f"repeated field in {list(values)}")
-    return tuple(values)
-
-
-def _choices(values: Any, allowed: Sequence[str], path: str) -> tuple[str, ...]:
-    if isinstance(values, str):
-        values = [values]
-    if not isinstance(values, (list, tuple)) or not values:
-        raise FeatureConfigError(path, f"expected a non-empty list of {list(allowed)}, got {values!r}")
-    for i, v in enumerate(values):
-        if v not in allowed:
-            raise FeatureConfigError(f"{path}[{i}]", f"unknown {v!r}; expected one of {list(allowed)}")
-    if len(set(values)) != len(values):
-        raise FeatureConfigError(path, f"repeated value in {list(values)}")
-    return tuple(values)
-
-
-def _positive_int(value: Any, path: str, low: int = 1, high: int = 1 << 20) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise FeatureConfigError(path, f"expected an integer in [{low}, {high}], got {value!r}")
-    return value
-
-
-def _text(value: Any, path: str, *, empty: bool = False) -> str:
-    if not isinstance(value, str) or (not value and not empty):
-        raise FeatureConfigError(path, f"expected a {'' if empty else 'non-empty '}string, got {value!r}")
-    return value
-
-
-def _number(v: Any, what: str) -> float:
-    """A raw value an aggregate reads as a number (booleans as 0/1); anything else is refused."""
-    if v.__class__ is float or v.__class__ is int:
-        return float(v)
-    if v is True or v is False:
-        return 1.0 if v else 0.0
-    if isinstance(v, (int, float)):
-        return float(v)
-    raise FeatureError(f"{what} needs a number, got {type(v).__name__} {v!r}")
-
-
-# ------------------------------------------------------------------ raw fields
-FIELD_TYPES = ("numeric", "boolean", "categorical")
-MISSING = ("skip", "zero", "indicator", "fill")
-ENCODINGS = ("onehot", "hash")
-
-Encoder = Callable[[Mapping[str, Any], FeatureVector], None]
-
-
-class Field:
-    """A raw event field with a declared type, its encoding and what a missing value becomes.
-
-    - ``numeric``: the number as is (a boolean as 0/1); ``boolean``: 1/0 (a number: nonzero is 1);
-      ``categorical``: one-hot ``name=value`` or, with ``encoding="hash"``, one of ``buckets``
-      features ``name#k`` (stable blake2b hash, bounded vocabulary).
-    - ``missing`` (the field absent or null): ``skip`` (no feature), ``zero`` (0.0; not for
-      categoricals), ``indicator`` (0.0 plus ``name_missing`` = 1, which is 0 when present),
-      ``fill`` (the ``fill`` value: a number, or a category for categoricals).
-    - A value of the wrong type (text for a numeric) raises :class:`FeatureError`, so the event
-      is dead-lettered instead of silently featurised wrong.
-
-    >>> x = {}
-    >>> for f in (Field("amount", missing="indicator"), Field("ok", "boolean"), Field("shop", "categorical")):
-    ...     f.encoder()({"ok": True, "shop": "fuel"}, x)
-    >>> x
-    {'amount': 0.0, 'amount_missing': 1.0, 'ok': 1.0, 'shop=fuel': 1.0}
-    >>> x = {}
-    >>> Field("shop", "categorical", encoding="hash", buckets=8).encoder()({"shop": "fuel"}, x)
-    >>> list(x)
-    ['shop#7']
-    """
-
-    def __init__(self, name: str, type: str = "numeric", *, missing: str = "skip", fill: Any = None,
-                 encoding: str = "onehot", buckets: int = 0) -> None:
-        self.name = _text(name, "name")
-        if type not in FIELD_TYPES:
-            raise FeatureConfigError("type", f"unknown {type!r}; expected one of {list(FIELD_TYPES)}")
-        self.type = type
-        if missing not in MISSING:
-            raise FeatureConfigError("missing", f"unknown {missing!r}; expected one of {list(MISSING)}")
-        if missing == "zero" and type == "categorical":
-            raise FeatureConfigError("missing", "'zero' has no meaning for a categorical; use skip, indicator or fill")
-        self.missing = missing
-        if missing == "fill":
-            ok = isinstance(fill, str) if type == "categorical" else (
-                isinstance(fill, (int, float)) and not isinstance(fill, bool) and math.isfinite(fill))
-            if not ok:
-                want = "a category (string)" if type == "categorical" else "a finite number"
-                raise FeatureConfigError("fill", f"missing = 'fill' needs {want}, got {fill!r}")
-        elif fill is not None:
-            raise FeatureConfigError("fill", "only used with missing = 'fill'")
-        self.fill = fill
-        if type != "categorical":
-            if encoding != "onehot" or buckets:
-                raise FeatureConfigError("encoding", "only categorical fields have an encoding")
-        elif encoding not in ENCODINGS:
-            raise FeatureConfigError("encoding", f"unknown {encoding!r}; expected one of {list(ENCODINGS)}")
-        elif encoding == "hash":
-            _positive_int(buckets, "buckets", 2, 1 << 16)
-        elif buckets:
-            raise FeatureConfigError("buckets", "only used with encoding = 'hash'")
-        self.encoding = encoding
-        self.buckets = buckets
-
-    def spec(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "type": self.type, "missing": self.missing}
-        if self.fill is not None:
-            out["fill"] = self.fill
-        if self.type == "categorical":
-            out["encoding"] = self.encoding
-            if self.encoding == "hash":
-                out["buckets"] = self.buckets
-        return out
-
-    def features(self) -> list[tuple[str, str]]:
-        """(feature name or pattern, kind) this field produces."""
-        n = self.name
-        if self.type == "categorical":
-            out = [(f"{n}=<value>", "one-hot")] if self.encoding == "onehot" else [
-                (f"{n}#<0..{self.buckets - 1}>", f"hashed({self.buckets})")]
-        else:
-            out = [(n, self.type)]
-        if self.missing == "indicator":
-            out.append((f"{n}_missing", "indicator"))
-        return out
-
-    def static_names(self) -> list[str]:
-        out = [] if self.type == "categorical" else [self.name]
-        return out + ([f"{self.name}_missing"] if self.missing == "indicator" else [])
-
-    def encoder(self) -> Encoder:
-        """A closure writing this field's features into a vector: all decisions made here, once."""
-        name, missing, fill = self.name, self.missing, self.fill
-        ind = f"{name}_missing" if missing == "indicator" else None
-        if self.type == "categorical":
-            return self._categorical_encoder(ind)
-        as_bool = self.type == "boolean"
-        what = f"field {name!r} is declared {self.type} but"
-        absent = 0.0 if missing in ("zero", "indicator") else (float(fill) if missing == "fill" else None)
-
-        def encode(raw: Mapping[str, Any], x: FeatureVector) -> None:
-            v = raw.get(name)
-            if v is None:
-                if absent is not None:
-                    x[name] = absent
-                if ind is not None:
-                    x[ind] = 1.0
-                return
-            c = v.__class__
-            if c is float or c is int:
-                x[name] = (1.0 if v else 0.0) if as_bool else float(v)
-            elif c is bool:
-                x[name] = 1.0 if v else 0.0
-            elif isinstance(v, (int, float)):
-                x[name] = (1.0 if v else 0.0) if as_bool else float(v)
-            else:
-                raise FeatureError(f"{what} got {type(v).__name__} {v!r}")
-            if ind is not None:
-                x[ind] = 0.0
-
-        return encode
-
-    def _categorical_encoder(self, ind: str | None) -> Encoder:
-        name, fill = self.name, self.fill
-        cache: dict[str, str] = {}  # value -> feature name; bounded like the hash cache
-        if self.encoding == "hash":
-            buckets = self.buckets
-            slots = [f"{name}#{k}" for k in range(buckets)]
-
-            def feature(v: str) -> str:
-                return slots[stable_hash(f"{name}={v}") % buckets]
-        else:
-            def feature(v: str) -> str:
-                return f"{name}={v}"
-        absent = feature(fill) if fill is not None else None
-
-        def encode(raw: Mapping[str, Any], x: FeatureVector) -> None:
-            v = raw.get(name)
-            if v is None:
-                if absent is not None:
-                    x[absent] = 1.0
-                if ind is not None:
-                    x[ind] = 1.0
-                return
-            s = v if v.__class__ is str else str(v)
-            f = cache.get(s)
-            if f is None:
-                if len(cache) >= _HASH_CACHE_MAX:
-                    cache.clear()
-                f = cache[s] = feature(s)
-            x[f] = 1.0
-            if ind is not None:
-                x[ind] = 0.0
-
-        return encode
-
-    def __repr__(self) -> str:
-        return f"Field({', '.join(f'{k}={v!r}' for k, v in self.spec().items())})"
 
 
 # ------------------------------------------------------------------ blocks
@@ -408,8 +123,8 @@ class EntityStats(Block):
     trending = frozenset({"ent_count", "ent_log_count"})
 
     def __init__(self, on: Sequence[str] | str = (), half_lives: Sequence[Any] = ("1h", "1d")) -> None:
-        self.on = _names(on, "on", allow_empty=True)
-        self.half_lives = _durations(half_lives, "half_lives")
+        self.on = check_names(on, "on", allow_empty=True)
+        self.half_lives = check_durations(half_lives, "half_lives")
         self._hl = tuple(h for _, h in self.half_lives)
         self._rate_names = tuple(f"ent_rate_{label}" for label, _ in self.half_lives)
         self._agg_names = tuple((name, tuple((f"ent_{name}_mean_{label}", f"ent_{name}_logratio_{label}")
@@ -479,7 +194,7 @@ class Count(Block):
     kind = "count"
 
     def __init__(self, *, prefix: str = "ent_") -> None:
-        self.prefix = _text(prefix, "prefix", empty=True)
+        self.prefix = check_text(prefix, "prefix", empty=True)
         self._count, self._log = f"{prefix}count", f"{prefix}log_count"
         self.trending = frozenset({self._count, self._log})
 
@@ -503,7 +218,7 @@ class SinceLast(Block):
     kind = "since_last"
 
     def __init__(self, *, prefix: str = "ent_") -> None:
-        self.prefix = _text(prefix, "prefix", empty=True)
+        self.prefix = check_text(prefix, "prefix", empty=True)
         self._secs, self._log = f"{prefix}secs_since_last", f"{prefix}log_secs_since_last"
 
     def spec(self) -> dict[str, Any]:
@@ -553,16 +268,16 @@ class Decayed(Block):
                  stats: Sequence[str] | None = None, *, prefix: str = "ent_", key: str | None = None) -> None:
         if stats is None:  # default: the count alone when there is no field to describe
             stats = ("count", "mean", "std") if on else ("count",)
-        self.stats = _choices(stats, self.STATS, "stats")
+        self.stats = check_choices(stats, self.STATS, "stats")
         field_stats = [s for s in self.stats if s != "count"]
-        self.on = _names(on, "on", allow_empty=not field_stats)
+        self.on = check_names(on, "on", allow_empty=not field_stats)
         if self.on and not field_stats:
             raise FeatureConfigError("stats", "fields in 'on' need a per-field stat (sum, mean, var, std, zscore, "
                                               "logratio)")
-        self.half_lives = _durations(half_lives, "half_lives")
-        self.prefix = _text(prefix, "prefix", empty=True)
+        self.half_lives = check_durations(half_lives, "half_lives")
+        self.prefix = check_text(prefix, "prefix", empty=True)
         self._explicit_key = key
-        self.key = _text(key, "key") if key is not None else f"d:{','.join(self.on) or 'count'}"
+        self.key = check_text(key, "key") if key is not None else f"d:{','.join(self.on) or 'count'}"
         h = len(self.half_lives)
         self._k = tuple(_NEG_LN2 / s for _, s in self.half_lives)  # decay = exp(k * dt), k hoisted
         self._ones = [1.0] * h
@@ -622,7 +337,7 @@ class Decayed(Block):
                 v = raw.get(field)
                 has = v is not None
                 if has and v.__class__ is not float:
-                    v = _number(v, f"decayed aggregate over {field!r}")
+                    v = as_number(v, f"decayed aggregate over {field!r}")
                 p = pf.get(field)
                 if p is None or len(p) != nz:
                     p = zeros
@@ -708,17 +423,17 @@ class Window(Block):
                  key: str | None = None) -> None:
         if stats is None:
             stats = ("count", "sum") if on else ("count",)
-        self.stats = _choices(stats, self.STATS, "stats")
+        self.stats = check_choices(stats, self.STATS, "stats")
         field_stats = [s for s in self.stats if s != "count"]
-        self.on = _names(on, "on", allow_empty=not field_stats)
+        self.on = check_names(on, "on", allow_empty=not field_stats)
         if self.on and not field_stats:
             raise FeatureConfigError("stats", "fields in 'on' need a per-field stat (sum, mean, min, max)")
         self.duration = parse_duration(duration, "duration")
         self.label = duration_label(self.duration)
-        self.buckets = _positive_int(buckets, "buckets", 1, 1000)
-        self.prefix = _text(prefix, "prefix", empty=True)
+        self.buckets = check_int(buckets, "buckets", 1, 1000)
+        self.prefix = check_text(prefix, "prefix", empty=True)
         self._explicit_key = key
-        self.key = _text(key, "key") if key is not None else f"w{self.label}:{','.join(self.on) or 'count'}"
+        self.key = check_text(key, "key") if key is not None else f"w{self.label}:{','.join(self.on) or 'count'}"
         self._width = self.duration / self.buckets
         want = set(self.stats)
         self._count_name = f"{prefix}count_w{self.label}" if "count" in want else None
@@ -773,7 +488,7 @@ class Window(Block):
             if n_max:
                 x[n_max] = hi if hi is not None else 0.0
             v = raw.get(field)
-            values.append(None if v is None else _number(v, f"window aggregate over {field!r}"))
+            values.append(None if v is None else as_number(v, f"window aggregate over {field!r}"))
         # add the event to its slice: copy, never mutate the prior state
         if kept and kept[-1][0] == idx:
             bucket = list(kept[-1])
@@ -817,14 +532,14 @@ class Distinct(Block):
     kind = "distinct"
 
     def __init__(self, on: str, *, k: int = 16, prefix: str = "ent_", key: str | None = None) -> None:
-        names = _names(on, "on")
+        names = check_names(on, "on")
         if len(names) != 1:
             raise FeatureConfigError("on", f"a distinct count reads one field, got {list(names)}")
         self.on = names[0]
-        self.k = _positive_int(k, "k", 2, 4096)
-        self.prefix = _text(prefix, "prefix", empty=True)
+        self.k = check_int(k, "k", 2, 4096)
+        self.prefix = check_text(prefix, "prefix", empty=True)
         self._explicit_key = key
-        self.key = _text(key, "key") if key is not None else f"u:{self.on}"
+        self.key = check_text(key, "key") if key is not None else f"u:{self.on}"
         self._name = f"{prefix}{self.on}_distinct"
         self.trending = frozenset({self._name})
         self._scale = float(1 << 53)
@@ -869,140 +584,5 @@ class Distinct(Block):
         new[self.key] = out[: self.k]
 
 
-# ------------------------------------------------------------------ user functions
-def import_path(fn: Callable[..., Any]) -> str:
-    """``module:qualname`` of a function: how a project file refers to it."""
-    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
-
-
-def resolve_import(path: str) -> Callable[..., Any]:
-    """The object at ``"package.module:attr"``; a one-line error naming the path if it fails."""
-    import importlib
-
-    mod_name, sep, attr = path.partition(":")
-    if not sep or not mod_name or not attr:
-        raise FeatureConfigError("fn", f"expected 'module:function', got {path!r}")
-    try:
-        obj: Any = importlib.import_module(mod_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except Exception as exc:  # noqa: BLE001 - any import-time failure is the same user error
-        raise FeatureConfigError("fn", f"cannot import {path!r}: {type(exc).__name__}: {exc}") from None
-    if not callable(obj):
-        raise FeatureConfigError("fn", f"{path!r} is not callable")
-    return obj
-
-
-def source_hash(fn: Callable[..., Any]) -> str:
-    """sha256 of a function's source (its qualified name if the source is not available)."""
-    try:
-        text = inspect.getsource(fn).replace("\r\n", "\n")
-    except (OSError, TypeError):
-        text = "name:" + import_path(fn)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-class Function(Block):
-    """A user function over (event, its own state before the event), for anything else.
-
-    ``fn(event, state)`` returns a dict of numeric features (booleans become 0/1). With
-    ``stateful=True`` it gets its own previous state (``None`` for an entity's first event)
-    and returns ``(features, new_state)``; the state must be JSON-serialisable (dicts,
-    lists, numbers, strings) and is kept under ``key`` (default ``fn:<name>``). It must be
-    pure: no wall clock, no I/O, no mutation of ``event`` (backtests replay it). If it
-    raises, or returns something else, :class:`FeatureError` says which function and why,
-    and the loop dead-letters the event with reason ``feature_error``.
-
-    >>> def hour(event, state):
-    ...     return {"hour": (event["event_time"] // 3_600_000) % 24}
-    >>> x = {}
-    >>> Function(hour).apply({"event_time": 7_200_000}, {}, 0.0, 0.0, 0, {}, x, {})
-    >>> x
-    {'hour': 2.0}
-    >>> def broken(event, state):
-    ...     return {"r": 1 / 0}
-    >>> Function(broken).apply({}, {}, 0.0, 0.0, 0, {}, {}, {})  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    streamlearn.featurestore.errors.FeatureError: feature function ...broken failed: ZeroDivisionError: division by zero
-    """
-
-    kind = "function"
-
-    def __init__(self, fn: Callable[..., Any] | str, *, name: str | None = None, stateful: bool = False,
-                 key: str | None = None, resolve: Callable[[str], Callable[..., Any]] | None = None) -> None:
-        if isinstance(fn, str):
-            self.path = fn
-            try:
-                fn = (resolve or resolve_import)(fn)
-            except FeatureConfigError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a resolver's failure is the same user error
-                raise FeatureConfigError("fn", f"cannot import {self.path!r}: {type(exc).__name__}: {exc}") from None
-        elif callable(fn):
-            self.path = import_path(fn)
-        else:
-            raise FeatureConfigError("fn", f"expected a function or 'module:function', got {fn!r}")
-        self.fn = fn
-        self.name = _text(name, "name") if name is not None else getattr(fn, "__name__", "function")
-        if not isinstance(stateful, bool):
-            raise FeatureConfigError("stateful", f"expected true or false, got {stateful!r}")
-        self.stateful = stateful
-        self.uses_clock = stateful  # a stateless function needs no entity state at all
-        self._explicit_key = key
-        if key is not None and not stateful:
-            raise FeatureConfigError("key", "only a stateful function keeps state")
-        self.key = (_text(key, "key") if key is not None else f"fn:{self.name}") if stateful else None
-        self._what = f"feature function {self.path}"
-
-    def spec(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"fn": self.path, "name": self.name, "stateful": self.stateful}
-        if self._explicit_key is not None:
-            out["key"] = self._explicit_key
-        return out
-
-    def code(self) -> dict[str, str]:
-        return {self.path: source_hash(self.fn)}
-
-    def features(self) -> list[tuple[str, str]]:
-        return [(f"<returned by {self.path}>", "function")]
-
-    def apply(self, event: Mapping[str, Any], raw: Mapping[str, Any], te: float, dt: float, n: int,
-              state: Mapping[str, Any], x: FeatureVector, new: EntityState) -> None:
-        key = self.key
-        try:
-            out = self.fn(event, state.get(key) if key else None)
-        except Exception as exc:  # noqa: BLE001 - user code: any failure dead-letters the event
-            raise FeatureError(f"{self._what} failed: {type(exc).__name__}: {exc}") from exc
-        if key:
-            if not (isinstance(out, tuple) and len(out) == 2):
-                raise FeatureError(f"{self._what} is stateful and must return (features, state), "
-                                   f"got {type(out).__name__}")
-            out, new[key] = out
-        elif isinstance(out, tuple):
-            raise FeatureError(f"{self._what} returned a (features, state) pair; declare it stateful")
-        if not isinstance(out, dict):
-            raise FeatureError(f"{self._what} must return a dict of features, got {type(out).__name__}")
-        for k, v in out.items():
-            c = v.__class__
-            if c is not float:
-                v = _number(v, f"{self._what}: feature {k!r}")
-            if v - v != 0.0:  # nan or ±inf
-                raise FeatureError(f"{self._what} returned {k!r} = {v!r}: features must be finite")
-            if k in x:
-                raise FeatureError(f"{self._what} returned feature {k!r}, which the view already computes")
-            x[k] = v
-
-
 BLOCKS: dict[str, type[Block]] = {cls.kind: cls for cls in (EntityStats, Decayed, Window, Count, SinceLast,
                                                             Distinct)}
-
-
-def require_unique(names: Iterable[tuple[str, str]], what: str) -> None:
-    """Raise if two (name, where) pairs share a name."""
-    seen: dict[str, str] = {}
-    for name, where in names:
-        if name in seen:
-            raise FeatureConfigError(where, f"{what} {name!r} is also used by {seen[name]}; "
-                                            "give one a different name, 'prefix' or 'key'")
-        seen[name] = where

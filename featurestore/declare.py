@@ -77,17 +77,11 @@ from typing import Any
 
 import orjson
 
-from streamlearn.featurestore.blocks import (
-    BLOCKS,
-    FIELD_TYPES,
-    Distinct,
-    Field,
-    Function,
-    Window,
-    parse_duration,
-)
+from streamlearn.featurestore.blocks import BLOCKS, Distinct, Window
 from streamlearn.featurestore.definitions import FeatureView
 from streamlearn.featurestore.errors import FeatureConfigError, FeatureError
+from streamlearn.featurestore.fields import FIELD_TYPES, Field, parse_duration
+from streamlearn.featurestore.functions import Function
 
 Resolver = Callable[[str], Callable[..., Any]]
 

@@ -6,9 +6,10 @@ It is a pure function: online scoring (state in Redis), backtests and batch retr
 (state in memory) call exactly this code, so there is no training/serving skew, and
 point-in-time correctness holds by construction (features only read the past).
 
-A view is declared raw :class:`~streamlearn.featurestore.blocks.Field` s plus building
+A view is declared raw fields (:mod:`streamlearn.featurestore.fields`) plus building
 blocks (:mod:`streamlearn.featurestore.blocks`): decayed and windowed per-entity
-aggregates, time since last event, distinct counts, and user functions. Every aggregate
+aggregates, time since last event, distinct counts, and user functions
+(:mod:`streamlearn.featurestore.functions`). Every aggregate
 runs on *event time*, is bounded in size and deterministic under replay (no wall clock).
 
 >>> view = VIEWS["entity_v1"]
@@ -48,21 +49,10 @@ from typing import Any
 
 import orjson
 
-from streamlearn.featurestore.blocks import (
-    Block,
-    Count,
-    Decayed,
-    Distinct,
-    EntityState,
-    EntityStats,
-    FeatureVector,
-    Field,
-    Function,
-    SinceLast,
-    Window,
-    require_unique,
-)
+from streamlearn.featurestore.blocks import Block, Count, Decayed, Distinct, EntityStats, SinceLast, Window
 from streamlearn.featurestore.errors import FeatureConfigError, FeatureError
+from streamlearn.featurestore.fields import EntityState, FeatureVector, Field, require_unique
+from streamlearn.featurestore.functions import Function
 
 __all__ = ["VIEWS", "Block", "Count", "Decayed", "Distinct", "EntityState", "EntityStats", "FeatureConfigError",
            "FeatureError", "FeatureVector", "FeatureView", "Field", "Function", "SinceLast", "Window", "get_view"]
@@ -210,6 +200,11 @@ class FeatureView:
     def __repr__(self) -> str:
         return f"FeatureView(name={self.name!r}, version={self.version}, fingerprint={self.fingerprint!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # rebuilt from its declaration: the compiled encoders are closures, which do not pickle
+        return (_rebuild, (self.name, self.version, self.fields, self.blocks, tuple(sorted(self.drop)),
+                           self.description))
+
     # ------------------------------------------------------------------ plan / checks
     def describe(self, sample: Iterable[dict[str, Any]] | None = None) -> dict[str, Any]:
         """What ``streamlearn plan`` prints: features, entity state, Redis bytes per entity.
@@ -229,6 +224,11 @@ class FeatureView:
         from streamlearn.featurestore.declare import check_sample
 
         return check_sample(self, events)
+
+
+def _rebuild(name: str, version: int, fields: Sequence[Field] | None, blocks: Sequence[Block],
+             drop: Iterable[str], description: str) -> FeatureView:
+    return FeatureView(name, version, fields=fields, blocks=blocks, drop=drop, description=description)
 
 
 VIEWS: dict[str, FeatureView] = {

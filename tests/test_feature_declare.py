@@ -363,3 +363,22 @@ def test_check_sample_runs_the_events_through_the_view():
         "picky failed: ValueError: amount too large")
     leak = FeatureView("v", blocks=[Function(leaky, stateful=True)]).check_sample(sample_events(3))
     assert len(leak) == 1 and "state is not JSON-serialisable" in leak[0]
+
+
+def test_the_card_demo_view_declared_in_toml_is_entity_v1():
+    table = tomllib.loads('[features]\nname = "entity_v1"\n[[features.aggregates]]\nkind = "entity"\non = ["amount"]\n'
+                          'half_lives = ["1h", "1d"]\n')["features"]
+    view = view_from_dict(table)
+    assert view == get_view("entity_v1") and view.fingerprint == get_view("entity_v1").fingerprint
+    assert view_from_dict({"name": "raw_v1"}).fingerprint == get_view("raw_v1").fingerprint
+
+
+def test_a_view_pickles_and_copies_to_the_same_view():
+    import copy
+    import pickle
+
+    view = project_view()
+    for clone in (pickle.loads(pickle.dumps(view)), copy.deepcopy(view)):
+        assert clone == view and clone.spec() == view.spec()
+        e = sample_events(1)[0]
+        assert clone.compute(e, None) == view.compute(e, None)
