@@ -250,6 +250,12 @@ def view_from_toml(file: str | Path, *, table: str = "features", resolve: Resolv
 
 
 # ------------------------------------------------------------------ plan
+def _sources(view: FeatureView) -> list[tuple[str, Any]]:
+    """(where it is declared, block) for every block, in the order the view runs them."""
+    out: list[tuple[str, Any]] = [(f"features.aggregates[{i}] ({b.kind})", b) for i, b in enumerate(view.aggregates)]
+    return out + [(f"features.functions[{i}] ({b.path})", b) for i, b in enumerate(view.functions)]
+
+
 def _origins(view: FeatureView) -> list[tuple[str, str, str]]:
     """(feature, kind, source block) in vector order."""
     out: list[tuple[str, str, str]] = []
@@ -258,10 +264,8 @@ def _origins(view: FeatureView) -> list[tuple[str, str, str]]:
     else:
         for i, f in enumerate(view.fields):
             out += [(n, k, f"features.fields[{i}]") for n, k in f.features()]
-    for i, b in enumerate(view.aggregates):
-        out += [(n, k, f"features.aggregates[{i}] ({b.kind})") for n, k in b.features()]
-    for i, b in enumerate(view.functions):
-        out += [(n, k, f"features.functions[{i}] ({b.path})") for n, k in b.features()]
+    for src, b in _sources(view):
+        out += [(n, k, src) for n, k in b.features()]
     return out
 
 
@@ -302,13 +306,17 @@ def describe(view: FeatureView, sample: Iterable[dict[str, Any]] | None = None) 
     synthetic = sample is None
     events = _synthetic(view) if synthetic else list(sample)
     states, problems, xs = _replay(view, events)
-    sizes = []
+    sizes: list[int] = []
+    largest: dict[str, Any] | None = None
     for st in states.values():
         try:
-            sizes.append(len(orjson.dumps(st)))
+            size = len(orjson.dumps(st))
         except TypeError as exc:
             problems.append(f"entity state is not JSON-serialisable: {exc}")
             break
+        if not sizes or size > max(sizes):
+            largest = st
+        sizes.append(size)
     basis = (f"{len(events)} synthetic events on one entity (every window slice, sketch and history full)"
              if synthetic else f"{len(events)} sample events, {len(states)} entities")
     redis = {"estimate": max(sizes) if sizes else None, "mean": (sum(sizes) / len(sizes)) if sizes else None,
@@ -316,9 +324,9 @@ def describe(view: FeatureView, sample: Iterable[dict[str, Any]] | None = None) 
     if synthetic and view.functions:
         redis["basis"] += "; user functions' state is only measured from sample events"
     state_doc = {"n": "events seen (entity clock)", "t": "latest event time, seconds (entity clock)"}
-    for b in view.blocks:
+    for src, b in _sources(view):
         for k in b.state_keys():
-            state_doc[k] = f"{b.kind}" + (f" ({b.path})" if isinstance(b, Function) else "")
+            state_doc[k] = src
     observed = sorted({k for x in xs for k in x}) if not synthetic else None
     return {
         "name": view.name, "version": view.version, "fingerprint": view.fingerprint,
@@ -327,6 +335,7 @@ def describe(view: FeatureView, sample: Iterable[dict[str, Any]] | None = None) 
         "trending": sorted(view.trending),
         "state_keys": list(view.state_keys) if view.stateful else [],
         "state": {k: v for k, v in state_doc.items() if k in view.state_keys},
+        "example_state": largest,
         "redis_bytes_per_entity": redis,
         "problems": problems,
     }
