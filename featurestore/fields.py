@@ -52,7 +52,12 @@ def parse_duration(value: Any, path: str = "", *, strict: bool = False) -> float
         raise FeatureConfigError(path, f'expected durations like "1h", got {value!r}')
     if not (math.isfinite(secs) and secs > 0):
         raise FeatureConfigError(path, f"a duration must be positive, got {value!r}")
-    return secs
+    # whole milliseconds, the resolution of event time: "1.1h" is exactly 3960 s, and its
+    # canonical label ("66m") parses back to the same number, so the fingerprint round-trips
+    ms = round(secs * 1000.0)
+    if ms < 1 or abs(secs * 1000.0 - ms) > 1e-6 * ms:
+        raise FeatureConfigError(path, f"a duration must be a whole number of milliseconds, got {value!r}")
+    return ms / 1000.0
 
 
 def duration_label(secs: float) -> str:
@@ -61,12 +66,12 @@ def duration_label(secs: float) -> str:
     >>> duration_label(3600.0), duration_label(5400.0), duration_label(86400.0 * 7), duration_label(0.25)
     ('1h', '90m', '7d', '250ms')
     """
+    ms = round(secs * 1000.0)
     for unit in ("d", "h", "m", "s"):
-        q = secs / _UNITS[unit]
-        if q >= 1 and q == int(q):
-            return f"{int(q)}{unit}"
-    ms = secs * 1000.0
-    return f"{int(ms)}ms" if ms == int(ms) else f"{secs!r}s"
+        size = round(_UNITS[unit] * 1000.0)
+        if ms >= size and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
 
 
 def check_durations(values: Any, path: str) -> tuple[tuple[str, float], ...]:

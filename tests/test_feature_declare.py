@@ -382,3 +382,28 @@ def test_a_view_pickles_and_copies_to_the_same_view():
         assert clone == view and clone.spec() == view.spec()
         e = sample_events(1)[0]
         assert clone.compute(e, None) == view.compute(e, None)
+
+
+@pytest.mark.parametrize("written, seconds, label", [
+    ("30s", 30.0, "30s"), ("10m", 600.0, "10m"), ("60m", 3600.0, "1h"), ("1.5h", 5400.0, "90m"), ("1d", 86400.0, "1d"),
+    ("1w", 604800.0, "7d"), ("250ms", 0.25, "250ms"), ("1.1h", 3960.0, "66m"),
+])
+def test_durations_have_one_canonical_label_that_parses_back(written, seconds, label):
+    from streamlearn.featurestore.fields import duration_label, parse_duration
+
+    assert parse_duration(written, strict=True) == seconds
+    assert duration_label(seconds) == label and parse_duration(label, strict=True) == seconds
+
+
+@pytest.mark.parametrize("value, message", [
+    ("2.5ms", "a duration must be a whole number of milliseconds, got '2.5ms'"),
+    ("-1h", "expected durations like \"1h\", got '-1h'"),
+    ("1 h", "expected durations like \"1h\", got '1 h'"),
+    ("1H", "expected durations like \"1h\", got '1H'"),
+    (True, "expected durations like \"1h\", got True"),
+    (3600, "expected durations like \"1h\", got 3600"),
+])
+def test_bad_durations_are_refused(value, message):
+    with pytest.raises(FeatureConfigError, match=f"^features.aggregates\\[0\\].duration: {message}$".replace("(", "\\(")
+                       .replace(")", "\\)")):
+        view_from_dict({"name": "v", "aggregates": [{"kind": "window", "duration": value}]})
