@@ -12,6 +12,8 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import orjson
+
 from streamlearn.featurestore.blocks import Block
 from streamlearn.featurestore.errors import FeatureConfigError, FeatureError
 from streamlearn.featurestore.fields import EntityState, FeatureVector, as_number, check_text
@@ -54,8 +56,9 @@ class Function(Block):
 
     ``fn(event, state)`` returns a dict of numeric features (booleans become 0/1). With
     ``stateful=True`` it gets its own previous state (``None`` for an entity's first event)
-    and returns ``(features, new_state)``; the state must be JSON-serialisable (dicts,
-    lists, numbers, strings) and is kept under ``key`` (default ``fn:<name>``). It must be
+    and returns ``(features, new_state)``; the state must be JSON-serialisable (dicts with
+    string keys, lists, numbers, strings), is kept under ``key`` (default ``fn:<name>``) and
+    comes back as JSON gives it (a tuple as a list), in live scoring and replays alike. It must be
     pure: no wall clock, no I/O, no mutation of ``event`` (backtests replay it). If it
     raises, or returns something else, :class:`FeatureError` says which function and why,
     and the loop dead-letters the event with reason ``feature_error``.
@@ -125,12 +128,21 @@ class Function(Block):
             if not (isinstance(out, tuple) and len(out) == 2):
                 raise FeatureError(f"{self._what} is stateful and must return (features, state), "
                                    f"got {type(out).__name__}")
-            out, new[key] = out
+            out, own = out
+            # the state as Redis will give it back: the live loop round-trips it through JSON
+            # and an in-memory backtest does not, so normalising here keeps the two identical
+            # (a tuple comes back a list) and refuses what Redis could not store
+            try:
+                new[key] = orjson.loads(orjson.dumps(own))
+            except TypeError as exc:
+                raise FeatureError(f"{self._what} returned a state that is not JSON-serialisable: {exc}") from None
         elif isinstance(out, tuple):
             raise FeatureError(f"{self._what} returned a (features, state) pair; declare it stateful")
         if not isinstance(out, dict):
             raise FeatureError(f"{self._what} must return a dict of features, got {type(out).__name__}")
         for k, v in out.items():
+            if k.__class__ is not str:
+                raise FeatureError(f"{self._what} returned a feature named {k!r}: names must be strings")
             c = v.__class__
             if c is not float:
                 v = as_number(v, f"{self._what}: feature {k!r}")

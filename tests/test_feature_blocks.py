@@ -232,6 +232,16 @@ def ratio_to_last(event, state):
     return {"to_last": v / last if last else 0.0}, {"last": v}
 
 
+def test_a_function_state_comes_back_as_json_gives_it_in_memory_too():
+    def pairs(event, state):
+        return {"n": float(len(state or []))}, tuple(state or ()) + ((1, 2),)
+
+    view = FeatureView("f", fields=[], blocks=[Function(pairs, stateful=True)])
+    events = [ev(i) for i in range(3)]
+    assert run(view, events) == run(view, events, via_json=True)
+    assert run(view, events)[1]["a"]["fn:pairs"] == [[1, 2], [1, 2], [1, 2]]
+
+
 def test_stateful_function_keeps_its_own_state_under_its_key():
     view = FeatureView("f", fields=[], blocks=[Function(ratio_to_last, stateful=True)])
     xs, states = run(view, [ev(0, amount=2.0), ev(1, amount=6.0)], via_json=True)
@@ -259,6 +269,8 @@ def test_a_raising_function_is_a_feature_error_naming_it():
     (lambda e, s: {"r": float("nan")}, False, "returned 'r' = nan: features must be finite"),
     (lambda e, s: {"r": "x"}, False, "feature 'r' needs a number, got str 'x'"),
     (lambda e, s: {"amount": 1.0}, False, "returned feature 'amount', which the view already computes"),
+    (lambda e, s: {1: 1.0}, False, "returned a feature named 1: names must be strings"),
+    (lambda e, s: ({}, {"seen": {1, 2}}), True, "returned a state that is not JSON-serialisable: Type is not JSON"),
 ])
 def test_a_function_returning_the_wrong_thing_is_a_feature_error(fn, stateful, message):
     view = FeatureView("f", blocks=[Function(fn, stateful=stateful)])

@@ -362,7 +362,8 @@ def test_check_sample_runs_the_events_through_the_view():
     assert problem.startswith("sample event 'x': feature function ") and problem.endswith(
         "picky failed: ValueError: amount too large")
     leak = FeatureView("v", blocks=[Function(leaky, stateful=True)]).check_sample(sample_events(3))
-    assert len(leak) == 1 and "state is not JSON-serialisable" in leak[0]
+    assert leak[0].startswith("sample event 'e0': feature function ") and \
+        "leaky returned a state that is not JSON-serialisable" in leak[0]
 
 
 def test_the_card_demo_view_declared_in_toml_is_entity_v1():
