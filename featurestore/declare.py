@@ -58,11 +58,35 @@ Traceback (most recent call last):
 streamlearn.featurestore.errors.FeatureConfigError: features.agregates: unknown key (did you mean 'aggregates'?); \
 expected one of ['aggregates', 'description', 'drop', 'fields', 'functions', 'name', 'version']
 
-Keys of ``[features]``: ``name`` (required), ``version`` (default 1), ``description``,
-``fields`` (omit it and every raw field passes through, minus ``drop``), ``aggregates``
-(each with a ``kind``: ``decayed``, ``window``, ``since_last``, ``count``, ``distinct``,
-``entity``) and ``functions`` (``fn = "module:function"``, ``name``, ``stateful``, ``key``).
-List positions in messages count from 0.
+The schema (durations are strings: ``"250ms"``, ``"30s"``, ``"10m"``, ``"1h"``, ``"1d"``,
+``"1w"``; list positions in messages count from 0):
+
+- ``[features]``: ``name`` (required), ``version`` (default 1), ``description``, ``drop``
+  (raw fields to leave out when no fields are declared).
+- ``[[features.fields]]``: ``name`` (required), ``type`` (``numeric`` | ``boolean`` |
+  ``categorical``, default numeric), ``missing`` (``skip`` | ``zero`` | ``indicator`` |
+  ``fill``, default skip), ``fill`` (the value for ``fill``), ``encoding`` (categorical:
+  ``onehot`` | ``hash``), ``buckets`` (for ``hash``). Without any, every raw field passes
+  through: numbers as is, booleans 0/1, strings one-hot.
+- ``[[features.aggregates]]``, by ``kind`` (every kind but ``entity`` also takes ``prefix``,
+  default ``"ent_"``; the stateful ones take ``key``, their state's name in the entity state):
+
+  ========== ============================================== ===================================
+  kind       keys (defaults)                                features
+  ========== ============================================== ===================================
+  decayed    on, half_lives (["1h", "1d"]), stats           <p>count_hl<hl>, <p><f>_<stat>_hl<hl>
+             (count, mean, std; also sum, var, zscore,
+             logratio)
+  window     on, duration (required), stats (count, sum;    <p>count_w<d>, <p><f>_<stat>_w<d>
+             also mean, min, max), buckets (10)
+  distinct   on (one categorical field), k (16)             <p><f>_distinct
+  count      --                                             <p>count, <p>log_count
+  since_last --                                             <p>secs_since_last, <p>log_...
+  entity     on, half_lives (["1h", "1d"])                  entity_v1's ent_* features
+  ========== ============================================== ===================================
+
+- ``[[features.functions]]``: ``fn`` (``"module:function"``, required), ``name`` (default:
+  the function's name), ``stateful`` (default false), ``key`` (default ``fn:<name>``).
 """
 
 from __future__ import annotations
