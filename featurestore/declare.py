@@ -92,6 +92,7 @@ The schema (durations are strings: ``"250ms"``, ``"30s"``, ``"10m"``, ``"1h"``, 
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import random
 import tomllib
@@ -401,5 +402,52 @@ def check_sample(view: FeatureView, events: Sequence[dict[str, Any]]) -> list[st
     return problems
 
 
-__all__ = ["BLOCK_KEYS", "check_sample", "declared_fields", "describe", "view_from_dict",
+def _diff(old: Any, new: Any, path: str, out: list[str]) -> None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in list(old) + [k for k in new if k not in old]:  # declaration order
+            sub = f"{path}.{k}"
+            if k not in new:
+                out.append(f"- {sub} = {json.dumps(old[k])}")
+            elif k not in old:
+                out.append(f"+ {sub} = {json.dumps(new[k])}")
+            else:
+                _diff(old[k], new[k], sub, out)
+    elif isinstance(old, list) and isinstance(new, list) and (
+            any(isinstance(v, dict) for v in old + new)):
+        for i in range(max(len(old), len(new))):
+            sub = f"{path}[{i}]"
+            if i >= len(new):
+                out.append(f"- {sub} = {json.dumps(old[i])}")
+            elif i >= len(old):
+                out.append(f"+ {sub} = {json.dumps(new[i])}")
+            else:
+                _diff(old[i], new[i], sub, out)
+    elif old != new:
+        out.append(f"~ {path}: {json.dumps(old)} -> {json.dumps(new)}")
+
+
+def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What changed between two :meth:`FeatureView.record` s, one line per change, for ``plan``.
+
+    >>> a = view_from_dict({"name": "v", "aggregates": [{"kind": "decayed", "on": "x", "half_lives": ["1h"]}]})
+    >>> b = view_from_dict({"name": "v", "version": 2, "aggregates": [
+    ...     {"kind": "decayed", "on": "x", "half_lives": ["2h"]}, {"kind": "since_last"}]})
+    >>> for line in diff(a.record(), b.record()):
+    ...     print(line)
+    ~ features.version: 1 -> 2
+    ~ features.aggregates[0].half_lives: ["1h"] -> ["2h"]
+    + features.aggregates[1] = {"kind": "since_last", "prefix": "ent_"}
+    """
+    out: list[str] = []
+    _diff(old.get("spec", {}), new.get("spec", {}), "features", out)
+    old_code, new_code = old.get("code", {}), new.get("code", {})
+    for path in sorted(set(old_code) & set(new_code)):
+        if old_code[path] != new_code[path]:
+            out.append(f"~ function {path}: source changed")
+    if not out and old.get("fingerprint") != new.get("fingerprint"):
+        out.append(f"~ fingerprint: {old.get('fingerprint')} -> {new.get('fingerprint')}")
+    return out
+
+
+__all__ = ["BLOCK_KEYS", "check_sample", "diff", "declared_fields", "describe", "view_from_dict",
            "view_from_toml"]

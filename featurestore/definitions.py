@@ -184,10 +184,19 @@ class FeatureView:
     def _fingerprint(self) -> str:
         # the definition only: name, version and description identify it, they are not it
         spec = {k: v for k, v in self.spec().items() if k not in ("name", "version", "description")}
-        code = {path: h for b in self.functions for path, h in b.code().items()}
-        canonical = json.dumps({"definition": spec, "code": code}, sort_keys=True, separators=(",", ":"),
+        canonical = json.dumps({"definition": spec, "code": self.code()}, sort_keys=True, separators=(",", ":"),
                                ensure_ascii=True, allow_nan=False)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def code(self) -> dict[str, str]:
+        """Import path -> hash of the source, for every user function the view runs."""
+        return {path: h for b in self.functions for path, h in b.code().items()}
+
+    def record(self) -> dict[str, Any]:
+        """What a registry keeps of the view (plain JSON): compare a later definition with
+        :func:`streamlearn.featurestore.declare.diff`."""
+        return {"name": self.name, "version": self.version, "fingerprint": self.fingerprint, "spec": self.spec(),
+                "code": self.code()}
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, FeatureView):

@@ -408,3 +408,33 @@ def test_bad_durations_are_refused(value, message):
     with pytest.raises(FeatureConfigError, match=f"^features.aggregates\\[0\\].duration: {message}$".replace("(", "\\(")
                        .replace(")", "\\)")):
         view_from_dict({"name": "v", "aggregates": [{"kind": "window", "duration": value}]})
+
+
+def test_record_is_json_and_diff_says_what_changed(tmp_path, monkeypatch):
+    from streamlearn.featurestore.declare import diff
+
+    view = project_view()
+    rec = json.loads(json.dumps(view.record()))  # what a registry stores and reads back
+    assert rec["fingerprint"] == view.fingerprint and rec["spec"] == view.spec()
+    assert set(rec["code"]) == {"tests.test_feature_declare:big_spender", "tests.test_feature_declare:running_max"}
+    assert diff(rec, view.record()) == []
+
+    table = tomllib.loads(PROJECT)["features"]
+    table["fields"] = table["fields"][:3]
+    table["aggregates"][3]["duration"] = "5m"
+    changed = view_from_dict(table)
+    assert diff(rec, changed.record()) == [
+        '- features.fields[3] = {"name": "country", "type": "categorical", "missing": "fill", "fill": "unknown", '
+        '"encoding": "onehot"}',
+        '~ features.aggregates[3].duration: "10m" -> "5m"',
+    ]
+    # a function whose source changed under the same import path
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "fmod.py").write_text("def f(event, state):\n    return {'a': 1.0}\n")
+    before = view_from_dict({"name": "v", "functions": [{"fn": "fmod:f"}]}).record()
+    (tmp_path / "fmod2.py").write_text("def f(event, state):\n    return {'a': 2.0}\n")
+    import fmod2
+
+    after = view_from_dict({"name": "v", "functions": [{"fn": "fmod:f"}]}, resolve=lambda p: fmod2.f).record()
+    assert diff(before, after) == ["~ function fmod:f: source changed"]
+    assert before["fingerprint"] != after["fingerprint"]
