@@ -22,6 +22,7 @@ from streamlearn.featurestore.definitions import (
     Function,
     SinceLast,
     Window,
+    get_view,
 )
 
 
@@ -63,6 +64,28 @@ RICH = FeatureView(
             Decayed(["amount", "qty", "ok"], half_lives=["10m", "1d"], stats=Decayed.STATS),
             Window(["amount", "qty"], "30m", stats=Window.STATS, buckets=6),
             Distinct("shop", k=8)])
+
+
+# one view per block (and the built-in and rich views): the generic checks below run on each,
+# as River's check_estimator runs one suite over every estimator
+def _stateful_fn(event, state):
+    seen = (state or {}).get("seen", 0)
+    return {"seen_before": float(seen)}, {"seen": seen + 1}
+
+
+ALL_VIEWS = {
+    "entity_v1": get_view("entity_v1"),
+    "raw_v1": get_view("raw_v1"),
+    "fields": FeatureView("fields", fields=RICH.fields),
+    "count": FeatureView("c", blocks=[Count()]),
+    "since_last": FeatureView("s", blocks=[SinceLast()]),
+    "decayed": FeatureView("d", blocks=[Decayed(["amount", "qty"], stats=Decayed.STATS)]),
+    "window": FeatureView("w", blocks=[Window(["amount"], "1h", stats=Window.STATS)]),
+    "distinct": FeatureView("u", blocks=[Distinct("shop", k=4)]),
+    "function": FeatureView("f", blocks=[Function(_stateful_fn, stateful=True)]),
+    "rich": RICH,
+}
+each_view = pytest.mark.parametrize("view", list(ALL_VIEWS.values()), ids=list(ALL_VIEWS))
 
 
 # ------------------------------------------------------------------ fields
@@ -279,31 +302,35 @@ def test_a_function_returning_the_wrong_thing_is_a_feature_error(fn, stateful, m
 
 
 # ------------------------------------------------------------------ properties of every block together
-def test_state_is_bounded_whatever_the_rate():
+@each_view
+def test_state_is_bounded_whatever_the_rate(view):
     """10k events on one entity, every shop new: the state stops growing."""
     sizes = []
     state = None
     for i in range(10_000):
-        _, state = RICH.compute(ev(i * 50, shop=f"s{i}", amount=float(i % 97), qty=i % 5, ok=i % 2 == 0), state)
+        _, state = view.compute(ev(i * 50, shop=f"s{i}", amount=float(i % 97), qty=i % 5, ok=i % 2 == 0), state)
         if i in (1_000, 9_999):
             sizes.append(len(orjson.dumps(state)))
-    assert len(state["w30m:amount,qty"]) <= 6 and len(state["u:shop"]) == 8
     assert abs(sizes[1] - sizes[0]) < 64 and sizes[1] < 1500, sizes
+    if view is RICH:
+        assert len(state["w30m:amount,qty"]) <= 6 and len(state["u:shop"]) == 8
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_json_round_trip_of_the_state_changes_nothing(seed):
+@each_view
+@pytest.mark.parametrize("seed", [1, 2])
+def test_json_round_trip_of_the_state_changes_nothing(view, seed):
     events = stream(500, seed)
-    assert run(RICH, events) == run(RICH, events, via_json=True)
+    assert run(view, events) == run(view, events, via_json=True)
 
 
-def test_compute_never_mutates_the_prior_state_or_the_event():
+@each_view
+def test_compute_never_mutates_the_prior_state_or_the_event(view):
     events = stream(300, 5)
     states: dict[str, Any] = {}
     for e in events:
         before_e, prior = orjson.dumps(e), states.get(e["entity"])
         before_s = orjson.dumps(prior)
-        _, states[e["entity"]] = RICH.compute(e, prior)
+        _, states[e["entity"]] = view.compute(e, prior)
         assert orjson.dumps(prior) == before_s and orjson.dumps(e) == before_e
 
 
@@ -333,10 +360,11 @@ def test_no_look_ahead_the_current_event_only_moves_its_own_value_features(histo
     assert past(xs[-1]) == past(ys[-1])
 
 
-def test_deterministic_and_independent_per_entity():
+@each_view
+def test_deterministic_and_independent_per_entity(view):
     events = stream(600, 9, entities=5)
-    xs, states = run(RICH, events)
-    assert (xs, states) == run(RICH, events)
+    xs, states = run(view, events)
+    assert (xs, states) == run(view, events)
     one = [e for e in events if e["entity"] == "c2"]
-    alone, _ = run(RICH, one)
+    alone, _ = run(view, one)
     assert alone == [x for x, e in zip(xs, events) if e["entity"] == "c2"]
