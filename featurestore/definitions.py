@@ -61,12 +61,6 @@ CLOCK_KEYS = ("n", "t")  # the entity clock every stateful view keeps: events se
 _FRESH: dict[str, Any] = {}  # the state of an entity never seen; never mutated
 
 
-def _where(view: FeatureView, block: Block) -> str:
-    if isinstance(block, Function):
-        return f"features.functions[{view.functions.index(block)}]"
-    return f"features.aggregates[{view.aggregates.index(block)}]"
-
-
 class FeatureView:
     """Which raw fields pass through and which per-entity features are computed.
 
@@ -84,6 +78,8 @@ class FeatureView:
             raise FeatureConfigError("features.name", f"expected a non-empty string, got {name!r}")
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise FeatureConfigError("features.version", f"expected an integer >= 1, got {version!r}")
+        if not isinstance(description, str):
+            raise FeatureConfigError("features.description", f"expected a string, got {description!r}")
         self.name, self.version, self.description = name, version, description
         self.drop = frozenset(drop)
         if fields is not None:
@@ -111,11 +107,13 @@ class FeatureView:
         self.fingerprint = self._fingerprint()
 
     def _check_names(self) -> None:
+        where = [(f"features.aggregates[{i}]", b) for i, b in enumerate(self.aggregates)]
+        where += [(f"features.functions[{i}]", b) for i, b in enumerate(self.functions)]
         keys = [(k, "the entity clock") for k in CLOCK_KEYS]
-        keys += [(k, _where(self, b)) for b in self.blocks for k in b.state_keys()]
+        keys += [(k, w) for w, b in where for k in b.state_keys()]
         require_unique(keys, "state key")
         names = [(n, f"features.fields[{i}]") for i, f in enumerate(self.fields or ()) for n in f.static_names()]
-        names += [(n, _where(self, b)) for b in self.aggregates for n, _ in b.features()]
+        names += [(n, w) for w, b in where if not isinstance(b, Function) for n, _ in b.features()]
         require_unique(names, "feature")
 
     # ------------------------------------------------------------------ the hot path
