@@ -24,7 +24,6 @@ from streamlearn.streams.transport import ensure_topics
 from streamlearn.tools.infra import EmbeddedInfra
 from tests.helpers import OPEN_CLIENTS, WorkerHandle
 
-
 TIERS = ("unit", "integration", "system")
 
 

@@ -90,10 +90,10 @@ on = "shop"
 k = 32
 
 [[features.functions]]
-fn = "tests.test_feature_declare:big_spender"
+fn = "tests.unit.featurestore.test_declare:big_spender"
 
 [[features.functions]]
-fn = "tests.test_feature_declare:running_max"
+fn = "tests.unit.featurestore.test_declare:running_max"
 stateful = true
 """
 
@@ -194,15 +194,15 @@ def test_python_and_toml_declarations_are_the_same_view():
     ({"name": "v", "functions": [{"fn": "no_such_module_xyz:f"}]},
      "features.functions[0].fn: cannot import 'no_such_module_xyz:f': ModuleNotFoundError: No module named "
      "'no_such_module_xyz'"),
-    ({"name": "v", "functions": [{"fn": "tests.test_feature_declare:nope"}]},
-     "features.functions[0].fn: cannot import 'tests.test_feature_declare:nope': AttributeError: "),
-    ({"name": "v", "functions": [{"fn": "tests.test_feature_declare"}]},
-     "features.functions[0].fn: expected 'module:function', got 'tests.test_feature_declare'"),
-    ({"name": "v", "functions": [{"fn": "tests.test_feature_declare:PROJECT"}]},
-     "features.functions[0].fn: 'tests.test_feature_declare:PROJECT' is not callable"),
-    ({"name": "v", "functions": [{"fn": "tests.test_feature_declare:big_spender", "stateful": "yes"}]},
+    ({"name": "v", "functions": [{"fn": "tests.unit.featurestore.test_declare:nope"}]},
+     "features.functions[0].fn: cannot import 'tests.unit.featurestore.test_declare:nope': AttributeError: "),
+    ({"name": "v", "functions": [{"fn": "tests.unit.featurestore.test_declare"}]},
+     "features.functions[0].fn: expected 'module:function', got 'tests.unit.featurestore.test_declare'"),
+    ({"name": "v", "functions": [{"fn": "tests.unit.featurestore.test_declare:PROJECT"}]},
+     "features.functions[0].fn: 'tests.unit.featurestore.test_declare:PROJECT' is not callable"),
+    ({"name": "v", "functions": [{"fn": "tests.unit.featurestore.test_declare:big_spender", "stateful": "yes"}]},
      "features.functions[0].stateful: expected true or false, got 'yes'"),
-    ({"name": "v", "functions": [{"fn": "tests.test_feature_declare:big_spender", "key": "k"}]},
+    ({"name": "v", "functions": [{"fn": "tests.unit.featurestore.test_declare:big_spender", "key": "k"}]},
      "features.functions[0].key: only a stateful function keeps state"),
 ])
 def test_declaration_errors_name_the_key_path(table, message):
@@ -248,7 +248,7 @@ FINGERPRINT_SCRIPT = """
 import json, tomllib
 from streamlearn.featurestore.declare import view_from_dict
 from streamlearn.featurestore.definitions import get_view
-from tests.test_feature_declare import PROJECT, sample_events
+from tests.unit.featurestore.test_declare import PROJECT, sample_events
 view = view_from_dict(tomllib.loads(PROJECT)["features"])
 state, xs = None, []
 for e in sample_events(20):
@@ -312,8 +312,8 @@ def test_describe_lists_features_state_and_an_estimate_of_redis_bytes():
     assert names["ent_amount_zscore_hl1d"] == {"name": "ent_amount_zscore_hl1d", "kind": "decayed zscore",
                                                "block": "features.aggregates[2] (decayed)"}
     assert names["shop#<0..31>"]["kind"] == "hashed(32)" and names["amount_missing"]["kind"] == "indicator"
-    assert names["<returned by tests.test_feature_declare:big_spender>"]["block"] == \
-        "features.functions[0] (tests.test_feature_declare:big_spender)"
+    assert names["<returned by tests.unit.featurestore.test_declare:big_spender>"]["block"] == \
+        "features.functions[0] (tests.unit.featurestore.test_declare:big_spender)"
     assert d["state_keys"] == ["n", "t", "d:amount,online", "w10m:amount", "u:shop", "fn:running_max"]
     assert d["trending"] == ["ent_count", "ent_log_count", "ent_shop_distinct"]
     assert d["fingerprint"] == view.fingerprint and d["problems"] == []
@@ -416,7 +416,7 @@ def test_record_is_json_and_diff_says_what_changed(tmp_path, monkeypatch):
     view = project_view()
     rec = json.loads(json.dumps(view.record()))  # what a registry stores and reads back
     assert rec["fingerprint"] == view.fingerprint and rec["spec"] == view.spec()
-    assert set(rec["code"]) == {"tests.test_feature_declare:big_spender", "tests.test_feature_declare:running_max"}
+    assert set(rec["code"]) == {"tests.unit.featurestore.test_declare:big_spender", "tests.unit.featurestore.test_declare:running_max"}
     assert diff(rec, view.record()) == []
 
     table = tomllib.loads(PROJECT)["features"]

@@ -279,7 +279,7 @@ def test_a_raising_function_is_a_feature_error_naming_it():
     view = FeatureView("f", blocks=[Function(boom, name="boom")])
     with pytest.raises(FeatureError) as info:
         view.compute(ev(0), None)
-    assert str(info.value) == ("feature function tests.test_feature_blocks:"
+    assert str(info.value) == ("feature function tests.unit.featurestore.test_blocks:"
                                "test_a_raising_function_is_a_feature_error_naming_it.<locals>.boom failed: "
                                "KeyError: 'merchant'")
     assert info.value.reason == "feature_error"
