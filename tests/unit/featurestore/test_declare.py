@@ -23,7 +23,7 @@ from streamlearn.featurestore.definitions import (
     get_view,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def big_spender(event, state):
