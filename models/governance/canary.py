@@ -46,7 +46,7 @@ ARMS = ("canary", "champion")
 
 @dataclass(frozen=True)
 class CanaryConfig:
-    """Defaults equal the settings' ``canary_*`` defaults (checked in tests/test_gate.py)."""
+    """Defaults equal the settings' ``canary_*`` defaults (checked in tests/unit/models/test_gate.py)."""
 
     fraction: float = 0.1
     window: int = 1000  # labeled events served by the canary before it can be promoted

@@ -101,7 +101,7 @@ def is_hit(y: Any, predicted: Any) -> bool:
 
 @dataclass(frozen=True)
 class GateConfig:
-    """Defaults equal the settings' ``gate_*`` defaults (checked in tests/test_gate.py)."""
+    """Defaults equal the settings' ``gate_*`` defaults (checked in tests/unit/models/test_gate.py)."""
 
     alpha: float = 0.05
     margin: float = 0.0

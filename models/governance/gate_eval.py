@@ -8,7 +8,7 @@ do. For each run we find the first event at which the gate's rule holds, checked
 
 The rule here is :class:`~streamlearn.models.governance.gate.PromotionGate`'s, vectorised over runs
 on the same confidence-sequence code (:func:`~streamlearn.models.governance.sequential.advance`);
-tests/test_gate.py checks the two agree event by event.
+tests/unit/models/test_gate.py checks the two agree event by event.
 
 >>> r = simulate(GateConfig(loss="zero_one", min_samples=200), runs=200, horizon=2000,
 ...              skill_champion=1.0, skill_challenger=1.0, seed=1)

@@ -1,4 +1,4 @@
-"""Archive, reader and backtest logic without a broker (the wiring is in tests/test_replay.py)."""
+"""Archive, reader and backtest logic without a broker (the wiring is in tests/integration/replay/test_archiver.py)."""
 
 from __future__ import annotations
 
