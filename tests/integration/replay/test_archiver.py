@@ -1,5 +1,6 @@
 """Replay archive on the real broker: round trip live run -> archive -> backtest, archiver crash,
-republish. (Pure archive/backtest logic: tests/unit/replay/test_archive_and_backtest.py; retraining: tests/unit/replay/test_retrain.py.)"""
+republish. (Pure archive/backtest logic: tests/unit/replay/test_archive_and_backtest.py;
+retraining: tests/unit/replay/test_retrain.py.)"""
 
 from __future__ import annotations
 

@@ -416,7 +416,7 @@ def test_record_is_json_and_diff_says_what_changed(tmp_path, monkeypatch):
     view = project_view()
     rec = json.loads(json.dumps(view.record()))  # what a registry stores and reads back
     assert rec["fingerprint"] == view.fingerprint and rec["spec"] == view.spec()
-    assert set(rec["code"]) == {"tests.unit.featurestore.test_declare:big_spender", "tests.unit.featurestore.test_declare:running_max"}
+    assert set(rec["code"]) == {f"{__name__}:big_spender", f"{__name__}:running_max"}
     assert diff(rec, view.record()) == []
 
     table = tomllib.loads(PROJECT)["features"]
