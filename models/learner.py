@@ -82,11 +82,11 @@ class Learner:
             y = self.model.predict_one(x)
             return Scored(float(y or 0.0), float(y or 0.0), {})
         proba = self.model.predict_proba_one(x)
-        if task.classes is not None:  # declared classes not seen yet: probability 0
-            proba = {**{c: 0.0 for c in task.classes}, **proba} if proba else proba
         if not proba:
             return Scored(0.0, None, {})
-        predicted = max(proba, key=proba.get)
+        predicted = max(proba, key=proba.get)  # the model's own order breaks ties
+        if task.classes is not None:  # declared classes not seen yet: probability 0
+            proba = {**proba, **{c: 0.0 for c in task.classes if c not in proba}}
         if task.kind == "multiclass":
             score = proba[predicted]
         elif task.positive is not None:
@@ -122,6 +122,9 @@ class Learner:
             elif proba is not None:
                 if positive is not None:  # River's binary metrics score the class True
                     m.update(y == positive, {True: proba.get(positive, 0.0)})
+                elif self.task.kind == "multiclass" and y not in proba:
+                    # River's cross-entropy skips a class absent from the dict (loss 0): it got 0
+                    m.update(y, {**proba, y: 0.0})
                 else:
                     m.update(y, proba)
 
