@@ -71,49 +71,67 @@ def paired_losses(rng: np.random.Generator, runs: int, horizon: int, skill_champ
     return tuple(out)  # champion loss, champion hit, challenger loss, challenger hit
 
 
-def _multiclass_losses(rng: np.random.Generator, runs: int, horizon: int, skills: tuple[float, float],
-                       config: GateConfig, rho: float, k: int) -> tuple[np.ndarray, ...]:
+def multiclass_sample(rng: np.random.Generator, runs: int, horizon: int, skills: tuple[float, float],
+                      rho: float = 0.7, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Both models' class probabilities, shape ``(runs, horizon, k)``; class 0 is the true one."""
     if k < 2:
         raise ValueError("a multiclass scenario needs at least 2 classes")
     shared = rng.standard_normal((runs, horizon, k))  # hard events and confusable classes, for both
     out = []
     for skill in skills:
         z = rho * shared + math.sqrt(1.0 - rho * rho) * rng.standard_normal((runs, horizon, k))
-        z[..., 0] += skill  # class 0 is the true one (which one does not matter)
+        z[..., 0] += skill  # which class is the true one does not matter
         z -= z.max(axis=-1, keepdims=True)
         p = np.exp(z)
-        p /= p.sum(axis=-1, keepdims=True)
-        hit = (p.argmax(axis=-1) == 0).astype(float)
-        if config.loss == "brier":  # summed over classes, as gate.event_loss
-            loss = (1.0 - p[..., 0]) ** 2 + (p[..., 1:] ** 2).sum(axis=-1)
-        elif config.loss == "log":
-            loss = -np.log(np.clip(p[..., 0], config.eps, 1.0 - config.eps))
-        elif config.loss == "zero_one":
-            loss = 1.0 - hit
-        else:
-            raise ValueError(f"a multiclass simulation supports brier/log/zero_one, not {config.loss!r}")
-        out += [loss, hit]
-    return tuple(out)
+        out.append(p / p.sum(axis=-1, keepdims=True))
+    return out[0], out[1]
+
+
+def multiclass_losses(p: np.ndarray, config: GateConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Loss and hit per event of probabilities ``p`` (true class 0), as ``gate.event_loss``."""
+    hit = (p.argmax(axis=-1) == 0).astype(float)
+    if config.loss == "brier":  # summed over classes
+        return (1.0 - p[..., 0]) ** 2 + (p[..., 1:] ** 2).sum(axis=-1), hit
+    if config.loss == "log":
+        return -np.log(np.clip(p[..., 0], config.eps, 1.0 - config.eps)), hit
+    if config.loss == "zero_one":
+        return 1.0 - hit, hit
+    raise ValueError(f"a multiclass simulation supports brier/log/zero_one, not {config.loss!r}")
+
+
+def _multiclass_losses(rng: np.random.Generator, runs: int, horizon: int, skills: tuple[float, float],
+                       config: GateConfig, rho: float, k: int) -> tuple[np.ndarray, ...]:
+    pc, ph = multiclass_sample(rng, runs, horizon, skills, rho, k)
+    return (*multiclass_losses(pc, config), *multiclass_losses(ph, config))
+
+
+def regression_sample(rng: np.random.Generator, runs: int, horizon: int, skills: tuple[float, float],
+                      rho: float = 0.7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels and both models' predictions, shape ``(runs, horizon)`` each."""
+    y = LABEL_MEAN + LABEL_SD * rng.standard_normal((runs, horizon))
+    shared = rng.standard_normal((runs, horizon))
+    preds = []
+    for skill in skills:
+        z = rho * shared + math.sqrt(1.0 - rho * rho) * rng.standard_normal((runs, horizon))
+        preds.append(y + LABEL_SD * math.exp(-skill) * z)
+    return y, preds[0], preds[1]
+
+
+def regression_losses(y: np.ndarray, pred: np.ndarray, config: GateConfig) -> np.ndarray:
+    """:class:`~streamlearn.models.task.TaskScorer`'s regression loss, vectorised over runs."""
+    err = np.abs(pred - y)
+    if config.loss == "scaled_abs":
+        return np.minimum(err / (CLIP_SPREADS * scale_schedule(y, LabelScale().window)), 1.0)
+    if config.loss in ("abs", "squared"):
+        return np.minimum(err, config.scale) ** (1 if config.loss == "abs" else 2)
+    raise ValueError(f"a regression simulation supports scaled_abs/abs/squared, not {config.loss!r}")
 
 
 def _regression_losses(rng: np.random.Generator, runs: int, horizon: int, skills: tuple[float, float],
                        config: GateConfig, rho: float) -> tuple[np.ndarray, ...]:
-    y = LABEL_MEAN + LABEL_SD * rng.standard_normal((runs, horizon))
-    shared = rng.standard_normal((runs, horizon))
-    scale = scale_schedule(y, LabelScale().window) if config.loss == "scaled_abs" else None
-    nan = np.full((runs, horizon), np.nan)
-    out = []
-    for skill in skills:
-        z = rho * shared + math.sqrt(1.0 - rho * rho) * rng.standard_normal((runs, horizon))
-        err = np.abs(LABEL_SD * math.exp(-skill) * z)  # |prediction - label|
-        if config.loss == "scaled_abs":
-            loss = np.minimum(err / (CLIP_SPREADS * scale), 1.0)
-        elif config.loss in ("abs", "squared"):
-            loss = np.minimum(err, config.scale) ** (1 if config.loss == "abs" else 2)
-        else:
-            raise ValueError(f"a regression simulation supports scaled_abs/abs/squared, not {config.loss!r}")
-        out += [loss, nan]
-    return tuple(out)
+    y, pc, ph = regression_sample(rng, runs, horizon, skills, rho)
+    nan = np.full((runs, horizon), np.nan)  # no hits: the floor is on the loss
+    return regression_losses(y, pc, config), nan, regression_losses(y, ph, config), nan
 
 
 def first_promotion(lc: np.ndarray, hc: np.ndarray, lh: np.ndarray, hh: np.ndarray, config: GateConfig) -> np.ndarray:
