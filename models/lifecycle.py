@@ -123,13 +123,14 @@ class Lifecycle:
             if pred is not None:
                 self.canary_monitor.observe(arm, sc.loss(y, pred), sc.hit(y, pred))
         ev = self.concept.update(sc.error(y, champ))
-        sc.observe(y)  # after the losses: the regression scale only ever uses earlier labels
         if ev is not None:
             self.drift_events.append(ev)
-        if sc.task.kind != "multiclass" and isinstance(y, (bool, int, float)):
-            bev = self.bias.update(float(champ.get("score", 0.0)), float(y))
+        pair = sc.bias_pair(y, champ)
+        if pair is not None:
+            bev = self.bias.update(*pair)
             if bev is not None:
                 self.drift_events.append(bev)
+        sc.observe(y)  # after the losses: the regression scale only ever uses earlier labels
 
     def on_scored(self, xs: list[dict[str, float]]) -> None:
         """Served feature vectors, for data drift (one family-wise budget over features)."""

@@ -331,6 +331,21 @@ class TaskScorer:
         predicted = pred.get("score") if pred.get("pred") is None else pred.get("pred")
         return 1.0 if abs(float(predicted or 0.0) - float(y)) > self.scale.value else 0.0
 
+    def bias_pair(self, y: Any, pred: Mapping[str, Any]) -> tuple[float, float] | None:
+        """(score, label) for the bias monitor, in comparable units; None when meaningless.
+
+        Binary: P(positive) vs 1/0. Regression: estimate and label in label spreads, so the
+        monitor's threshold means the same for any unit. Multiclass: no single score.
+        """
+        score = float(pred.get("score") or 0.0)
+        if self.task.kind == "multiclass":
+            return None
+        if self.task.kind == "regression":
+            return score / self.scale.value, float(y) / self.scale.value
+        if self.task.positive is not None:
+            return score, float(y == self.task.positive)
+        return (score, float(y)) if isinstance(y, (bool, int, float)) else None
+
     def observe(self, y: Any) -> None:
         """After every model's loss for this label: the scale learns the label."""
         if self.task.kind == "regression":

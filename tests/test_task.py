@@ -180,3 +180,16 @@ def test_gate_config_per_task():
         Task("regression").gate_config(GateConfig(loss="log"))
     with pytest.raises(ValueError, match="does not fit a multiclass task"):
         Task("multiclass").gate_config(GateConfig(loss="scaled_abs"))
+
+
+def test_bias_monitor_inputs_per_task():
+    pred = {"score": 0.8, "pred": True, "proba": {"True": 0.8, "False": 0.2}}
+    assert TaskScorer(BINARY).bias_pair(True, pred) == (0.8, 1.0)  # as the lifecycle always fed it
+    named = TaskScorer(Task("binary", ("ok", "fraud")))
+    assert named.bias_pair("ok", {"score": 0.3}) == (0.3, 0.0)
+    assert TaskScorer(Task("multiclass")).bias_pair("a", {"score": 0.9, "pred": "a"}) is None
+    reg = TaskScorer(Task("regression"))
+    for y in (10.0, 14.0, 12.0, 16.0):
+        reg.observe(y)
+    s = reg.scale.value
+    assert reg.bias_pair(12.0, {"score": 13.0}) == (13.0 / s, 12.0 / s)  # in label spreads
