@@ -98,6 +98,8 @@ class Task:
             if unknown:
                 raise ValueError(f"unknown task key(s) {sorted(unknown)}; known: ['classes', 'kind', 'positive']")
             classes = value.get("classes")
+            if classes is not None and (isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__")):
+                raise ValueError(f"task classes must be a list, got {classes!r}")
             return cls(value.get("kind", "binary"), None if classes is None else tuple(classes), value.get("positive"))
         raise ValueError(f"a task is a name {list(TASKS)} or a table with kind/classes/positive, got {value!r}")
 

@@ -23,7 +23,7 @@ def test_task_config_round_trips_and_bad_configs_are_refused():
     bad = [lambda: Task("ternary"), lambda: Task("binary", ("a", "b", "c")), lambda: Task("regression", (1, 2)),
            lambda: Task("multiclass", ("a", "a")), lambda: Task("binary", ("a", "b"), positive="c"),
            lambda: Task("multiclass", positive="a"), lambda: Task.parse({"kind": "binary", "clases": [0, 1]}),
-           lambda: Task.parse(3)]
+           lambda: Task.parse(3), lambda: Task.parse({"kind": "multiclass", "classes": "abc"})]
     for make in bad:
         with pytest.raises(ValueError) as e:
             make()
