@@ -50,8 +50,8 @@ class ModelSet:
     history: list[dict[str, Any]] = field(default_factory=list)  # stage changes, newest last
 
     @classmethod
-    def fresh(cls, name: str, spec: str) -> ModelSet:
-        return cls(name=name, learners={1: Learner(name, spec, version=1)}, champion=1)
+    def fresh(cls, name: str, spec: str, task: Any = None) -> ModelSet:
+        return cls(name=name, learners={1: Learner(name, spec, version=1, task=task)}, champion=1)
 
     # ------------------------------------------------------------------ queries
     @property
@@ -92,7 +92,8 @@ class ModelSet:
             raise ValueError(f"version {version} of {self.name} is already running")
         v = self.next_version if version is None else version
         self.next_version = max(self.next_version, v + 1)
-        self.learners[v] = Learner(self.name, spec, version=v, model=model)
+        # a challenger solves the champion's task (its metrics, predictions and checks follow it)
+        self.learners[v] = Learner(self.name, spec, version=v, model=model, task=self.champion_learner.task)
         self._record(v, "shadow", reason, spec=spec)
         return v
 

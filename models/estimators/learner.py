@@ -1,7 +1,23 @@
 """A named, versioned online model with its progressive-validation metrics.
 
 The learner is what gets checkpointed: model, metrics and the label counter travel
-together in one signed snapshot.
+together in one signed snapshot. Its :class:`~streamlearn.models.task.Task` decides the
+metrics and what a prediction holds:
+
+* binary: ``score`` = P(positive class) (``True``/``1``, or the declared positive), the
+  predicted class, all class probabilities;
+* multiclass: ``score`` = the probability of the predicted class, all class probabilities
+  (declared classes the model has not seen yet at 0);
+* regression: ``score`` = ``predicted`` = the estimate, no probabilities.
+
+``spec`` is always a string: a preset name or a factory spec's canonical form
+(:class:`~streamlearn.models.spec.ModelSpec`), so it rebuilds the same model.
+
+>>> from streamlearn.models.task import Task
+>>> lr = Learner("trips", "linreg", task=Task("regression"))
+>>> lr.learn({"x": 1.0}, 2.0, served=lr.predict({"x": 1.0}).served())
+>>> sorted(lr.metric_values())
+['mae', 'r2', 'rmse']
 """
 
 from __future__ import annotations
@@ -11,7 +27,8 @@ from typing import Any
 
 from river import base, metrics
 
-from streamlearn.models.estimators.spec import build_model, is_classifier
+from streamlearn.models.estimators.spec import ModelSpec, build_model
+from streamlearn.models.task import Task, infer_task
 
 
 @dataclass
@@ -20,11 +37,9 @@ class Scored:
     predicted: Any
     probabilities: dict[str, float]
 
-
-def _metric_set(classifier: bool) -> dict[str, metrics.base.Metric]:
-    if classifier:
-        return {"accuracy": metrics.Accuracy(), "roc_auc": metrics.ROCAUC(), "log_loss": metrics.LogLoss()}
-    return {"mae": metrics.MAE(), "rmse": metrics.RMSE()}
+    def served(self, n: int = 0) -> dict[str, Any]:
+        """The per-model record the loop serves (``{"score", "pred", "proba", "n"}``)."""
+        return {"score": self.score, "pred": self.predicted, "proba": self.probabilities, "n": n}
 
 
 @dataclass
@@ -38,49 +53,88 @@ class Learner:
     # labels scored against this model's served prediction: the metrics' sample size (a
     # challenger started mid-stream learns labels of events it never scored)
     scored_labels: int = 0
+    # None: inferred from the model (a classifier is binary, a regressor a regression), as
+    # before tasks existed; checkpoints pickled then load with it inferred (__setstate__)
+    task: Task | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.spec, str):
+            self.spec = str(ModelSpec.parse(self.spec))
         if self.model is None:
             self.model = build_model(self.spec)
-        self.classifier = is_classifier(self.model)
+        if self.task is None:
+            self.task = infer_task(self.model)
+        else:
+            self.task = Task.parse(self.task)
+            self.task.check_model(self.model)
+        self.classifier = self.task.is_classification
         if not self.metrics:
-            self.metrics = _metric_set(self.classifier)
+            self.metrics = self.task.metrics()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.__dict__.get("task") is None:
+            self.task = infer_task(self.model)
 
     def predict(self, x: dict[str, float]) -> Scored:
-        if self.classifier:
-            proba = self.model.predict_proba_one(x)
-            if not proba:
-                return Scored(0.0, None, {})
-            predicted = max(proba, key=proba.get)
+        task = self.task
+        if task.kind == "regression":
+            y = self.model.predict_one(x)
+            return Scored(float(y or 0.0), float(y or 0.0), {})
+        proba = self.model.predict_proba_one(x)
+        if not proba:
+            return Scored(0.0, None, {})
+        predicted = max(proba, key=proba.get)  # the model's own order breaks ties
+        if task.classes is not None:  # declared classes not seen yet: probability 0
+            proba = {**proba, **{c: 0.0 for c in task.classes if c not in proba}}
+        if task.kind == "multiclass":
+            score = proba[predicted]
+        elif task.positive is not None:
+            score = proba.get(task.positive, 0.0)
+        else:
             score = proba.get(True, proba.get(1, proba[predicted]))
-            return Scored(float(score), predicted, {str(k): float(v) for k, v in proba.items()})
-        y = self.model.predict_one(x)
-        return Scored(float(y or 0.0), float(y or 0.0), {})
+        return Scored(float(score), predicted, {str(k): float(v) for k, v in proba.items()})
 
     def learn(self, x: dict[str, float], y: Any, served: dict[str, Any] | None = None) -> None:
         """Learn one label; ``served`` is the prediction published for it (progressive validation)."""
         if served is not None:
             self.scored_labels += 1
-            if self.classifier:
-                proba = _proba_from_served(served, y)
-                pred = served.get("pred")
-                for name, m in self.metrics.items():
-                    if name == "accuracy":
-                        m.update(y, _same_type(pred, y))
-                    elif proba is not None:
-                        m.update(y, proba)
-            else:
+            if self.task.kind == "regression":
                 for m in self.metrics.values():
                     m.update(y, served.get("score", 0.0))
+            else:
+                self._update_class_metrics(y, served)
         self.model.learn_one(x, y)
         self.labels_learned += 1
+
+    def _update_class_metrics(self, y: Any, served: dict[str, Any]) -> None:
+        proba = _proba_from_served(served, y)
+        pred = _same_type(served.get("pred"), y)
+        positive = self.task.positive
+        for name, m in self.metrics.items():
+            if name == "accuracy":
+                m.update(y, pred)
+            elif name == "macro_f1":
+                # an untrained model predicts nothing; a None "class" would sit in the macro
+                # average (F1 0) for good, so such labels count for accuracy only
+                if pred is not None:
+                    m.update(y, pred)
+            elif proba is not None:
+                if positive is not None:  # River's binary metrics score the class True
+                    m.update(y == positive, {True: proba.get(positive, 0.0)})
+                elif self.task.kind == "multiclass" and y not in proba:
+                    # River's cross-entropy skips a class absent from the dict (loss 0): it got 0
+                    m.update(y, {**proba, y: 0.0})
+                else:
+                    m.update(y, proba)
 
     def metric_values(self) -> dict[str, float]:
         return {k: float(m.get()) for k, m in self.metrics.items()}
 
     def state(self) -> dict[str, Any]:
         return {"name": self.name, "spec": self.spec, "version": self.version, "model": self.model,
-                "labels_learned": self.labels_learned, "metrics": self.metrics, "scored_labels": self.scored_labels}
+                "labels_learned": self.labels_learned, "metrics": self.metrics, "scored_labels": self.scored_labels,
+                "task": self.task}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Learner:

@@ -46,16 +46,19 @@ import numpy as np
 from streamlearn.models.governance.sequential import ConfidenceSequence
 
 ArrayLike = Sequence[Any] | np.ndarray
-LossKind = Literal["log", "brier", "zero_one", "abs", "squared"]
-LOSSES: tuple[str, ...] = ("log", "brier", "zero_one", "abs", "squared")
+LossKind = Literal["log", "brier", "zero_one", "abs", "squared", "scaled_abs"]
+LOSSES: tuple[str, ...] = ("log", "brier", "zero_one", "abs", "squared", "scaled_abs")
+CLIP_SPREADS = 3.0  # scaled_abs: an error of 3 label spreads or more is as bad as it gets
 
 
 def loss_bound(kind: str, eps: float = 1e-3, scale: float = 1.0) -> float:
     """The largest value a per-event loss can take (so differences lie in [-B, B]).
 
-    ``scale`` bounds regression errors (``abs``/``squared``), which are clipped to it.
+    ``scale`` bounds regression errors (``abs``/``squared``), which are clipped to it;
+    ``scaled_abs`` divides the error by a spread of the labels and is clipped to 1.
     """
-    bounds = {"log": -math.log(eps), "brier": 2.0, "zero_one": 1.0, "abs": scale, "squared": scale**2}
+    bounds = {"log": -math.log(eps), "brier": 2.0, "zero_one": 1.0, "abs": scale, "squared": scale**2,
+              "scaled_abs": 1.0}
     try:
         return bounds[kind]
     except KeyError:
@@ -67,12 +70,17 @@ def event_loss(kind: str, y: Any, proba: Mapping[Any, float] | None = None, pred
     """One event's loss, bounded by :func:`loss_bound`.
 
     ``proba`` maps classes (or their ``str``, as served on the wire) to probabilities; an
-    empty one (a model that has learned nothing yet) counts as a coin flip.
+    empty one (a model that has learned nothing yet) counts as a coin flip. ``brier`` is
+    the sum over all classes (binary and multiclass alike, in [0, 2]). For ``scaled_abs``
+    ``scale`` is the labels' current spread (:class:`~streamlearn.models.task.LabelScale`):
+    ``min(|error| / (CLIP_SPREADS * scale), 1)``.
 
     >>> round(event_loss("log", True, {"True": 0.8, "False": 0.2}), 4)
     0.2231
     >>> event_loss("zero_one", 1, predicted=0), event_loss("abs", 3.0, predicted=10.0, scale=5.0)
     (1.0, 5.0)
+    >>> event_loss("scaled_abs", 3.0, predicted=4.5, scale=1.0), event_loss("scaled_abs", 3.0, predicted=99.0)
+    (0.5, 1.0)
     """
     if kind in ("log", "brier"):
         proba = proba or {}
@@ -86,6 +94,9 @@ def event_loss(kind: str, y: Any, proba: Mapping[Any, float] | None = None, pred
     if kind in ("abs", "squared"):
         err = min(abs(float(predicted if predicted is not None else 0.0) - float(y)), scale)
         return err if kind == "abs" else err * err
+    if kind == "scaled_abs":
+        err = abs(float(predicted if predicted is not None else 0.0) - float(y))
+        return min(err / (CLIP_SPREADS * scale), 1.0)
     raise ValueError(f"unknown loss {kind!r}; known: {LOSSES}")
 
 

@@ -33,8 +33,9 @@ from streamlearn.models.governance.drift import (
     FeatureDriftMonitor,
     plan,
 )
-from streamlearn.models.governance.gate import ActionLimits, GateConfig, PromotionGate, event_loss, is_hit
+from streamlearn.models.governance.gate import ActionLimits, GateConfig, PromotionGate
 from streamlearn.models.modelset import ModelSet
+from streamlearn.models.task import BINARY, Task, TaskScorer
 
 Record = tuple[str, dict[str, Any]]  # (subject: "lifecycle" | "drift", record)
 
@@ -59,6 +60,7 @@ class LifecycleConfig:
     features: dict[str, Any] = field(default_factory=dict)  # FeatureDriftMonitor kwargs
     bias: dict[str, Any] = field(default_factory=dict)  # BiasMonitor kwargs
     limits: dict[str, Any] = field(default_factory=dict)  # ActionLimits kwargs
+    task: Task = BINARY  # the gate's loss, hits and the drift error signal follow it
 
     @classmethod
     def from_settings(cls, s: Any) -> LifecycleConfig:
@@ -79,6 +81,8 @@ class LifecycleConfig:
 class Lifecycle:
     def __init__(self, config: LifecycleConfig | None = None) -> None:
         self.config = c = config or LifecycleConfig()
+        if c.task.kind != "binary":  # e.g. regression: scaled loss, floor on the loss
+            c.gate = c.task.gate_config(c.gate)
         self.gates: dict[int, PromotionGate] = {}
         self.canary_monitor: CanaryMonitor | None = None
         self.concept = ConceptDriftDetector(**c.concept)
@@ -92,9 +96,16 @@ class Lifecycle:
         self.announced: dict[int, str] = {}  # last refusal reason announced per challenger
 
     # ------------------------------------------------------------------ observations
+    @property
+    def scorer(self) -> TaskScorer:
+        """Loss, hit and drift error per the task (lazy: checkpoints from before tasks lack it)."""
+        sc = self.__dict__.get("_scorer")
+        if sc is None:
+            sc = self.__dict__["_scorer"] = TaskScorer(self.config.task, self.config.gate)
+        return sc
+
     def _loss(self, y: Any, pred: dict[str, Any]) -> float:
-        g = self.config.gate
-        return event_loss(g.loss, y, pred.get("proba") or None, pred.get("pred"), g.eps, g.scale)
+        return self.scorer.loss(y, pred)
 
     def on_label(self, models: ModelSet, y: Any, served: dict[str, dict[str, Any]], serving: int | None) -> None:
         """One learned label; ``served`` maps str(version) -> that model's prediction."""
@@ -102,26 +113,30 @@ class Lifecycle:
         champ = served.get(str(models.champion))
         if self.labels_since_promotion is not None:
             self.labels_since_promotion += 1
+        sc = self.scorer
         if champ is None:
+            sc.observe(y)
             return
-        lc = self._loss(y, champ)
-        hit_c = is_hit(y, champ.get("pred"))
+        lc = sc.loss(y, champ)
+        hit_c = sc.hit(y, champ)
         for v in models.challengers():
             pred = served.get(str(v))
             if pred is not None:
-                self._gate(v).update(lc, self._loss(y, pred), hit_c, is_hit(y, pred.get("pred")))
+                self._gate(v).update(lc, sc.loss(y, pred), hit_c, sc.hit(y, pred))
         if self.canary_monitor is not None and models.canary is not None:
             arm = "canary" if serving == models.canary.version else "champion"
             pred = served.get(str(serving)) if serving is not None else None
             if pred is not None:
-                self.canary_monitor.observe(arm, self._loss(y, pred), is_hit(y, pred.get("pred")))
-        ev = self.concept.update(0.0 if hit_c else 1.0)
+                self.canary_monitor.observe(arm, sc.loss(y, pred), sc.hit(y, pred))
+        ev = self.concept.update(sc.error(y, champ))
         if ev is not None:
             self.drift_events.append(ev)
-        if isinstance(y, (bool, int, float)):
-            bev = self.bias.update(float(champ.get("score", 0.0)), float(y))
+        pair = sc.bias_pair(y, champ)
+        if pair is not None:
+            bev = self.bias.update(*pair)
             if bev is not None:
                 self.drift_events.append(bev)
+        sc.observe(y)  # after the losses: the regression scale only ever uses earlier labels
 
     def on_scored(self, xs: list[dict[str, float]]) -> None:
         """Served feature vectors, for data drift (one family-wise budget over features)."""

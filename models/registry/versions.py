@@ -4,7 +4,8 @@ Each version records name, version, parent, spec and hyperparameters (River's
 ``_get_params()``), what it learned from (free-form: offset ranges, an archive time
 range), code version, creation time, metrics at registration and its stage
 (``shadow`` / ``canary`` / ``champion`` / ``retired``). Every stage change is appended to
-the name's history with a reason and who made it: the audit trail.
+the name's history with a reason and who made it: the audit trail. ``spec_detail`` keeps
+the full spec (factory path + params, the factory package's version, River's version).
 
 Artifacts are signed (HMAC-SHA256, :mod:`streamlearn.models.artifacts`) over the model
 *and* its name and version, so a validly signed artifact copied under another version is
@@ -46,6 +47,7 @@ from typing import Any
 from streamlearn.formats import jsonable as _jsonable
 from streamlearn.models import artifacts
 from streamlearn.models.artifacts import ArtifactError
+from streamlearn.models.estimators.spec import ModelSpec, describe_spec
 from streamlearn.models.registry.store import (
     DirectoryStore,
     RedisStore,
@@ -82,6 +84,8 @@ class ModelVersion:
     metrics: dict[str, float]
     stage: str
     artifact: str  # storage key of the signed artifact (never a path)
+    # streamlearn.models.spec.describe_spec(spec); {} for versions registered before it existed
+    spec_detail: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -214,7 +218,7 @@ class ModelRegistry:
             time.sleep(0.001)
         raise RegistryError(f"registry index of {name} is too contended; try again")
 
-    def register(self, name: str, model: Any, *, spec: str, parent: int | None = None,
+    def register(self, name: str, model: Any, *, spec: str | ModelSpec, parent: int | None = None,
                  trained_on: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
                  params: dict[str, Any] | None = None, stage: str = "shadow", reason: str = "registered",
                  by: str = "system") -> ModelVersion:
@@ -222,6 +226,8 @@ class ModelRegistry:
         if stage not in ("shadow", "champion"):
             raise RegistryError("a new version starts as shadow (or champion, to bootstrap a name)")
         params = model_params(model) if params is None else params
+        detail = describe_spec(spec)
+        spec = spec if isinstance(spec, str) else str(spec)
         while True:
             idx = self._index(name)
             version = idx.next_version
@@ -239,7 +245,7 @@ class ModelRegistry:
                 idx.next_version += 1
                 idx.versions[version] = ModelVersion(
                     name, version, parent, spec, params, dict(trained_on or {}), code_version(), self.clock(),
-                    {k: float(v) for k, v in (metrics or {}).items()}, stage, art)
+                    {k: float(v) for k, v in (metrics or {}).items()}, stage, art, detail)
                 mv = idx.versions[version]
                 idx.history.append(Transition(version, None, stage, reason, by, mv.created_at))
                 if stage == "champion":

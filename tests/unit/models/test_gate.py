@@ -14,8 +14,18 @@ import pytest
 
 from streamlearn.models.governance.canary import CanaryConfig, CanaryMonitor, in_canary
 from streamlearn.models.governance.gate import ActionLimits, GateConfig, PromotionGate, event_loss, loss_bound
-from streamlearn.models.governance.gate_eval import first_promotion, flood, paired_losses, simulate
+from streamlearn.models.governance.gate_eval import (
+    first_promotion,
+    flood,
+    multiclass_losses,
+    multiclass_sample,
+    paired_losses,
+    regression_losses,
+    regression_sample,
+    simulate,
+)
 from streamlearn.models.governance.sequential import ConfidenceSequence
+from streamlearn.models.task import Task, TaskScorer
 from streamlearn.settings import Settings
 
 ALPHA = 0.05
@@ -198,3 +208,66 @@ def test_canary_rolls_back_a_worse_model_and_promotes_an_equal_one():
     assert passed and all(d.reason == "canary_passed" and d.canary.n >= cfg.window for d in passed)
     floor = _run_canary(rng, 0.6, 0.7, cfg, replace(gate, floor=0.5))  # better than a bad champion, still bad
     assert (floor.action, floor.reason) == ("rollback", "below_floor")
+
+
+# ---------------------------------------------------------------------- multiclass and regression
+REGRESSION = Task("regression")
+
+
+@pytest.mark.parametrize("task,skill,loss", [("multiclass", 2.0, "brier"), ("multiclass", 2.0, "zero_one"),
+                                             ("regression", 1.0, "scaled_abs")])
+def test_other_tasks_equal_models_are_falsely_promoted_at_most_alpha(task, skill, loss):
+    cfg = Task(task).gate_config(GateConfig(loss=loss, alpha=ALPHA))
+    r = simulate(cfg, runs=600, horizon=3000, skill_champion=skill, skill_challenger=skill, seed=21, task=task)
+    print(f"\n{task}/{loss} equal: gate {r.promoted_rate:.4f} over 600 runs x 3000 events; "
+          f"naive z every event {r.naive_rate:.4f}; one z-test at the end {r.one_shot_rate:.4f}")
+    assert r.promoted_rate <= ALPHA
+    assert r.naive_rate > 2 * ALPHA  # the same data, tested naively, would promote often
+
+
+@pytest.mark.parametrize("task,skill", [("multiclass", 2.0), ("regression", 1.0)])
+def test_other_tasks_a_better_challenger_is_promoted_and_a_worse_one_never(task, skill):
+    cfg = Task(task).gate_config(GateConfig(alpha=ALPHA))
+    better = simulate(cfg, runs=150, horizon=4000, skill_champion=skill, skill_challenger=skill + 0.3, seed=22,
+                      task=task)
+    print(f"\n{task} better by +0.3 skill: promoted {better.promoted_rate:.3f}, "
+          f"median {better.median_events:.0f} events, p90 {better.p90_events:.0f}")
+    assert better.promoted_rate >= 0.95 and better.median_events <= 1500
+    worse = simulate(cfg, runs=150, horizon=4000, skill_champion=skill, skill_challenger=skill - 0.2, seed=23,
+                     task=task)
+    assert worse.promoted_rate == 0.0
+
+
+def test_the_vectorised_regression_rule_is_the_gates_rule_event_by_event():
+    cfg = REGRESSION.gate_config(GateConfig(min_samples=150, window=100, floor=0.12))
+    y, pc, ph = regression_sample(np.random.default_rng(30), 4, 2500, (1.0, 1.3))
+    lc, lh = regression_losses(y, pc, cfg), regression_losses(y, ph, cfg)
+    nan = np.full_like(lc, np.nan)
+    expected = first_promotion(lc, nan, lh, nan, cfg)
+    for run in range(4):
+        gate, scorer, first = PromotionGate(cfg), TaskScorer(REGRESSION, cfg), -1
+        for t in range(y.shape[1]):
+            champ = {"score": float(pc[run, t]), "pred": float(pc[run, t]), "proba": {}}
+            chall = {"score": float(ph[run, t]), "pred": float(ph[run, t]), "proba": {}}
+            a, b = scorer.loss(y[run, t], champ), scorer.loss(y[run, t], chall)
+            assert (a, b) == pytest.approx((lc[run, t], lh[run, t]), rel=1e-12)
+            gate.update(a, b, scorer.hit(y[run, t], champ), scorer.hit(y[run, t], chall))
+            scorer.observe(y[run, t])
+            if first < 0 and gate.decision().promote:
+                first = t + 1
+        assert first == expected[run]
+    assert (expected > 0).any()
+
+
+@pytest.mark.parametrize("loss", ["brier", "log", "zero_one"])
+def test_the_multiclass_simulation_scores_as_the_task_scorer_does(loss):
+    cfg = Task("multiclass").gate_config(GateConfig(loss=loss))
+    pc, _ = multiclass_sample(np.random.default_rng(31), 2, 200, (2.0, 2.0), k=4)
+    lc, hc = multiclass_losses(pc, cfg)
+    scorer = TaskScorer(Task("multiclass"), cfg)
+    for run, t in np.ndindex(lc.shape):
+        proba = {f"c{k}": float(v) for k, v in enumerate(pc[run, t])}  # as served on the wire
+        served = {"score": max(proba.values()), "pred": max(proba, key=proba.get), "proba": proba}
+        assert scorer.loss("c0", served) == pytest.approx(lc[run, t], rel=1e-12)
+        assert scorer.hit("c0", served) == bool(hc[run, t])
+    assert ((lc >= 0) & (lc <= cfg.bound)).all()
