@@ -24,24 +24,28 @@ class Keys:
 
     prefix: str
     model: str
+    # the feature view's namespace for entity state, served vectors and parked labels: ""
+    # for the built-in views (the original key names), "<view>.v<version>" for a project's
+    view: str = ""
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Keys:
-        """The keys of the model a worker with these settings runs."""
-        return cls(settings.redis_prefix, settings.model_name)
+    def from_settings(cls, settings: Any, view: str = "") -> Keys:
+        """The keys of the model a worker with these settings runs (``view``: its namespace,
+        see :func:`streamlearn.project.view_namespace`)."""
+        return cls(settings.redis_prefix, settings.model_name, view)
 
     # ---------------------------------------------------------------- shared by every model
     def entity(self, entity: str) -> str:
         """An entity's aggregate state (TTL: entity_ttl_s after its last event)."""
-        return f"{self.prefix}:ent:{entity}"
+        return f"{self.prefix}:ent:{self.view}:{entity}" if self.view else f"{self.prefix}:ent:{entity}"
 
     def served(self, event_id: str) -> str:
         """The feature vector served for an event, with each model's prediction (served_ttl_s)."""
-        return f"{self.prefix}:srv:{event_id}"
+        return f"{self.prefix}:srv:{self.view}:{event_id}" if self.view else f"{self.prefix}:srv:{event_id}"
 
     def pending(self, event_id: str) -> str:
         """A label that arrived before its event was served (pending_ttl_s)."""
-        return f"{self.prefix}:pend:{event_id}"
+        return f"{self.prefix}:pend:{self.view}:{event_id}" if self.view else f"{self.prefix}:pend:{event_id}"
 
     # ---------------------------------------------------------------- per model name
     def learned(self, event_id: str) -> str:
@@ -72,6 +76,10 @@ class Keys:
     def control(self) -> str:
         """Operator commands queued for the learner (``streamlearn models ...``)."""
         return f"{self.prefix}:m:{self.model}:control"
+
+    def view_record(self, name: str, version: int) -> str:
+        """The definition a feature view version was first served with (its fingerprint)."""
+        return f"{self.prefix}:fv:{name}:v{version}"
 
     def receipt(self, writer: str) -> str:
         """One writer's last applied write token (at-most-once retries)."""

@@ -1,7 +1,9 @@
 """The one settings object.
 
 Values come from (highest first): keyword arguments, environment variables, a TOML file
-named by ``STREAMLEARN_CONFIG``, defaults. Every field reads ``STREAMLEARN_<FIELD>``;
+named by ``STREAMLEARN_CONFIG``, the project's ``streamlearn.toml`` (``STREAMLEARN_PROJECT``:
+its ``[settings]`` table, plus the model name, champion spec, feature view and task it
+declares), defaults. Every field reads ``STREAMLEARN_<FIELD>``;
 the two addresses also read the conventional ``KAFKA_BOOTSTRAP`` and ``REDIS_URL``.
 Persistent names (topics, Redis prefix, consumer group) are explicit and versioned,
 never derived from code structure, so renaming code never orphans data.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
@@ -60,6 +63,10 @@ class Settings(BaseSettings):
     redis_prefix: str = Field("sl:v1", description="namespace of every Redis key")
 
     # --- learning ----------------------------------------------------------------------
+    project: str = Field("", description="project directory (streamlearn.toml + Python modules); "
+                                         "empty: the built-in card-fraud project")
+    task: Literal["", "binary", "multiclass", "regression"] = Field(
+        "", description="prediction task; empty: inferred from the champion's estimator")
     model_name: str = "default"
     model_spec: str = Field("logreg", description="short name from streamlearn.models.estimators.spec.SPECS")
     feature_view: str = Field("entity_v1", description="name from streamlearn.featurestore.definitions")
@@ -172,6 +179,9 @@ class Settings(BaseSettings):
         path = os.environ.get("STREAMLEARN_CONFIG")
         if path:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        project = init_settings.init_kwargs.get("project") or os.environ.get("STREAMLEARN_PROJECT")
+        if project:
+            sources.append(ProjectSettingsSource(settings_cls, project))
         return tuple(sources)
 
     # --- derived client configs -------------------------------------------------------
@@ -209,6 +219,55 @@ class Settings(BaseSettings):
         """Settings safe to log or print: secrets stay masked, URLs lose their credentials."""
         return {k: ("***" if isinstance(v, SecretStr) else redact_url(v) if k.endswith("_url") and v else v)
                 for k, v in self.model_dump().items()}
+
+
+PROJECT_FILE = "streamlearn.toml"
+
+
+class ProjectSettingsSource(PydanticBaseSettingsSource):
+    """Settings a project declares: its ``[settings]`` table and what its other tables name
+    (``[models].name`` and ``.champion``, ``[features].name``, ``[project].task``). The
+    project's feature view and model specs themselves are built by :mod:`streamlearn.project`."""
+
+    def __init__(self, settings_cls: type[BaseSettings], project: str) -> None:
+        super().__init__(settings_cls)
+        self.values = project_settings(project)
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
+def project_settings(project: str) -> dict[str, Any]:
+    """The settings values a project directory declares (raises ValueError, one line)."""
+    import tomllib
+
+    path = Path(project) / PROJECT_FILE
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file (a project is a directory with {PROJECT_FILE}; "
+                         f"create one with `streamlearn init {project}`)")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    table = data.get("settings", {})
+    if not isinstance(table, dict):
+        raise ValueError(f"{path}: [settings] must be a table")
+    values: dict[str, Any] = {"project": str(Path(project).resolve()), **table}
+    models, features, proj = data.get("models", {}), data.get("features", {}), data.get("project", {})
+    if isinstance(models, dict):
+        if "name" in models:
+            values.setdefault("model_name", models["name"])
+        if "champion" in models:
+            values.setdefault("model_spec", models["champion"])
+    if isinstance(features, dict) and "name" in features:
+        values.setdefault("feature_view", features["name"])
+    if isinstance(proj, dict) and "task" in proj:
+        task = proj["task"]
+        values.setdefault("task", task.get("kind", "") if isinstance(task, dict) else task)
+    return values
 
 
 def redact_url(url: str) -> str:

@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamlearn.featurestore.backend import Backend, RedisBackend, WriteBatch
-from streamlearn.featurestore.definitions import get_view
 from streamlearn.featurestore.instrumented import InstrumentedBackend
-from streamlearn.featurestore.keys import Keys
 from streamlearn.metrics import Metrics
-from streamlearn.models.estimators.learner import Learner
 from streamlearn.models.governance.lifecycle import Lifecycle, LifecycleConfig
+from streamlearn.models.modelset import ModelSet
 from streamlearn.models.registry.mirror import RegistryMirror
 from streamlearn.models.registry.versions import open_registry
+from streamlearn.project import project_for
 from streamlearn.schemas import AvroCodec, InvalidRecord
 from streamlearn.schemas.validation import Limits, decode_event, decode_feedback
 from streamlearn.settings import Settings
@@ -46,17 +45,24 @@ class Message:
 
 
 def build_loop(settings: Settings, backend: Backend) -> OnlineLoop:
-    """The online loop exactly as the worker runs it (also used by /score and tests)."""
+    """The online loop exactly as the worker runs it (also used by /score and tests): the
+    project's feature view, its champion spec and task (the built-in project without one)."""
+    project = project_for(settings)
+    lifecycle = None
+    if settings.lifecycle_auto:
+        lifecycle = Lifecycle(LifecycleConfig.from_settings(settings, task=project.task,
+                                                            challenger_spec=project.challenger))
     return OnlineLoop(
-        get_view(settings.feature_view),
-        Learner(settings.model_name, settings.model_spec),
+        project.view,
+        ModelSet.fresh(settings.model_name, project.champion, task=project.task),
         backend,
-        Keys(settings.redis_prefix, settings.model_name),
+        project.keys,
         artifact_key=settings.artifact_key.get_secret_value().encode(),
         entity_ttl_s=settings.entity_ttl_s,
         served_ttl_s=settings.served_ttl_s,
-        lifecycle=Lifecycle(LifecycleConfig.from_settings(settings)) if settings.lifecycle_auto else None,
+        lifecycle=lifecycle,
         model_loader=registry_loader(settings),
+        resolve_spec=project.resolve_spec,
     )
 
 
@@ -125,15 +131,23 @@ class WorkerRuntime:
     async def on_events(self, batch: Sequence[Message]) -> int:
         await self.ready.wait()
         good: list[dict[str, Any]] = []
-        stamps: list[float] = []
+        sources: list[Message] = []
         for msg in batch:
             try:
                 good.append(decode_event(msg.value, self.codec, self.limits))
-                stamps.append(msg.timestamp_ms)
+                sources.append(msg)
             except InvalidRecord as err:
                 self._dead_letter(msg, err)
         with self.metrics.loop_batch("score", len(good), self.backend):
             preds = await self.loop.score_batch(good)
+        if self.loop.feature_errors:  # a user feature function raised: those events are dead letters
+            failed = {id(ev): (reason, detail) for ev, reason, detail in self.loop.feature_errors}
+            self.loop.feature_errors.clear()
+            for ev, msg in zip(good, sources):
+                if id(ev) in failed:
+                    self._dead_letter(msg, InvalidRecord(*failed[id(ev)]))
+            sources = [msg for ev, msg in zip(good, sources) if id(ev) not in failed]
+        stamps = [msg.timestamp_ms for msg in sources]
         now_ms = time.time() * 1000
         topic, shadow_topic = self.settings.topic_predictions, self.settings.topic_shadow
         for p, ts in zip(preds, stamps):
@@ -156,9 +170,15 @@ class WorkerRuntime:
         await self.ready.wait()
         good: list[dict[str, Any]] = []
         bad = 0
+        task = self.loop.champion.task
         for msg in batch:
             try:
-                good.append(decode_feedback(msg.value, self.codec, self.limits))
+                fb = decode_feedback(msg.value, self.codec, self.limits)
+                try:
+                    fb["label"] = task.check_label(fb["label"])
+                except ValueError as exc:  # e.g. a string label for a regression
+                    raise InvalidRecord("label", f"{exc} (task: {task.kind})") from None
+                good.append(fb)
             except InvalidRecord as err:
                 self._dead_letter(msg, err)
                 bad += 1

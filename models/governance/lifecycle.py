@@ -61,10 +61,12 @@ class LifecycleConfig:
     bias: dict[str, Any] = field(default_factory=dict)  # BiasMonitor kwargs
     limits: dict[str, Any] = field(default_factory=dict)  # ActionLimits kwargs
     task: Task = BINARY  # the gate's loss, hits and the drift error signal follow it
+    challenger_spec: str | None = None  # what drift starts (None: a fresh copy of the champion's spec)
 
     @classmethod
-    def from_settings(cls, s: Any) -> LifecycleConfig:
+    def from_settings(cls, s: Any, task: Task | None = None, challenger_spec: str | None = None) -> LifecycleConfig:
         return cls(
+            task=task or BINARY, challenger_spec=challenger_spec,
             gate=GateConfig.from_settings(s), canary=CanaryConfig.from_settings(s),
             actions=ActionConfig.from_settings(s), use_canary=s.lifecycle_canary,
             max_challengers=s.lifecycle_max_challengers,
@@ -184,7 +186,8 @@ class Lifecycle:
         for a in actions:
             if a.kind == "start_challenger":
                 self._make_room(models, now_ms, out)
-                v = models.add_challenger(models.champion_learner.spec, f"drift: {a.reason}")
+                spec = getattr(self.config, "challenger_spec", None) or models.champion_learner.spec
+                v = models.add_challenger(spec, f"drift: {a.reason}")
                 out.append(("lifecycle", record(models, v, "challenger_started", f"drift: {a.reason}", now_ms,
                                                 from_position=a.from_position)))
             elif a.kind == "request_retrain":

@@ -109,6 +109,8 @@ async def drain(loop: OnlineLoop) -> int:
                 cmd = loads(item)
                 if not isinstance(cmd, dict):  # valid JSON, but not a command
                     raise CommandError(f"a command is a JSON object, not {type(cmd).__name__}")
+                if cmd.get("op") == "add" and loop.resolve_spec is not None and "spec" in cmd:
+                    cmd["spec"] = loop.resolve_spec(str(cmd["spec"]))
                 if cmd.get("op") == "adopt":
                     got = resolved.get(i)
                     if got is None or isinstance(got, Exception):

@@ -99,6 +99,7 @@ class OnlineLoop:
         on_learn: Callable[[str, Any, dict[str, Any]], None] | None = None,
         lifecycle: Lifecycle | None = None,
         model_loader: Callable[[int], tuple[str, Any]] | None = None,
+        resolve_spec: Callable[[str], str] | None = None,
     ) -> None:
         self.view = view
         if isinstance(models, Learner):
@@ -116,6 +117,11 @@ class OnlineLoop:
         self.lifecycle = lifecycle  # automatic gate/canary/drift decisions (None: operator only)
         # registry version -> (spec, model), verified and unpickled off the event loop (for "adopt")
         self.model_loader = model_loader
+        # an operator's spec name (a project's named spec) -> the canonical spec string
+        self.resolve_spec = resolve_spec
+        # events whose features could not be computed (a user function raised): (event, reason,
+        # detail); the worker dead-letters them, an in-process run counts them
+        self.feature_errors: list[tuple[dict[str, Any], str, str]] = []
         self.counters = Counters()
         self.outbox = Outbox()
         # This process's role: one learner per model (the owner of the feedback partition)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from streamlearn.featurestore.backend import WriteBatch
+from streamlearn.featurestore.errors import FeatureError
 from streamlearn.schemas.records import Prediction
 from streamlearn.streams.loop import labels
 from streamlearn.streams.loop.serde import dumps, loads
@@ -68,7 +69,12 @@ async def score_locked(loop: OnlineLoop, events: Sequence[dict[str, Any]]) -> li
             preds.append(score_one(loop, ev, rec["x"])[0])
             loop.counters.events_duplicate += 1
             continue
-        x, states[ev["entity"]] = compute(ev, states[ev["entity"]])
+        try:
+            x, new_state = compute(ev, states[ev["entity"]])
+        except FeatureError as exc:  # this event only: its entity's state stays as it was
+            loop.feature_errors.append((ev, exc.reason, str(exc)))
+            continue
+        states[ev["entity"]] = new_state
         changed.add(ev["entity"])
         p, per_model = score_one(loop, ev, x)
         preds.append(p)
