@@ -19,8 +19,9 @@ from collections.abc import Awaitable, Callable, Sequence
 import faust
 from faust.types import EventT
 
-from streamlearn.settings import Settings
+from streamlearn.settings import Settings, SettingsError
 from streamlearn.streams import web
+from streamlearn.streams.shutdown import StopGuard
 from streamlearn.streams.worker import Message, WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ def create_app(settings: Settings, runtime: WorkerRuntime | None = None) -> tupl
         **transport_options(settings),
         web_enabled=True,
         web_host=settings.web_host,
+        web_bind=settings.web_host,  # Faust binds web_bind (default 0.0.0.0), not web_host
         web_port=settings.web_port,
         web_in_thread=False,
     )
@@ -147,23 +149,49 @@ def create_app(settings: Settings, runtime: WorkerRuntime | None = None) -> tupl
     async def shutdown(app, **kwargs) -> None:  # noqa: ARG001
         await runtime.close()
 
+    async def announce() -> None:
+        host = f"[{settings.web_host}]" if ":" in settings.web_host else settings.web_host
+        log.info("HTTP API (/metrics /health /ready /models /score) listening on http://%s:%d (web_host, web_port)",
+                 host, settings.web_port)
+
+    app.task(announce)
     app.streamlearn_runtime = runtime  # for the web views
     web.install(app, runtime)  # /metrics /health /ready /models /score
     return app, runtime
 
 
+class _Worker(faust.Worker):
+    """Faust's worker whose stop on SIGTERM/SIGINT is bounded (streams/shutdown.py)."""
+
+    stop_guard: StopGuard | None = None
+
+    def _schedule_shutdown(self, signal) -> None:  # noqa: ANN001 - mode's signature
+        if self.stop_guard is not None:
+            self.stop_guard.arm(self.loop)
+        super()._schedule_shutdown(signal)
+
+
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
-    """Run a worker in this process until SIGINT/SIGTERM (graceful: checkpoint, flush, commit)."""
+    """Run a worker in this process until SIGINT/SIGTERM (graceful: checkpoint, flush, commit;
+    bounded by ``stop_timeout_s``, and immediate while the state store is unreachable).
+
+    Exits with a one-line message if the settings are unsafe for a worker (``check_worker``).
+    """
+    try:
+        settings.check_worker()
+    except SettingsError as exc:
+        raise SystemExit(f"streamlearn worker: {exc}") from None
     _patch_leave_group_generation_zero()
     _patch_fetch_max_wait(settings.fetch_max_wait_ms)
-    app, _ = create_app(settings)
+    app, runtime = create_app(settings)
     # Everything imported and built so far lives as long as the process: out of the
     # collector's sight (gc.freeze), and young-generation passes less often. Per-event
     # garbage is mostly acyclic (freed by refcount), so this trims GC time, not memory.
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=True)
+    worker = _Worker(app, loglevel=loglevel, quiet=True, override_logging=True)
+    worker.stop_guard = StopGuard(settings.stop_timeout_s, runtime.backend.ping, lambda: app.consumer.commit())
     worker.execute_from_commandline()
 
 
