@@ -41,7 +41,8 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-__all__ = ["CONTENT_TYPE_LATEST", "DRIFT_STATES", "LABEL_OUTCOMES", "LIFECYCLE_ACTIONS", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "DEAD_LETTER_REASONS", "DEAD_LETTER_SOURCES", "DRIFT_STATES", "LABEL_OUTCOMES",
+           "LIFECYCLE_ACTIONS", "Metrics"]
 
 # event (Kafka timestamp) -> prediction delivered: tens of ms normally, minutes when behind
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -50,6 +51,12 @@ MODEL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 
 LABEL_OUTCOMES = ("learned", "duplicate", "unmatched", "joined_late")
 LIFECYCLE_ACTIONS = ("promoted", "refused", "rolled_back")
+# The dead-letter reason codes (``InvalidRecord.reason``; tests/test_ops_edges.py checks this
+# list against the code). Their series exist at 0 from the start, so "dead letters in the last
+# hour" reads 0, not "No data"; an unlisted reason still gets its own series when it happens.
+DEAD_LETTER_REASONS = ("empty", "unknown_format", "invalid_json", "schema", "truncated", "bad_avro",
+                       "unknown_schema", "wrong_subject", "non_finite", "limit")
+DEAD_LETTER_SOURCES = ("events", "feedback")
 DRIFT_STATES = {"stable": 0, "warning": 1, "drift": 2}
 
 
@@ -159,7 +166,9 @@ class Metrics:
         self._received = {p: self.events_received.labels(p) for p in ("kafka", "http")}
         self._model_latency = {op: self.model_latency.labels(op) for op in ("score", "learn")}
         self._batch_size = {op: self.batch_size.labels(op) for op in ("score", "learn")}
-        self._dead: dict[tuple[str, str], Any] = {}
+        self._dead: dict[tuple[str, str], Any] = {
+            (src, reason): self.dead_letters.labels(src, reason)
+            for src in DEAD_LETTER_SOURCES for reason in DEAD_LETTER_REASONS}
         self._pred_children: dict[tuple[str, int, str, str], Any] = {}
         self._counter_base: tuple[int, ...] | None = None
         self._model_series: dict[tuple[str, str, str], set[str]] = {}  # -> metric names exported

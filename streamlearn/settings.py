@@ -7,25 +7,53 @@ declares), defaults. Every field reads ``STREAMLEARN_<FIELD>``;
 the two addresses also read the conventional ``KAFKA_BOOTSTRAP`` and ``REDIS_URL``.
 Persistent names (topics, Redis prefix, consumer group) are explicit and versioned,
 never derived from code structure, so renaming code never orphans data.
+
+Entry points load them with :func:`load_settings` (``get_settings`` caches it): every
+mistake is one :class:`SettingsError` line, never a traceback. A ``STREAMLEARN_CONFIG``
+that names no file, an unknown ``STREAMLEARN_*`` variable (a typo would otherwise be
+ignored silently) and an invalid value are refused.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
+import logging
 import os
+import tomllib
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings import SettingsError as _SourceError
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "STREAMLEARN_"
+CONFIG_ENV = "STREAMLEARN_CONFIG"
+#: the artifact key a fresh checkout signs with: public, so never acceptable in production
+DEV_ARTIFACT_KEY = "streamlearn-dev-key-change-me"
+#: ``STREAMLEARN_*`` variables that are not settings fields but are read elsewhere on purpose;
+#: every other unknown one is refused (see :func:`unknown_env`)
+OTHER_ENV_VARS = frozenset({
+    CONFIG_ENV,
+    "STREAMLEARN_BENCH_EXPECT", "STREAMLEARN_BENCH_LABELS",  # the benchmark's apps (tools/bench_apps.py)
+})
+#: topic kinds: the keys of ``topic_retention_ms`` and ``topic_configs``
+TOPIC_KINDS = ("events", "predictions", "feedback", "deadletter", "shadow", "lifecycle", "drift")
+_DAY_MS = 86_400_000
+
+
+class SettingsError(ValueError):
+    """A setting is wrong; ``str()`` is one line naming the variable or file and what to check."""
 
 
 def _env(name: str, *aliases: str) -> Any:
@@ -59,6 +87,26 @@ class Settings(BaseSettings):
     topic_lifecycle: str = Field("streamlearn.lifecycle.v1", description="audit trail of model decisions")
     topic_drift: str = Field("streamlearn.drift.v1", description="drift alarms")
     topic_partitions: int = Field(1, ge=1, description="partitions for topics this system creates")
+    # Topic durability and retention, applied when ensure_topics creates a topic (an existing
+    # topic is left alone: change it with kafka-configs). No topic is compacted: each is a log
+    # whose history matters (the archiver and backtests read it) and keys are entities or event
+    # ids, so compaction would drop predictions and labels, or the lifecycle's audit trail.
+    topic_replication_factor: int = Field(
+        1, ge=1, description="replicas per partition; 1 warns unless `development` (3 with 3+ brokers)")
+    topic_min_insync_replicas: int | None = Field(
+        None, ge=1, description="min.insync.replicas of the created topics; unset = the broker's default")
+    topic_retention_ms: dict[str, int] = Field(
+        default_factory=lambda: {
+            "events": 7 * _DAY_MS, "predictions": 7 * _DAY_MS, "shadow": 3 * _DAY_MS,
+            # labels may wait for their event up to served_ttl_s (3 days): keep them longer
+            "feedback": 7 * _DAY_MS, "deadletter": 30 * _DAY_MS,
+            "lifecycle": -1, "drift": -1,  # audit trails, low volume: kept forever
+        },
+        description="retention.ms per topic kind (events, predictions, feedback, deadletter, shadow, "
+        "lifecycle, drift); -1 = forever; a kind left out takes the broker's default")
+    topic_configs: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="more Kafka topic configs per kind, e.g. {\"events\": {\"compression.type\": \"zstd\"}}")
     app_id: str = Field("streamlearn-v1", description="Faust app id = consumer group")
     redis_prefix: str = Field("sl:v1", description="namespace of every Redis key")
 
@@ -71,8 +119,11 @@ class Settings(BaseSettings):
     model_spec: str = Field("logreg", description="short name from streamlearn.models.estimators.spec.SPECS")
     feature_view: str = Field("entity_v1", description="name from streamlearn.featurestore.definitions")
     artifact_key: SecretStr = Field(
-        SecretStr("streamlearn-dev-key-change-me"), description="HMAC-SHA256 key for model artifacts"
+        SecretStr(DEV_ARTIFACT_KEY), description="HMAC-SHA256 key for model artifacts"
     )
+    development: bool = Field(
+        False, description="development mode (the embedded demo, tests, `infra up` set it): a worker accepts "
+        "the development artifact key and 1-replica topics do not warn. Never set it in production")
 
     # --- model lifecycle: registry, promotion gate, limits, canary, drift ----------------
     # (the pure logic reading these: models/registry/versions.py, gate.py, canary.py, drift.py)
@@ -160,8 +211,10 @@ class Settings(BaseSettings):
     archive_retention_days: float = Field(0.0, ge=0, description="delete archive files older than this; 0 = keep")
 
     # --- HTTP ----------------------------------------------------------------------------
-    web_host: str = "127.0.0.1"
+    web_host: str = Field("127.0.0.1", description="address the worker's HTTP server binds (0.0.0.0: all)")
     web_port: int = 6066
+    stop_timeout_s: float = Field(
+        10.0, gt=0, description="a graceful stop (SIGTERM) that takes longer ends the process: safe as a crash")
     http_score_timeout_s: float = Field(
         10.0, gt=0, description="POST /score answers 503 if the state store does not answer within this"
     )
@@ -176,13 +229,65 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        path = os.environ.get("STREAMLEARN_CONFIG")
+        path = os.environ.get(CONFIG_ENV)
         if path:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            # a missing file would otherwise be read as empty: every value silently the default
+            if not Path(path).is_file():
+                raise SettingsError(f"{CONFIG_ENV}={path}: no such file (unset it or point it at a TOML file)")
+            try:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            except (tomllib.TOMLDecodeError, OSError) as exc:
+                raise SettingsError(f"{CONFIG_ENV}={path}: not valid TOML: {exc}") from None
         project = init_settings.init_kwargs.get("project") or os.environ.get("STREAMLEARN_PROJECT")
         if project:
             sources.append(ProjectSettingsSource(settings_cls, project))
         return tuple(sources)
+
+    @model_validator(mode="after")
+    def _check_topics(self) -> Settings:
+        for name in ("topic_retention_ms", "topic_configs"):
+            unknown = sorted(set(getattr(self, name)) - set(TOPIC_KINDS))
+            if unknown:
+                raise ValueError(f"{name}: unknown topic kind {unknown[0]!r}{_did_you_mean(unknown[0], TOPIC_KINDS)}"
+                                 f" (kinds: {', '.join(TOPIC_KINDS)})")
+        if (self.topic_min_insync_replicas or 0) > self.topic_replication_factor:
+            raise ValueError(f"topic_min_insync_replicas ({self.topic_min_insync_replicas}) is above "
+                             f"topic_replication_factor ({self.topic_replication_factor}): every write would fail")
+        return self
+
+    def uses_dev_key(self) -> bool:
+        return self.artifact_key.get_secret_value() == DEV_ARTIFACT_KEY
+
+    def check_worker(self) -> None:
+        """What a worker refuses to start with (raises :class:`SettingsError`).
+
+        The development key is public: artifacts signed with it can be forged by anyone, so
+        it is accepted only in development mode (the embedded demo and tests set it).
+        """
+        if not self.artifact_key.get_secret_value():
+            raise SettingsError("STREAMLEARN_ARTIFACT_KEY is empty: set a secret key (e.g. `openssl rand -hex 32`)")
+        if self.uses_dev_key() and not self.development:
+            raise SettingsError(
+                "STREAMLEARN_ARTIFACT_KEY is the public development key: set your own "
+                "(e.g. `openssl rand -hex 32`), or STREAMLEARN_DEVELOPMENT=1 for a local try-out")
+
+    def topic_kind(self, topic: str) -> str | None:
+        """``events``, ``predictions`` ... for one of this system's topic names, else None."""
+        for kind in TOPIC_KINDS:
+            if getattr(self, f"topic_{kind}") == topic:
+                return kind
+        return None
+
+    def topic_config(self, topic: str) -> dict[str, str]:
+        """The Kafka configs ``ensure_topics`` creates ``topic`` with."""
+        kind = self.topic_kind(topic)
+        conf: dict[str, str] = {}
+        if self.topic_min_insync_replicas is not None:
+            conf["min.insync.replicas"] = str(self.topic_min_insync_replicas)
+        if kind in self.topic_retention_ms:
+            conf["retention.ms"] = str(self.topic_retention_ms[kind])
+        conf.update(self.topic_configs.get(kind or "", {}))
+        return conf
 
     # --- derived client configs -------------------------------------------------------
     def confluent_config(self, **extra: Any) -> dict[str, Any]:
@@ -246,15 +351,18 @@ def project_settings(project: str) -> dict[str, Any]:
 
     path = Path(project) / PROJECT_FILE
     if not path.is_file():
-        raise ValueError(f"{path}: no such file (a project is a directory with {PROJECT_FILE}; "
+        raise SettingsError(f"{path}: no such file (a project is a directory with {PROJECT_FILE}; "
                          f"create one with `streamlearn init {project}`)")
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: {exc}") from None
+        raise SettingsError(f"{path}: {exc}") from None
     table = data.get("settings", {})
     if not isinstance(table, dict):
-        raise ValueError(f"{path}: [settings] must be a table")
+        raise SettingsError(f"{path}: [settings] must be a table")
+    for key in table:
+        if key not in Settings.model_fields:
+            raise SettingsError(f"{path}: settings.{key}: unknown setting{_did_you_mean(key, Settings.model_fields)}")
     values: dict[str, Any] = {"project": str(Path(project).resolve()), **table}
     models, features, proj = data.get("models", {}), data.get("features", {}), data.get("project", {})
     if isinstance(models, dict):
@@ -287,6 +395,85 @@ def redact_url(url: str) -> str:
     return f"{scheme}{sep}***@{base.rsplit('@', 1)[1]}{q}{query}"
 
 
+def _did_you_mean(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def env_names() -> dict[str, str]:
+    """Every environment variable a setting reads (upper case) -> its field."""
+    names: dict[str, str] = {}
+    for field, info in Settings.model_fields.items():
+        names[ENV_PREFIX + field.upper()] = field
+        alias = info.validation_alias
+        for choice in alias.choices if isinstance(alias, AliasChoices) else []:
+            if isinstance(choice, str):
+                names[choice.upper()] = field
+    return names
+
+
+def unknown_env(environ: Mapping[str, str]) -> list[str]:
+    """One line per ``STREAMLEARN_*`` variable that no setting reads, with a did-you-mean."""
+    known = set(env_names()) | OTHER_ENV_VARS
+    lines = []
+    for name in sorted(environ):
+        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known:
+            lines.append(f"unknown setting {name}{_did_you_mean(name.upper(), known)}")
+    return lines
+
+
+def _where(field: str, environ: Mapping[str, str], kwargs: Mapping[str, Any]) -> str:
+    """Where a field's value came from, as an operator would look for it."""
+    if field in kwargs:
+        return field
+    names = [n for n, f in env_names().items() if f == field]
+    for n in sorted(environ):
+        if n.upper() in names:
+            return n
+    if environ.get(CONFIG_ENV):
+        return f"{environ[CONFIG_ENV]}: {field}"
+    return field
+
+
+def _one_line(exc: ValidationError, environ: Mapping[str, str], kwargs: Mapping[str, Any]) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    field = str(first["loc"][0]) if first["loc"] else ""
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    if first["type"] == "extra_forbidden":
+        return f"unknown setting {_where(field, environ, kwargs)}{_did_you_mean(field, Settings.model_fields)}{more}"
+    msg = first["msg"].removeprefix("Value error, ")
+    if not field:  # a check across fields
+        return f"{msg}{more}"
+    shown = "***" if field.endswith(("_key", "_password")) else repr(first.get("input"))[:80]
+    return f"{_where(field, environ, kwargs)}={shown}: {msg}{more}"
+
+
+def load_settings(*, strict_env: bool = True, **kwargs: Any) -> Settings:
+    """Settings from the environment (and ``STREAMLEARN_CONFIG``), or one-line :class:`SettingsError`.
+
+    ``strict_env``: refuse unknown ``STREAMLEARN_*`` variables (a misspelt one would silently
+    leave its setting at the default); with False they are only logged as warnings.
+    ``kwargs`` override the environment, as in ``Settings(**kwargs)``.
+    """
+    environ = os.environ
+    unknown = unknown_env(environ)
+    if unknown and strict_env:
+        raise SettingsError(unknown[0] + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+    for line in unknown:
+        log.warning("%s: ignored", line)
+    try:
+        return Settings(**kwargs)
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc, environ, kwargs)) from None
+    except _SourceError as exc:  # a JSON-valued variable (dicts, lists) that is not JSON
+        field = str(exc).split('"')[1] if str(exc).count('"') >= 2 else ""
+        where = _where(field, environ, kwargs) if field in Settings.model_fields else "settings"
+        cause = str(exc.__cause__ or exc).splitlines()[0]
+        raise SettingsError(f"{where}: not valid JSON ({cause})") from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The process's settings (:func:`load_settings`, cached): raises :class:`SettingsError`."""
+    return load_settings()

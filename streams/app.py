@@ -19,8 +19,9 @@ from collections.abc import Awaitable, Callable, Sequence
 import faust
 from faust.types import EventT
 
-from streamlearn.settings import Settings
+from streamlearn.settings import Settings, SettingsError
 from streamlearn.streams import web
+from streamlearn.streams.shutdown import StopGuard
 from streamlearn.streams.worker import Message, WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ def create_app(settings: Settings, runtime: WorkerRuntime | None = None,
         **transport_options(settings),
         web_enabled=True,
         web_host=settings.web_host,
+        web_bind=settings.web_host,  # Faust binds web_bind (default 0.0.0.0), not web_host
         web_port=settings.web_port,
         web_in_thread=False,
     )
@@ -148,26 +150,51 @@ def create_app(settings: Settings, runtime: WorkerRuntime | None = None,
     async def shutdown(app, **kwargs) -> None:  # noqa: ARG001
         await runtime.close()
 
+    async def announce() -> None:
+        host = f"[{settings.web_host}]" if ":" in settings.web_host else settings.web_host
+        log.info("HTTP API (/metrics /health /ready /models /score) listening on http://%s:%d (web_host, web_port)",
+                 host, settings.web_port)
+
+    app.task(announce)
     app.streamlearn_runtime = runtime  # for the web views
     web.install(app, runtime)  # /metrics /health /ready /models /score
     return app, runtime
 
 
+class _Worker(faust.Worker):
+    """Faust's worker whose stop on SIGTERM/SIGINT is bounded (streams/shutdown.py)."""
+
+    stop_guard: StopGuard | None = None
+
+    def _schedule_shutdown(self, signal) -> None:  # noqa: ANN001 - mode's signature
+        if self.stop_guard is not None:
+            self.stop_guard.arm(self.loop)
+        super()._schedule_shutdown(signal)
+
+
 def run_worker(settings: Settings, loglevel: str = "info",
                retrain: Callable[[Settings], int] | None = None) -> None:
-    """Run a worker in this process until SIGINT/SIGTERM (graceful: checkpoint, flush, commit).
+    """Run a worker in this process until SIGINT/SIGTERM (graceful: checkpoint, flush, commit;
+    bounded by ``stop_timeout_s``, and immediate while the state store is unreachable).
+    ``retrain`` (optional) is the scheduled batch retrain (``STREAMLEARN_RETRAIN_INTERVAL_S``).
 
-    ``retrain`` (optional) is the scheduled batch retrain (``STREAMLEARN_RETRAIN_INTERVAL_S``)."""
+    Exits with a one-line message if the settings are unsafe for a worker (``check_worker``).
+    """
+    try:
+        settings.check_worker()
+    except SettingsError as exc:
+        raise SystemExit(f"streamlearn worker: {exc}") from None
     _patch_leave_group_generation_zero()
     _patch_fetch_max_wait(settings.fetch_max_wait_ms)
-    app, _ = create_app(settings, retrain=retrain)
+    app, runtime = create_app(settings, retrain=retrain)
     # Everything imported and built so far lives as long as the process: out of the
     # collector's sight (gc.freeze), and young-generation passes less often. Per-event
     # garbage is mostly acyclic (freed by refcount), so this trims GC time, not memory.
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=True)
+    worker = _Worker(app, loglevel=loglevel, quiet=True, override_logging=True)
+    worker.stop_guard = StopGuard(settings.stop_timeout_s, runtime.backend.ping, lambda: app.consumer.commit())
     worker.execute_from_commandline()
 
 

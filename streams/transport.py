@@ -28,14 +28,21 @@ def partitions_of(settings: Settings, topic: str) -> int:
 
 
 def ensure_topics(settings: Settings, names: Iterable[str] | None = None, timeout: float = 15.0) -> None:
-    """Create the topics with the configured partition count; existing topics are left alone.
+    """Create the topics with the configured partitions, replication factor and topic configs
+    (``Settings.topic_config``: retention, min.insync.replicas ...); existing topics are left alone.
 
     Pre-creating matters: brokers (tansu among them) auto-create with their own default.
     """
     admin = AdminClient(settings.confluent_config())
     wanted = list(names or topic_names(settings))
+    rf = settings.topic_replication_factor
+    if rf == 1 and not settings.development:
+        log.warning("creating topics with replication factor 1: losing that broker loses the data. "
+                    "Set STREAMLEARN_TOPIC_REPLICATION_FACTOR=3 (and STREAMLEARN_TOPIC_MIN_INSYNC_REPLICAS=2) "
+                    "with 3+ brokers")
     futures = admin.create_topics(
-        [NewTopic(t, num_partitions=partitions_of(settings, t), replication_factor=1) for t in wanted],
+        [NewTopic(t, num_partitions=partitions_of(settings, t), replication_factor=rf,
+                  config=settings.topic_config(t)) for t in wanted],
         request_timeout=timeout,
     )
     for fut in futures.values():

