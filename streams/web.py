@@ -234,10 +234,15 @@ class ScoreView(web.View):
             timeout = runtime.settings.http_score_timeout_s
             scoring = asyncio.ensure_future(runtime.loop.score_batch([event]))
             try:
-                pred, = await asyncio.wait_for(asyncio.shield(scoring), timeout)
+                preds = await asyncio.wait_for(asyncio.shield(scoring), timeout)
             except TimeoutError:
                 return self._error(503, "unavailable", f"state store did not answer within {timeout}s; "
                                    "retry with the same event_id")
+            failed = [e for e in runtime.loop.feature_errors if e[0] is event]
+            if failed:  # a user feature function raised on this event
+                runtime.loop.feature_errors[:] = [e for e in runtime.loop.feature_errors if e[0] is not event]
+                return self._error(400, failed[0][1], failed[0][2])
+            pred, = preds
         now = time.time()
         pred.served_at = int(now * 1000)
         pred.latency_ms = (now - received) * 1000.0

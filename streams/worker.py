@@ -15,6 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+
+from streamlearn.featurestore import catalog
 from streamlearn.featurestore.backend import Backend, RedisBackend, WriteBatch
 from streamlearn.featurestore.instrumented import InstrumentedBackend
 from streamlearn.metrics import Metrics
@@ -87,6 +90,8 @@ class WorkerRuntime:
         self.metrics = Metrics(model=settings.model_name)  # own registry, served on GET /metrics
         self.backend = InstrumentedBackend(RedisBackend(settings.redis_url), self.metrics)
         self.loop = build_loop(settings, self.backend)
+        # a view version is bound to its definition: refused here, before any consumer joins
+        self._view_checked = self._check_view(wait=False)
         self.out = BatchProducer(make_producer(settings))
         self.encode_prediction = self.codec.encoder("prediction")
         self.encode_deadletter = self.codec.encoder("deadletter")
@@ -104,8 +109,27 @@ class WorkerRuntime:
         self._last_retrain = time.monotonic()
         self.retrains = 0
 
+    def _check_view(self, wait: bool) -> bool:
+        """Bind the feature view version to its definition in Redis (or refuse: ViewChanged).
+        False if Redis did not answer and ``wait`` is False (checked again in start())."""
+        client = redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+        try:
+            if catalog.check_and_record(client, self.settings.redis_prefix, self.loop.view):
+                log.info("feature view %s v%d (fingerprint %s) recorded", self.loop.view.name,
+                         self.loop.view.version, self.loop.view.fingerprint)
+            return True
+        except redis.exceptions.ConnectionError:
+            if wait:
+                raise
+            return False
+        finally:
+            client.close()
+
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, ensure_topics, self.settings)
+        if not self._view_checked:
+            await self.loop.io(lambda: asyncio.get_running_loop().run_in_executor(None, self._check_view, True),
+                               "feature view catalog")
         replayed = await self.loop.restore()
         log.info("model %s (%s) restored: %d labels learned, %d replayed from the learn log",
                  self.loop.champion.name, self.loop.champion.spec, self.loop.champion.labels_learned, replayed)
