@@ -253,6 +253,11 @@ def get_view(name: str) -> FeatureView:
         raise ValueError(f"unknown feature view {name!r}; known: {sorted(VIEWS)}") from None
 
 
+def as_view(view: str | FeatureView) -> FeatureView:
+    """A view object, or a built-in view by name."""
+    return view if isinstance(view, FeatureView) else get_view(view)
+
+
 def state_bytes(state: EntityState) -> int:
     """Bytes of an entity state as the online loop stores it (orjson)."""
     return len(orjson.dumps(state))

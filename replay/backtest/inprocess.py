@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from streamlearn.featurestore.backend import MemoryBackend
-from streamlearn.featurestore.definitions import get_view
+from streamlearn.featurestore.definitions import FeatureView, as_view
 from streamlearn.featurestore.keys import Keys
 from streamlearn.models.estimators.learner import Learner
 from streamlearn.models.governance.lifecycle import Lifecycle, LifecycleConfig
@@ -22,22 +22,22 @@ from streamlearn.schemas.records import Prediction
 from streamlearn.streams.loop import OnlineLoop
 
 
-def memory_loop(view: str, spec: str, name: str = "replay") -> OnlineLoop:
-    return OnlineLoop(get_view(view), Learner(name, spec), MemoryBackend(), Keys("replay", name),
+def memory_loop(view: str | FeatureView, spec: str, name: str = "replay", task: Any = None) -> OnlineLoop:
+    return OnlineLoop(as_view(view), Learner(name, spec, task=task), MemoryBackend(), Keys("replay", name),
                       artifact_key=b"in-process")
 
 
-def memory_models_loop(view: str, specs: Sequence[str], name: str = "replay",
+def memory_models_loop(view: str | FeatureView, specs: Sequence[str], name: str = "replay",
                        lifecycle: LifecycleConfig | None = None,
-                       clock: Callable[[], float] | None = None) -> OnlineLoop:
+                       clock: Callable[[], float] | None = None, task: Any = None) -> OnlineLoop:
     """One loop over several models, as the worker runs them: ``specs[0]`` is the champion
     (version 1), the rest are shadow challengers (versions 2..n), all scoring every event
     and learning every label. With ``lifecycle``, the gate, canary and drift detectors act
     on their own, on ``clock`` (the backtest passes event time)."""
-    models = ModelSet.fresh(name, specs[0])
+    models = ModelSet.fresh(name, specs[0], task=task)
     for spec in specs[1:]:
         models.add_challenger(spec, "backtest: compared side by side")
-    return OnlineLoop(get_view(view), models, MemoryBackend(), Keys("replay", name), artifact_key=b"in-process",
+    return OnlineLoop(as_view(view), models, MemoryBackend(), Keys("replay", name), artifact_key=b"in-process",
                       lifecycle=Lifecycle(lifecycle) if lifecycle is not None else None, clock=clock or time.time)
 
 
@@ -63,8 +63,8 @@ async def run_stream(
     return preds
 
 
-def run(stream: Iterable[tuple[str, dict[str, Any]]], view: str, spec: str, batch: int = 256
-        ) -> tuple[OnlineLoop, list[Prediction]]:
-    loop = memory_loop(view, spec)
+def run(stream: Iterable[tuple[str, dict[str, Any]]], view: str | FeatureView, spec: str, batch: int = 256,
+        task: Any = None) -> tuple[OnlineLoop, list[Prediction]]:
+    loop = memory_loop(view, spec, task=task)
     preds = asyncio.run(run_stream(loop, stream, batch))
     return loop, preds

@@ -44,7 +44,7 @@ from typing import Any
 
 from river import base
 
-from streamlearn.featurestore.definitions import get_view
+from streamlearn.featurestore.definitions import FeatureView, as_view
 from streamlearn.formats import iso
 from streamlearn.models.estimators.learner import Learner
 from streamlearn.models.estimators.spec import build_model, is_classifier
@@ -178,6 +178,13 @@ def make_plan(archive: Archive, start: int | None = None, end: int | None = None
 
 # ---------------------------------------------------------------------- running
 class _NullClassifier(base.Classifier):
+    def __init__(self, multiclass: bool = False) -> None:
+        self.multiclass = multiclass
+
+    @property
+    def _multiclass(self) -> bool:  # River's flag: the estimator handles more than two classes
+        return self.multiclass
+
     def learn_one(self, x, y):  # noqa: ANN001 - River signature
         pass
 
@@ -195,8 +202,8 @@ class _NullRegressor(base.Regressor):
 
 def _window_learner(learner: Learner) -> Learner:
     """A learner without a model: the Learner's own metric code over one window of labels."""
-    null = _NullClassifier() if learner.classifier else _NullRegressor()
-    return Learner(learner.name, learner.spec, version=learner.version, model=null)
+    null = _NullClassifier(learner.task.kind == "multiclass") if learner.classifier else _NullRegressor()
+    return Learner(learner.name, learner.spec, version=learner.version, model=null, task=learner.task)
 
 
 def _served_for(rec: dict[str, Any], version: int) -> dict[str, Any] | None:
@@ -318,6 +325,20 @@ class BacktestResult:
     def events_per_s(self) -> float:
         return self.plan.n_events / self.loop_seconds if self.loop_seconds > 0 else float("inf")
 
+    def metrics_frame(self, kind: str = "cumulative") -> Any:
+        """The metrics over event time as a pandas DataFrame: one row per report row and
+        model, columns ``time``, ``events``, ``labels``, ``model``, ``stage`` and each metric
+        (``kind``: "cumulative" progressive metrics, or "window" since the previous row)."""
+        import pandas as pd
+
+        records = []
+        for r in self.rows:
+            for label, m in r["models"].items():
+                records.append({"time": pd.to_datetime(r["event_time"], unit="ms", utc=True), "events": r["events"],
+                                "labels": r["labels"], "model": label, "stage": m["stage"],
+                                **{k: v for k, v in m[kind].items() if k != "labels"}})
+        return pd.DataFrame.from_records(records)
+
 
 class _EventClock:
     """The lifecycle's clock in a backtest: event time of the newest scored event, so rate
@@ -401,10 +422,10 @@ async def _execute(plan: Plan, loop: OnlineLoop, runs: _Runs, clock: _EventClock
     return rows, divergences, lifecycle, elapsed
 
 
-def bare_river_loop(steps: list[Step], view_name: str, spec: str) -> tuple[float, list[float]]:
+def bare_river_loop(steps: list[Step], view_name: str | FeatureView, spec: str) -> tuple[float, list[float]]:
     """The same steps with the feature view and a River model in a plain loop: the speed
-    reference. Same join rules, so its scores equal the backtest's first model's."""
-    view, model = get_view(view_name), build_model(spec)
+    reference. Same join rules, so its scores equal the backtest's first model's (binary)."""
+    view, model = as_view(view_name), build_model(spec)
     classifier = is_classifier(model)
     states: dict[str, Any] = {}
     served: dict[str, dict[str, float]] = {}
@@ -450,7 +471,7 @@ def run_backtest(
     archive: Archive | str | Path,
     specs: list[str],
     *,
-    view: str = "entity_v1",
+    view: str | FeatureView = "entity_v1",
     start: int | None = None,
     end: int | None = None,
     join: str = "auto",
@@ -460,6 +481,7 @@ def run_backtest(
     progress: bool = False,
     bare: bool = True,
     lifecycle: LifecycleConfig | None = None,
+    task: Any = None,
 ) -> BacktestResult:
     """Replay ``specs`` side by side (``specs[0]`` champion, the rest shadow challengers, as
     the worker runs them). With ``lifecycle``, the gate, canary and drift detectors act as
@@ -468,7 +490,9 @@ def run_backtest(
         raise ValueError("give at least one --model")
     for s in specs:
         build_model(s)  # unknown spec: a clear error before any work
-    get_view(view)
+    view = as_view(view)
+    if task is None and lifecycle is not None:
+        task = lifecycle.task
     t0 = time.perf_counter()
     if not isinstance(archive, Archive):
         archive = Archive.open(archive)
@@ -479,7 +503,7 @@ def run_backtest(
                                                        if archive.problems else ""))
     read_s = time.perf_counter() - t0
     clock = _EventClock()
-    loop = memory_models_loop(view, specs, lifecycle=lifecycle, clock=clock)
+    loop = memory_models_loop(view, specs, lifecycle=lifecycle, clock=clock, task=task)
     runs = _Runs(loop, _labels(specs))
     every = max(1, math.ceil(plan.n_events / max(1, rows)))
     sink: io.TextIOBase | None = None
@@ -542,13 +566,14 @@ def _progress(enabled: bool, total: int):  # noqa: ANN202 - (bar, callback)
 
 
 # ---------------------------------------------------------------------- outputs
-def write_outputs(result: BacktestResult, archive: Archive, specs: list[str], view: str,
+def write_outputs(result: BacktestResult, archive: Archive, specs: list[str], view: FeatureView,
                   start: int | None, end: int | None, out: Path) -> None:
     labels = list(result.final)
     metrics = {
         "archive": str(getattr(archive.storage, "root", archive.storage)),
         "range": {"from": start, "to": end, "from_iso": iso(start), "to_iso": iso(end)},
-        "mode": result.plan.mode, "view": view, "models": dict(zip(labels, specs)),
+        "mode": result.plan.mode, "view": view.name, "view_version": view.version,
+        "view_fingerprint": view.fingerprint, "models": dict(zip(labels, specs)),
         "events": result.plan.n_events, "rows": result.rows, "final": result.final,
         "lifecycle_events": result.lifecycle_events, "stages": result.stages,
         "lifecycle": "evaluated on event time: the gate, canary and drift detectors acted as live"
