@@ -3,6 +3,7 @@ commands on it the same way, with ``register(app)``.
 
 | module | commands |
 |---|---|
+| :mod:`.project` | ``init``, ``plan``, ``features`` |
 | :mod:`.run` | ``worker``, ``infra up``, ``topics create``, ``settings`` |
 | :mod:`.demo` | ``demo`` |
 | :mod:`.io` | ``produce``, ``feedback``, ``tail`` |
@@ -16,16 +17,39 @@ Commands import their implementation lazily, so ``streamlearn --help`` stays fas
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
-from streamlearn.cli import bench, demo, evaluate, io, models, replay, run
+from streamlearn.cli import bench, demo, evaluate, io, models, project, replay, run
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Streaming online learning on Kafka + Redis (Faust agents, River models).")
 
-for _module in (demo, run, io, models, replay, evaluate, bench):
+
+@app.callback()
+def _root(
+    project_dir: str | None = typer.Option(
+        None, "--project", envvar="STREAMLEARN_PROJECT",
+        help="project directory (streamlearn.toml): every command runs on its events, features and models"),
+) -> None:
+    if project_dir:  # one place: every command reads its settings (and workers it starts inherit it)
+        os.environ["STREAMLEARN_PROJECT"] = project_dir
+
+
+for _module in (project, demo, run, io, models, replay, evaluate, bench):
     _module.register(app)
 
 
 def main() -> None:
-    app()
+    from streamlearn.featurestore.catalog import ViewChanged
+    from streamlearn.featurestore.errors import FeatureConfigError, FeatureError
+    from streamlearn.project import ProjectError
+    from streamlearn.settings import SettingsError
+
+    try:
+        app()
+    except (SettingsError, ProjectError, ViewChanged, FeatureConfigError, FeatureError) as exc:
+        print(f"streamlearn: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -16,7 +17,8 @@ def register(app: typer.Typer) -> None:
             help="cards (entity-keyed, with drift), drift (SEA concept drift: try --spec nb), phishing (River's)"),
         events: int = typer.Option(20_000, help="number of events (cards)"),
         rate: float | None = typer.Option(None, help="events per second; default: as fast as possible"),
-        spec: str = typer.Option("logreg", help="model spec: logreg, hat, arf, linreg"),
+        spec: str | None = typer.Option(None, help="model spec: logreg (default), hat, arf, nb ...; with a "
+                                                    "project, one of its spec names (default: its champion)"),
         bad: int = typer.Option(3, help="malformed messages to mix in (they go to the dead-letter topic)"),
         seed: int = typer.Option(7),
         compare: bool = typer.Option(True, help="also compare with/without entity features in-process"),
@@ -28,6 +30,7 @@ def register(app: typer.Typer) -> None:
         """Start broker + Redis + worker, stream a dataset with delayed labels through the loop."""
         from streamlearn.tools.demo import run_demo
 
-        summary = run_demo(dataset, events, rate, spec, bad, seed, compare, kafka, redis_url, replay=replay)
+        summary = run_demo(dataset, events, rate, spec, bad, seed, compare, kafka, redis_url, replay=replay,
+                           project_dir=os.environ.get("STREAMLEARN_PROJECT") or None)
         if json_out:
             json_out.write_text(json.dumps(summary, indent=2, default=str))

@@ -39,7 +39,7 @@ __all__ = ["PROJECT_FILE", "Project", "ProjectError", "project_for", "load_event
 _TABLES = {"project", "features", "models", "settings", "demo"}
 _PROJECT_KEYS = {"name", "task", "classes", "positive", "sample", "description"}
 _MODELS_KEYS = {"name", "champion", "challenger", "specs"}
-_DEMO_KEYS = {"generator", "events", "label_delay_s"}
+_DEMO_KEYS = {"generator", "events"}
 
 
 class ProjectError(ValueError):
@@ -114,6 +114,22 @@ class Project:
             out.append(x)
         return out
 
+    def demo_items(self, n: int | None = None, seed: int = 7) -> list[Any]:
+        """The demo stream: ``[demo] generator = "module:fn"``, called as ``fn(n, seed)``, giving
+        :class:`~streamlearn.datasets.Item` s (event, label, label time)."""
+        from streamlearn.datasets import Item
+
+        gen = self.demo.get("generator")
+        if not gen:
+            raise ProjectError(f"{self.directory}/{PROJECT_FILE}: [demo] generator is not set: name a function "
+                               "returning streamlearn.datasets.Item s")
+        try:
+            fn = resolve_import(gen)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ProjectError(f"{self.directory}/{PROJECT_FILE}: demo.generator: {_one_line(exc)}") from None
+        items = list(fn(n or int(self.demo.get("events", 5000)), seed))
+        return [it if isinstance(it, Item) else Item(*it) for it in items]
+
     def backtest(self, archive: str | Path, **kwargs: Any) -> Any:
         """:func:`~streamlearn.replay.backtest.runner.run_backtest` of this project's view and
         models over an archive; the result's ``metrics_frame()`` is a pandas DataFrame."""
@@ -176,8 +192,7 @@ def _load(s: Settings) -> Project:
     _known(models, _MODELS_KEYS, where, "models.")
     demo = _table(data, "demo", where)
     _known(demo, _DEMO_KEYS, where, "demo.")
-    if str(directory.resolve()) not in sys.path:  # the project's modules import as top-level names
-        sys.path.insert(0, str(directory.resolve()))
+    _activate(directory)
 
     features = data.get("features")
     if not isinstance(features, dict):
@@ -187,7 +202,7 @@ def _load(s: Settings) -> Project:
             extra = set(features) - {"view"}
             if extra:
                 raise FeatureConfigError("features", f"with 'view', no other keys (got {sorted(extra)})")
-            view = resolve_import(features["view"])
+            view = _import_object(features["view"])
             if not isinstance(view, FeatureView):
                 raise FeatureConfigError("features.view", f"{features['view']!r} is not a FeatureView")
         else:
@@ -234,6 +249,38 @@ def _load(s: Settings) -> Project:
     if missing:
         raise ProjectError(f"{where}: features: {'; '.join(missing)} (checked against {sample_path})")
     return project
+
+
+_ACTIVE: list[str] = []  # project directories put on sys.path by this process
+
+
+def _activate(directory: Path) -> None:
+    """Put the project's folder first on sys.path, so its modules import as top-level names;
+    modules loaded earlier from another project's folder (every project may have a
+    ``project.py``) are forgotten, so ``project:make_model`` means this project's."""
+    path = str(directory.resolve())
+    others = [d for d in _ACTIVE if d != path]
+    for name, mod in list(sys.modules.items()):
+        file = getattr(mod, "__file__", None) or ""
+        if any(file.startswith(d + "/") for d in others):
+            del sys.modules[name]
+    if path in sys.path:
+        sys.path.remove(path)
+    sys.path.insert(0, path)
+    if path not in _ACTIVE:
+        _ACTIVE.append(path)
+
+
+def _import_object(path: str) -> Any:
+    import importlib
+
+    mod_name, sep, attr = path.partition(":")
+    if not sep or not mod_name or not attr:
+        raise ValueError(f"expected 'module:attribute', got {path!r}")
+    obj: Any = importlib.import_module(mod_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def _canonical(spec: Any, named: Mapping[str, str], where: str) -> str:

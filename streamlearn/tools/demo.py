@@ -22,6 +22,7 @@ from rich.table import Table
 
 from streamlearn import datasets
 from streamlearn.featurestore.keys import Keys
+from streamlearn.project import Project, project_for
 from streamlearn.schemas import AvroCodec
 from streamlearn.settings import Settings
 from streamlearn.streams.transport import ensure_topics, make_producer
@@ -119,10 +120,20 @@ class PredictionFollower:
 
 
 # ------------------------------------------------------------------ the demo
-def run_demo(dataset: str = "cards", events: int = 20_000, rate: float | None = None, spec: str = "logreg",
+def run_demo(dataset: str = "cards", events: int = 20_000, rate: float | None = None, spec: str | None = None,
              bad: int = 3, seed: int = 7, compare: bool = True, kafka: str | None = None,
-             redis_url: str | None = None, workdir: Path | None = None, replay: bool = True) -> dict[str, Any]:
-    items = datasets.load(dataset, events, seed)
+             redis_url: str | None = None, workdir: Path | None = None, replay: bool = True,
+             project_dir: str | None = None) -> dict[str, Any]:
+    """The whole loop on the embedded broker and Redis. With ``project_dir``, the project's
+    stream ([demo] generator), features, models and task; else a built-in dataset."""
+    project = Project.load(project_dir) if project_dir else None
+    if project is not None:
+        items = project.demo_items(events, seed)
+        dataset = project.name
+        spec = project.resolve_spec(spec) if spec else project.champion
+    else:
+        items = datasets.load(dataset, events, seed)
+        spec = spec or "logreg"
     infra = None
     worker = None
     follower = None
@@ -133,10 +144,16 @@ def run_demo(dataset: str = "cards", events: int = 20_000, rate: float | None = 
             console.print("[bold]starting[/] embedded broker (tansu) and Redis (valkey) ...")
             infra = EmbeddedInfra(**({"workdir": workdir} if workdir else {})).start()
             addresses = infra.env()
-        view = "entity_v1" if dataset == "cards" else "raw_v1"  # only cards has entities
-        env = {**addresses, "STREAMLEARN_MODEL_SPEC": spec, "STREAMLEARN_FEATURE_VIEW": view}
-        settings = Settings(kafka_bootstrap=addresses["KAFKA_BOOTSTRAP"], redis_url=addresses["REDIS_URL"],
-                            model_spec=spec, feature_view=view)
+        if project is not None:
+            view = project.view.name
+            env = {**addresses, "STREAMLEARN_PROJECT": str(project.directory), "STREAMLEARN_MODEL_SPEC": spec}
+            settings = Settings(kafka_bootstrap=addresses["KAFKA_BOOTSTRAP"], redis_url=addresses["REDIS_URL"],
+                                project=str(project.directory), model_spec=spec)
+        else:
+            view = "entity_v1" if dataset == "cards" else "raw_v1"  # only cards has entities
+            env = {**addresses, "STREAMLEARN_MODEL_SPEC": spec, "STREAMLEARN_FEATURE_VIEW": view}
+            settings = Settings(kafka_bootstrap=addresses["KAFKA_BOOTSTRAP"], redis_url=addresses["REDIS_URL"],
+                                model_spec=spec, feature_view=view)
         ensure_topics(settings)
         log_dir = workdir or (infra.workdir if infra else Path.cwd())
         worker = WorkerProcess(env, Path(log_dir) / "worker.log").start()
@@ -188,7 +205,7 @@ def run_demo(dataset: str = "cards", events: int = 20_000, rate: float | None = 
         if replay:
             console.print("[bold]archiving[/] the run and replaying it in-process (backtest) ...")
             summary["replay"] = replay_check(settings, status, Path(log_dir) / f"replay-{uuid.uuid4().hex[:6]}")
-        if compare and dataset == "cards":
+        if compare and dataset == "cards" and project is None:
             from streamlearn.replay.backtest.inprocess import run
 
             summary["feature_store_comparison"] = {
@@ -215,6 +232,7 @@ def replay_check(settings: Settings, status: dict[str, Any], root: Path) -> dict
     from streamlearn.replay.archive.reader import Archive
     from streamlearn.replay.backtest.runner import run_backtest
 
+    project = project_for(settings)
     a = settings.model_copy(update={"archive_dir": str(root / "archive"),
                                     "archive_group_id": f"demo-archiver-{uuid.uuid4().hex[:8]}"})
     stats = Archiver(a).run(exit_when_idle_s=1.0)
@@ -224,13 +242,14 @@ def replay_check(settings: Settings, status: dict[str, Any], root: Path) -> dict
         for _, p in archive.decoded(archive.partition_records("prediction", *tp)):
             if p["model_version"] == 1:
                 live.setdefault(p["event_id"], (p["labels_learned"], p["score"]))
-    r = run_backtest(archive, [settings.model_spec], view=settings.feature_view, out=root / "backtest", rows=20,
-                     reference=(settings.model_name, 1), lifecycle=LifecycleConfig.from_settings(settings))
+    lifecycle = LifecycleConfig.from_settings(settings, task=project.task, challenger_spec=project.challenger)
+    r = run_backtest(archive, [project.champion], view=project.view, out=root / "backtest", rows=20,
+                     reference=(settings.model_name, 1), lifecycle=lifecycle, task=project.task)
     replayed: dict[str, tuple[int, float]] = {}
     with open(root / "backtest" / "predictions.jsonl", encoding="utf-8") as fo:
         for line in fo:
             p = json.loads(line)
-            if p["model"] == settings.model_spec:
+            if p["model"] == project.champion:
                 replayed.setdefault(p["event_id"], (p["labels_learned"], p["score"]))
     same = sum(1 for eid, v in live.items() if replayed.get(eid) == v)
     live_v1 = next((m["metrics"] for m in status.get("models", []) if m["version"] == 1), status.get("metrics", {}))
@@ -238,7 +257,7 @@ def replay_check(settings: Settings, status: dict[str, Any], root: Path) -> dict
         "archived_records": stats.records, "archive": str(root / "archive"), "out": str(root / "backtest"),
         "mode": r.plan.mode, "events": r.plan.n_events, "live_predictions_v1": len(live),
         "identical_predictions_v1": same, "divergences": len(r.divergences),
-        "metrics_equal": r.final[settings.model_spec] == live_v1,
+        "metrics_equal": r.final[project.champion] == live_v1,
         "lifecycle_decisions": [f"{e['time']} {e['action']} {e['model']}: {e['reason']}"
                                 for e in r.lifecycle_events if e["kind"] == "lifecycle"],
         "drift_alarms": sum(1 for e in r.lifecycle_events if e["kind"] == "drift"),
@@ -269,14 +288,15 @@ def print_summary(s: dict[str, Any]) -> None:
     console.print(t)
     if s.get("models"):
         mt = Table(title="models (champion serves; shadows learn the same labels)")
-        for col in ("version", "spec", "stage", "labels learned", "accuracy", "roc_auc"):
+        metric_names = list(s["models"][0]["metrics"])  # the task's metrics (binary, multiclass, regression)
+        for col in ("version", "spec", "stage", "labels learned", *metric_names):
             mt.add_column(col)
         for m in s["models"]:
             met = m["metrics"]
             # a challenger started late may not have scored any labeled event yet: no metrics
             scored = m.get("scored_labels", m["labels_learned"]) > 0
             mt.add_row(str(m["version"]), m["spec"], m["stage"], f"{m['labels_learned']:,}",
-                       *(f"{met.get(k, float('nan')):.4f}" if scored else "n/a" for k in ("accuracy", "roc_auc")))
+                       *(f"{met.get(k, float('nan')):.4f}" if scored else "n/a" for k in metric_names))
         console.print(mt)
     for d in s.get("decisions", []):
         console.print(f"  lifecycle: v{d['version']} -> {d['stage']}: {d['reason']}")
