@@ -45,6 +45,7 @@ from typing import Any
 from river import base
 
 from streamlearn.featurestore.definitions import FeatureView, as_view
+from streamlearn.featurestore.errors import FeatureError
 from streamlearn.formats import iso
 from streamlearn.models.estimators.learner import Learner
 from streamlearn.models.estimators.spec import build_model, is_classifier
@@ -440,7 +441,10 @@ def bare_river_loop(steps: list[Step], view_name: str | FeatureView, spec: str) 
                 eid = ev["event_id"]
                 x = served.get(eid)
                 if x is None:
-                    x, states[ev["entity"]] = view.compute(ev, states.get(ev["entity"]))
+                    try:
+                        x, states[ev["entity"]] = view.compute(ev, states.get(ev["entity"]))
+                    except FeatureError:  # dead-lettered live: never scored
+                        continue
                     served[eid] = x
                     if eid in pending:
                         joined.append(eid)

@@ -48,7 +48,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 import streamlearn
-from streamlearn.featurestore.definitions import get_view
+from streamlearn.featurestore.definitions import FeatureView, get_view
 from streamlearn.formats import iso
 from streamlearn.formats import jsonable as _jsonable
 from streamlearn.models import artifacts
@@ -142,12 +142,12 @@ def _evaluate(model: Any, scaler: Any, spill: ChunkSpill, classes: list[Any]) ->
 
 def retrain(archive: Archive | str | Path, cfg: RetrainConfig, out: Path | None, artifact_key: bytes,
             workdir: Path | None = None, registry: ModelRegistry | None = None,
-            register_as: str | None = None) -> RetrainResult:
+            register_as: str | None = None, view: FeatureView | None = None) -> RetrainResult:
     """Fit, evaluate, write ``out/<id>/`` (if ``out``) and register as a shadow challenger of
     ``register_as`` in ``registry`` (if given), parented on that name's current champion."""
     if cfg.estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {cfg.estimator!r}; known: {', '.join(ESTIMATORS)}")
-    view = get_view(cfg.view)
+    view = view or get_view(cfg.view)  # a project's view object, or a built-in one by name
     if not isinstance(archive, Archive):
         archive = Archive.open(archive)
     train_from, cutoff, eval_to = resolve_windows(archive, cfg)
@@ -189,7 +189,8 @@ def retrain(archive: Archive | str | Path, cfg: RetrainConfig, out: Path | None,
     wrapped = BatchClassifier(model, scaler, vocab.names, model_id)
     lineage: dict[str, Any] = {
         "format": FORMAT, "model_id": model_id, "spec": spec, "estimator": cfg.estimator, "params": params,
-        "config": asdict(cfg), "view": {"name": view.name, "version": view.version},
+        "config": asdict(cfg), "view": {"name": view.name, "version": view.version,
+                                        "fingerprint": view.fingerprint},
         "windows": {"train_from": train_from, "cutoff": cutoff, "eval_to": eval_to,
                     "train_from_iso": iso(train_from), "cutoff_iso": iso(cutoff), "eval_to_iso": iso(eval_to),
                     "labels": "training labels must be known at the cutoff (label_time <= cutoff)"},
@@ -284,11 +285,15 @@ def scheduled_retrain(settings: Any) -> int:
     """The worker's scheduled retrain: fit from the archive, register as a shadow version of
     the worker's model name, return that version (the worker then adopts it as a challenger)."""
     from streamlearn.models.registry import open_registry
+    from streamlearn.project import project_for
 
     s = settings
-    result = retrain(s.archive_dir, RetrainConfig(view=s.feature_view, estimator=s.retrain_estimator, threads=1),
+    project = project_for(s)
+    if not project.task.is_classification:
+        raise ValueError(f"batch retraining fits classifiers; the {project.task.kind} task is not supported yet")
+    result = retrain(s.archive_dir, RetrainConfig(view=project.view.name, estimator=s.retrain_estimator, threads=1),
                      None, s.artifact_key.get_secret_value().encode(), registry=open_registry(s),
-                     register_as=s.model_name)
+                     register_as=s.model_name, view=project.view)
     assert result.registered is not None
     log.info("batch retrain registered %s v%d: held-out %s", s.model_name, result.registered.version, result.metrics)
     return result.registered.version

@@ -27,6 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from streamlearn.featurestore.definitions import FeatureView
+from streamlearn.featurestore.errors import FeatureError
 from streamlearn.replay.archive.reader import Archive
 
 
@@ -44,7 +45,8 @@ def point_in_time(events: Iterable[dict[str, Any]], view: FeatureView) -> Iterat
     """(event, its features as of its event time) for events given in event-time order.
 
     A repeated event id is skipped (the live loop serves it its first vector and leaves
-    the entity state alone).
+    the entity state alone), and so is an event the view cannot featurise (the live loop
+    dead-letters it: ``feature_error``).
     """
     states: dict[str, Any] = {}
     seen: set[str] = set()
@@ -52,7 +54,10 @@ def point_in_time(events: Iterable[dict[str, Any]], view: FeatureView) -> Iterat
         if ev["event_id"] in seen:
             continue
         seen.add(ev["event_id"])
-        x, states[ev["entity"]] = view.compute(ev, states.get(ev["entity"]))
+        try:
+            x, states[ev["entity"]] = view.compute(ev, states.get(ev["entity"]))
+        except FeatureError:
+            continue
         yield ev, x
 
 

@@ -101,7 +101,9 @@ def replay_republish(
 
 def backtest(
     archive: Path | None = ARCHIVE_OPT,
-    model: list[str] = typer.Option(..., "--model", help="model spec; repeat to compare side by side"),
+    model: list[str] | None = typer.Option(
+        None, "--model", help="model spec (a project's spec name too); repeat to compare side by side "
+                              "(default: the champion)"),
     start: str | None = typer.Option(None, "--from", help="ISO-8601 or epoch ms (event time)"),
     end: str | None = typer.Option(None, "--to", help="ISO-8601 or epoch ms, exclusive"),
     view: str | None = typer.Option(None, help="feature view (default: settings.feature_view)"),
@@ -115,15 +117,19 @@ def backtest(
     """Replay the archive through the online loop in-process; metrics over time, PNG, predictions."""
     from streamlearn.formats import parse_time
     from streamlearn.models.governance.lifecycle import LifecycleConfig
+    from streamlearn.project import project_for
     from streamlearn.replay.backtest.runner import format_report, run_backtest
     from streamlearn.settings import get_settings
 
     s = get_settings()
+    project = project_for(s)
     use_lifecycle = s.lifecycle_auto if lifecycle is None else lifecycle
     try:
-        result = run_backtest(_open(archive), model, view=view or s.feature_view, start=parse_time(start),
+        specs = [project.resolve_spec(m) for m in model] if model else [project.champion]
+        config = LifecycleConfig.from_settings(s, task=project.task, challenger_spec=project.challenger)
+        result = run_backtest(_open(archive), specs, view=view or project.view, start=parse_time(start),
                               end=parse_time(end), join=join, out=out, rows=rows, progress=progress,
-                              lifecycle=LifecycleConfig.from_settings(s) if use_lifecycle else None)
+                              lifecycle=config if use_lifecycle else None, task=project.task)
     except ValueError as exc:
         _fail(str(exc))
     typer.echo(format_report(result))
@@ -146,13 +152,15 @@ def retrain(
 ) -> None:
     """Fit a scikit-learn model on a point-in-time training set from the archive; sign it with lineage."""
     from streamlearn.formats import parse_time
+    from streamlearn.project import project_for
     from streamlearn.replay.retrain.retrainer import RetrainConfig, format_result
     from streamlearn.replay.retrain.retrainer import retrain as run_retrain
     from streamlearn.settings import get_settings
 
     s = get_settings()
     try:
-        cfg = RetrainConfig(view=view or s.feature_view, estimator=estimator, train_from=parse_time(train_from),
+        project_view = None if view else project_for(s).view
+        cfg = RetrainConfig(view=view or project_view.name, estimator=estimator, train_from=parse_time(train_from),
                             cutoff=parse_time(cutoff), eval_to=parse_time(eval_to), chunk_size=chunk_size,
                             epochs=epochs, name=name, threads=threads)
         registry = None
@@ -161,7 +169,7 @@ def retrain(
 
             registry = open_registry(s)
         result = run_retrain(_open(archive), cfg, out, s.artifact_key.get_secret_value().encode(),
-                             registry=registry, register_as=register)
+                             registry=registry, register_as=register, view=project_view)
     except ValueError as exc:  # RegistryError is a ValueError too: bad name, unknown parent
         _fail(str(exc))
     typer.echo(format_result(result))
