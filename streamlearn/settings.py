@@ -191,7 +191,7 @@ class Settings(BaseSettings):
     max_features: int = 512
     max_string_length: int = 1024
 
-    # --- transport tuning (see shared notes on Faust over tansu) -----------------------
+    # --- transport tuning (measured on the embedded broker: README "The embedded broker") --
     batch_max: int = Field(500, ge=1, description="events per take() batch")
     # a 5 ms window: half-load p50/p99 event->prediction ~21/39 ms against 39/70 with 20 ms,
     # same max throughput (a backlog fills batches at once). A 5 ms fetch wait as well cost
