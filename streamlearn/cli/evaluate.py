@@ -11,13 +11,15 @@ def register(app: typer.Typer) -> None:
         runs: int = typer.Option(2000, help="simulated champion/challenger pairs per scenario"),
         horizon: int = typer.Option(10_000, help="paired labeled events per run (the gate is checked after each)"),
         seed: int = typer.Option(0),
+        task: str = typer.Option("binary", help="binary, multiclass or regression (the gate's paired loss follows it)"),
+        classes: int = typer.Option(5, min=3, help="classes in the multiclass scenario"),
     ) -> None:
         """Simulate the promotion gate: false promotions under continuous monitoring, events to promote."""
         from streamlearn.models.governance.gate import GateConfig
         from streamlearn.models.governance.gate_eval import report
         from streamlearn.settings import get_settings
 
-        typer.echo(report(runs, horizon, seed, GateConfig.from_settings(get_settings())))
+        typer.echo(report(runs, horizon, seed, GateConfig.from_settings(get_settings()), task=task, classes=classes))
 
 
     @app.command("drift-eval")
