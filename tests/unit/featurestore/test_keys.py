@@ -20,3 +20,14 @@ def test_the_default_settings_name_the_same_keys():
     s = Settings()
     assert (s.redis_prefix, s.model_name) == ("sl:v1", "default")
     assert Keys.from_settings(s) == Keys("sl:v1", "default")
+
+
+def test_a_project_view_keeps_its_state_in_its_own_namespace_and_built_in_views_keep_theirs():
+    from streamlearn.featurestore.definitions import get_view
+    from streamlearn.project import view_namespace
+
+    k = Keys("pay:v1", "fraud", view="payments.v2")
+    assert [k.entity("u1"), k.served("e1"), k.pending("e1")] == [
+        "pay:v1:ent:payments.v2:u1", "pay:v1:srv:payments.v2:e1", "pay:v1:pend:payments.v2:e1"]
+    assert k.learned("e1") == "pay:v1:m:fraud:lrn:e1" and k.view_record("payments", 2) == "pay:v1:fv:payments:v2"
+    assert view_namespace(get_view("entity_v1")) == "" and view_namespace(get_view("raw_v1")) == ""
