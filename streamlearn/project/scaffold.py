@@ -40,8 +40,10 @@ def make_tree(grace_period: int = 50):
     return tree.HoeffdingAdaptiveTreeClassifier(grace_period=grace_period, seed=42)
 ''',
     "regression": '''def make_model(lr: float = 0.01):
-    """The champion: any River estimator or pipeline; parameters come from streamlearn.toml."""
-    return preprocessing.StandardScaler() | linear_model.LinearRegression(optimizer=optim.SGD(lr))
+    """The champion: any River estimator or pipeline; parameters come from streamlearn.toml.
+    The target is standardised too: SGD on raw amounts in the hundreds diverges."""
+    return preprocessing.TargetStandardScaler(
+        regressor=preprocessing.StandardScaler() | linear_model.LinearRegression(optimizer=optim.SGD(lr)))
 
 
 def make_tree(grace_period: int = 50):
