@@ -21,11 +21,15 @@ from faust.types import EventT
 
 from streamlearn.settings import Settings
 from streamlearn.streams import web
+from streamlearn.streams.gapguard import AdaptiveWait, GapGuard, OffsetGapError, partitions_behind
 from streamlearn.streams.worker import Message, WorkerRuntime
 
 log = logging.getLogger(__name__)
 
 EXIT_AGENT_CRASHED = 70
+# the longest fetch wait the adaptive wait reaches: tansu lists ~1k batches per ms here, so
+# this keeps a partition of millions of one-record batches readable (see README)
+MAX_FETCH_WAIT_MS = 5000
 
 
 def _credentials(settings: Settings):
@@ -155,8 +159,9 @@ def create_app(settings: Settings, runtime: WorkerRuntime | None = None) -> tupl
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run a worker in this process until SIGINT/SIGTERM (graceful: checkpoint, flush, commit)."""
     _patch_leave_group_generation_zero()
-    _patch_fetch_max_wait(settings.fetch_max_wait_ms)
-    app, _ = create_app(settings)
+    guard = _patch_fetch_max_wait(settings.fetch_max_wait_ms)
+    app, runtime = create_app(settings)
+    guard.on_gap = lambda topic, partition, expected, got: runtime.metrics.offset_gap(topic)
     # Everything imported and built so far lives as long as the process: out of the
     # collector's sight (gc.freeze), and young-generation passes less often. Per-event
     # garbage is mostly acyclic (freed by refcount), so this trims GC time, not memory.
@@ -193,10 +198,16 @@ def _patch_leave_group_generation_zero() -> None:
     cls._streamlearn_leave_patch = True
 
 
-def _patch_fetch_max_wait(ms: int) -> None:
+def _patch_fetch_max_wait(ms: int) -> GapGuard:
     """Faust hard-codes ``fetch_max_wait_ms=1500``; an idle topic in the same fetch then
-    holds back a busy one, which showed as ~0.4 s median latency at 2k events/s."""
+    holds back a busy one, which showed as ~0.4 s median latency at 2k events/s.
+
+    ``ms`` is the short wait; the fetcher lengthens it when the embedded broker starves a
+    long partition, and guards every partition against offset gaps (:func:`_patch_fetcher`).
+    """
     from faust.transport.drivers import aiokafka as driver
+
+    guard = _patch_fetcher()
 
     base = getattr(driver.aiokafka, "_streamlearn_base", driver.aiokafka.AIOKafkaConsumer)
 
@@ -207,3 +218,74 @@ def _patch_fetch_max_wait(ms: int) -> None:
 
     driver.aiokafka._streamlearn_base = base
     driver.aiokafka.AIOKafkaConsumer = Consumer
+    return guard
+
+
+# One guard for the process's aiokafka fetchers (a worker has one consumer); the worker
+# points its ``on_gap`` at its metrics.
+FETCH_GUARD = GapGuard(name="worker")
+
+
+def _patch_fetcher() -> GapGuard:
+    """Two guards inside aiokafka's fetcher, below Faust (see ``streams/gapguard.py``).
+
+    * **Offset gaps.** A fetch reply's records are cut at the first offset that jumps past
+      the expected one (the fetch position, then each record + 1); the partition's position
+      stays at the first missing offset, so the next fetch asks for it again. Nothing past a
+      hole ever reaches Faust: no record is processed twice or skipped, and the offsets Faust
+      commits (processed + 1) can never pass a hole. aiokafka itself moves the position over
+      control and aborted batches before the next record, so only compaction (not used on
+      our topics) could make a legitimate jump. A hole still open after the guard's timeout
+      ends the worker (exit 70, one log line): a restart re-reads from the committed offset.
+    * **Fetch starvation.** After each fetch reply, the next request's max wait adapts
+      (:class:`AdaptiveWait`): doubled when a partition came back empty below its high
+      watermark, halved back to the configured wait otherwise.
+    """
+    from aiokafka.consumer import fetcher as f
+
+    if getattr(f, "_streamlearn_guarded", False):
+        return FETCH_GUARD
+    base_records = f.PartitionRecords
+
+    class GuardedRecords(base_records):  # type: ignore[misc, valid-type]
+        def __next__(self):
+            if self._records_iterator is None:  # cut at a gap, or exhausted
+                raise StopIteration
+            expected = self.next_fetch_offset
+            rec = super().__next__()
+            if rec.offset != expected or FETCH_GUARD.open_gaps:
+                try:
+                    gap = FETCH_GUARD.check(rec.topic, rec.partition, expected, rec.offset)
+                except OffsetGapError as exc:
+                    _fatal("fetch", exc)
+                if gap:
+                    self.next_fetch_offset = expected  # the position the next fetch asks for
+                    self._records_iterator = None
+                    raise StopIteration
+            return rec
+
+    base_proc = f.Fetcher._proc_fetch_request
+
+    async def _proc_fetch_request(self, assignment, node_id, request):
+        wait = self.__dict__.get("_streamlearn_wait")
+        if wait is None:
+            wait = self._streamlearn_wait = AdaptiveWait(self._fetch_max_wait_ms, MAX_FETCH_WAIT_MS)
+        asked = [(f.TopicPartition(topic, p), offset) for topic, parts in request.topics for p, offset, _ in parts]
+        result = await base_proc(self, assignment, node_id, request)
+        if assignment.active:
+            rows = []
+            for tp, offset in asked:
+                state = assignment.state_value(tp)
+                rows.append((offset, None if state is None else state.highwater, tp in self._records))
+            data, starved = partitions_behind(rows)
+            before = wait.current_ms
+            self._fetch_max_wait_ms = wait.update(data, starved)
+            if self._fetch_max_wait_ms > before and wait.starved % 100 == 1:
+                log.info("fetch came back empty below the high watermark (long partition on the embedded "
+                         "broker?): max wait %d -> %d ms", before, self._fetch_max_wait_ms)
+        return result
+
+    f.PartitionRecords = GuardedRecords
+    f.Fetcher._proc_fetch_request = _proc_fetch_request
+    f._streamlearn_guarded = True
+    return FETCH_GUARD
