@@ -6,7 +6,7 @@
   learned once, every record read once) and the guard's metric is checked against what the
   guard reported: each gap it counted is one warning with its offsets in the log.
 * A long partition of one-record batches: with a short fetch wait tansu returns nothing
-  beyond ~35-40k batches; the worker must still drain it.
+  from a partition of more than ~35-40k batches; the worker must still drain it.
 """
 
 from __future__ import annotations
@@ -67,12 +67,15 @@ def _gaps_in_log(text: str) -> dict[str, int]:
 def test_concurrent_producers_one_partition_every_event_scored_and_learned_once(make_settings, start_worker):
     s = make_settings(topic_partitions=1)
     worker = start_worker(s)
-    events = make_events(16_000, seed=18, n_entities=97)
+    events = make_events(20_000, seed=18, n_entities=97)
     # paced so the worker stays at the end of both partitions, where the race is
-    _concurrent_send(s, events, writers=8, rate_per_writer=200)
+    _concurrent_send(s, events, writers=4, rate_per_writer=200)
 
     n = len(events)
-    wait_for(lambda: worker.counters().get("labels_learned", 0) >= n, 45, f"{n} labels learned")
+    try:
+        wait_for(lambda: worker.counters().get("labels_learned", 0) >= n, 45, f"{n} labels learned")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; counters {worker.counters()}") from None
     c = worker.counters()
     assert c["labels_learned"] == n and c["labels_duplicate"] == 0, c
     assert c["events_duplicate"] == 0, c
@@ -91,7 +94,7 @@ def test_concurrent_producers_one_partition_every_event_scored_and_learned_once(
 
 def test_long_partition_of_one_record_batches_is_drained(make_settings, start_worker):
     s = make_settings(topic_partitions=1)
-    n = 60_000
+    n = 50_000  # a 20 ms fetch wait starves from ~35-40k one-record batches
     enc = REG.encoder("event")
     p = _producer(s, **{"batch.num.messages": 1, "queue.buffering.max.messages": 200_000})
     for ev in make_events(n, seed=60, n_entities=500):
@@ -169,3 +172,19 @@ def test_from_the_end_starts_at_the_true_end_not_inside_the_last_batch(make_sett
         assert p.flush(30) == 0
         got = [int(x.event_id) for x in preds.iter(idle_timeout=3)]
     assert got == list(range(2_000, 2_005)), f"{len(got)} records, first {got[:3]}"
+
+
+def test_partition_watch_warns_once_about_a_long_partition(make_settings, infra, caplog):
+    from streamlearn.infra import PartitionWatch
+
+    s = make_settings(topic_partitions=1)
+    p = _producer(s)
+    for i in range(60):
+        p.produce(s.topic_predictions, REG.encoder("prediction")(_prediction(i)), b"k")
+    assert p.flush(30) == 0
+    watch = PartitionWatch(infra.kafka_bootstrap, limit=50)
+    with caplog.at_level("WARNING"):
+        found = watch.check()
+        assert watch.check() == [], "once per partition"
+    assert [(t, part) for t, part, _ in found if t.startswith(s.topic_predictions)] == [(s.topic_predictions, 0)]
+    assert any(s.topic_predictions in r.getMessage() for r in caplog.records)
