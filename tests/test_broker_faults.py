@@ -14,9 +14,12 @@ from __future__ import annotations
 import re
 import threading
 import time
+import uuid
 
 from confluent_kafka import Producer
 
+from streamlearn.replay.archive import Archiver
+from streamlearn.replay.reader import Archive
 from streamlearn.sdk import PredictionConsumer, RecordConsumer
 from tests.helpers import REG, TopicReader, feedback_for, make_events, scrape_metrics, wait_for
 
@@ -110,12 +113,19 @@ def test_long_partition_of_one_record_batches_is_drained(make_settings, start_wo
     print(f"\n{n} one-record batches scored in {time.monotonic() - t0:.1f}s after assignment")
 
 
-def test_sdk_consumers_read_every_record_once_under_concurrent_producers(make_settings):
-    """PredictionConsumer (and RecordConsumer, which ``tail`` uses) at the end of a partition
-    that four producers write at once: every record once, in offset order, gaps counted."""
+def test_sdk_consumers_and_archiver_read_every_record_once_under_concurrent_producers(make_settings, tmp_path):
+    """PredictionConsumer, RecordConsumer (which ``tail`` uses) and the archiver at the end of a
+    partition that four producers write at once: every record once, none archived twice."""
     s = make_settings(topic_partitions=1)
+    a = s.model_copy(update=dict(archive_dir=str(tmp_path / "archive"), archive_group_id=f"arch-{uuid.uuid4().hex[:8]}",
+                                 session_timeout_s=2.0, heartbeat_interval_s=0.25))
     enc = REG.encoder("prediction")
     total, writers = 8_000, 4
+    archiver = Archiver(a)
+    stats: list = []
+    arch = threading.Thread(target=lambda: stats.append(archiver.run(exit_when_idle_s=4.0)))
+    arch.start()
+    wait_for(lambda: (s.topic_predictions, 0) in archiver.assigned, 30, "archiver assignment")
     with PredictionConsumer(s) as preds, RecordConsumer(s, s.topic_predictions, "prediction") as raw:
         got: dict[str, list[int]] = {"preds": [], "raw": []}
 
@@ -144,11 +154,19 @@ def test_sdk_consumers_read_every_record_once_under_concurrent_producers(make_se
             t.start()
         for t in ws + readers:
             t.join()
+        arch.join(60)
         for name, consumer in (("preds", preds), ("raw", raw)):
             assert sorted(got[name]) == list(range(total)), (
                 f"{name}: {total - len(set(got[name]))} missing, {len(got[name]) - len(set(got[name]))} repeated")
             assert consumer.consumed == total and consumer.gap_guard.open_gaps == 0
-        print(f"\noffset gaps closed by the SDK consumers: {preds.offset_gaps}, {raw.offset_gaps}")
+    assert not arch.is_alive() and stats, "the archiver finished"
+    archive = Archive.open(a.archive_dir)
+    offsets = [r["offset"] for m in archive.files("prediction") if m.topic == s.topic_predictions
+               for r in archive.read(m)]
+    assert offsets == list(range(total)), (
+        f"archive: {total - len(set(offsets))} missing, {len(offsets) - len(set(offsets))} doubled")
+    print(f"\noffset gaps closed: PredictionConsumer {preds.offset_gaps}, RecordConsumer {raw.offset_gaps}, "
+          f"archiver {getattr(stats[0], 'offset_gaps', '-')}")
 
 
 def _prediction(i: int) -> dict:
