@@ -203,6 +203,7 @@ class EmbeddedInfra:
     redis: Service | None = None
     watch_every_s: float = 300.0  # PartitionWatch interval; 0 turns it off
     _watch_stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _watch: threading.Thread | None = field(default=None, repr=False)
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -220,8 +221,9 @@ class EmbeddedInfra:
         self.redis = start_redis(self.workdir)
         if self.watch_every_s > 0:
             watch = PartitionWatch(self.kafka_bootstrap)
-            threading.Thread(target=watch.run, args=(self._watch_stop, self.watch_every_s), daemon=True,
-                             name="partition-watch").start()
+            self._watch = threading.Thread(target=watch.run, args=(self._watch_stop, self.watch_every_s),
+                                           daemon=True, name="partition-watch")
+            self._watch.start()
         return self
 
     def restart_redis(self, down_s: float = 0.0) -> None:
@@ -235,6 +237,8 @@ class EmbeddedInfra:
 
     def stop(self) -> None:
         self._watch_stop.set()
+        if self._watch is not None:  # not mid-request when the broker goes away
+            self._watch.join(15)
         for svc in (self.broker, self.redis):
             if svc is not None:
                 svc.stop()

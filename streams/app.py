@@ -162,6 +162,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     guard = _patch_fetch_max_wait(settings.fetch_max_wait_ms)
     app, runtime = create_app(settings)
     guard.on_gap = lambda topic, partition, expected, got: runtime.metrics.offset_gap(topic)
+    for topic in (settings.topic_events, settings.topic_feedback):
+        runtime.metrics.offset_gaps.labels(topic)  # the series exist at 0, so increase() sees the first gap
     # Everything imported and built so far lives as long as the process: out of the
     # collector's sight (gc.freeze), and young-generation passes less often. Per-event
     # garbage is mostly acyclic (freed by refcount), so this trims GC time, not memory.

@@ -91,7 +91,7 @@ def test_concurrent_producers_one_partition_every_event_scored_and_learned_once(
     counted = {dict(k)["topic"]: v for k, v in metrics.get("streamlearn_consumer_offset_gaps_total", {}).items()}
     logged = _gaps_in_log(worker.log())
     assert {t: int(v) for t, v in counted.items() if v} == logged, (counted, logged)
-    assert set(counted) <= {s.topic_events, s.topic_feedback}
+    assert set(counted) == {s.topic_events, s.topic_feedback}, "both series exist from the start"
     print(f"\noffset gaps closed by the worker's guard: {logged or 'none this run'}")
 
 
