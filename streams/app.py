@@ -4,6 +4,9 @@ Transport settings follow measurements on the embedded broker (shared notes on F
 over tansu): bounded poll batches so a member is never dropped mid-batch, short
 session timeouts so group joins take seconds, and leave-group on shutdown even in
 generation 0 (tansu starts there) so a restart does not wait for the old member.
+Inside aiokafka's fetcher, two guards against the embedded broker's faults (README, "The
+embedded broker"): records past a hole in a partition's offsets never reach Faust (they are
+fetched again), and the fetch wait grows while a long partition starves the fetches.
 """
 
 from __future__ import annotations
