@@ -252,13 +252,36 @@ def _patch_fetcher() -> GapGuard:
         return FETCH_GUARD
     base_records = f.PartitionRecords
 
+    class BatchWatch:
+        """The reply's batches as aiokafka's record iterator reads them, noting transaction
+        markers and transactional batches (an aborted one is skipped): the only legitimate
+        jumps on an uncompacted topic."""
+
+        def __init__(self, records) -> None:
+            self.records, self.transactional = records, False
+
+        def has_next(self) -> bool:
+            return self.records.has_next()
+
+        def next_batch(self):
+            batch = self.records.next_batch()
+            if batch is not None and (batch.is_control_batch or batch.is_transactional):
+                self.transactional = True
+            return batch
+
     class GuardedRecords(base_records):  # type: ignore[misc, valid-type]
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self._records = BatchWatch(self._records)  # read lazily by the iterator's first step
+
         def __next__(self):
             if self._records_iterator is None:  # cut at a gap, or exhausted
                 raise StopIteration
             expected = self.next_fetch_offset
+            self._records.transactional = False
             rec = super().__next__()
-            if rec.offset != expected or FETCH_GUARD.open_gaps:
+            if (rec.offset != expected or FETCH_GUARD.open_gaps) and not (
+                    rec.offset > expected and self._records.transactional):
                 try:
                     gap = FETCH_GUARD.check(rec.topic, rec.partition, expected, rec.offset)
                 except OffsetGapError as exc:

@@ -10,10 +10,12 @@ jump, tells the caller to fetch again from the first missing offset, counts and 
 once, and gives up with :class:`OffsetGapError` if the records never arrive.
 
 The assumption, stated once: a jump is only legitimate on compacted topics (records removed)
-and around transaction markers. Clients advance their position over a control batch (the
-marker) or an aborted batch themselves before the next record, so with the fetch position as
-"expected" even transactional topics would pass; compacted topics must not be guarded. On
-Apache Kafka with our topics the guard never fires and costs a comparison per record.
+and around transactions (a commit/abort marker takes an offset, an aborted batch is skipped
+under read_committed). Our topics are neither compacted nor written in transactions. The
+worker's fetcher lets a jump over a marker or transactional batch through (it sees the
+batches); the confluent-kafka consumers see only records, so a compacted or transactional
+topic must not be read through them. On Apache Kafka with our topics the guard never fires
+and costs a comparison per record.
 
 **Fetch starvation.** On every fetch tansu lists the partition's stored batches and stops
 listing when the fetch's maximum wait has passed, so on a long partition (tens of thousands

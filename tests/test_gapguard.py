@@ -10,8 +10,9 @@ import struct
 
 import pytest
 from aiokafka.consumer import fetcher as aiokafka_fetcher
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.default_records import DefaultRecordBase, DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
+from aiokafka.record.util import calc_crc32c
 from aiokafka.structs import TopicPartition
 
 from streamlearn.streams import app as app_module
@@ -97,13 +98,18 @@ def test_adaptive_wait_grows_only_when_starved_below_the_high_watermark():
     assert partitions_behind([(10, None, False)]) == (False, False)
 
 
-def _batch(base: int, n: int) -> bytes:
-    b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=0, producer_id=-1,
+def _batch(base: int, n: int, control: bool = False) -> bytes:
+    b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=int(control), producer_id=-1,
                                   producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
     for i in range(n):
         b.append(i, timestamp=1_700_000_000_000 + i, key=b"k", value=b"v%d" % (base + i), headers=[])
     buf = b.build()
     struct.pack_into(">q", buf, 0, base)  # the broker assigns the base offset (not covered by the CRC)
+    if control:  # only brokers write control batches (transaction markers): set the bit, re-sign
+        attrs_at, crc_at = DefaultRecordBase.ATTRIBUTES_OFFSET, DefaultRecordBase.CRC_OFFSET
+        attrs = struct.unpack_from(">h", buf, attrs_at)[0] | DefaultRecordBase.CONTROL_MASK
+        struct.pack_into(">h", buf, attrs_at, attrs)
+        struct.pack_into(">I", buf, crc_at, calc_crc32c(bytes(buf[attrs_at:])))
     return bytes(buf)
 
 
@@ -140,3 +146,13 @@ def test_worker_fetcher_passes_a_reply_that_starts_inside_a_batch():
     app_module._patch_fetcher()
     recs = _records(12, _batch(10, 5), _batch(15, 1))
     assert [r.offset for r in recs] == [12, 13, 14, 15] and recs.next_fetch_offset == 16
+
+
+def test_worker_fetcher_lets_a_transaction_marker_through(monkeypatch):
+    """The one legitimate jump on an uncompacted topic: a commit marker (control batch) takes
+    an offset the consumer never sees. Not a gap."""
+    app_module._patch_fetcher()
+    monkeypatch.setattr(app_module, "FETCH_GUARD", GapGuard())
+    recs = _records(10, _batch(10, 2), _batch(12, 1, control=True), _batch(13, 2))
+    assert [r.offset for r in recs] == [10, 11, 13, 14] and recs.next_fetch_offset == 15
+    assert app_module.FETCH_GUARD.gaps == 0
