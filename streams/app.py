@@ -30,8 +30,8 @@ from streamlearn.streams.worker import Message, WorkerRuntime
 log = logging.getLogger(__name__)
 
 EXIT_AGENT_CRASHED = 70
-# the longest fetch wait the adaptive wait reaches: tansu lists ~1k batches per ms here, so
-# this keeps a partition of millions of one-record batches readable (see README)
+# the longest fetch wait the adaptive wait reaches: tansu lists ~0.5-1k batches per ms on
+# 2 busy cores, so this keeps partitions of a few million one-record batches readable (README)
 MAX_FETCH_WAIT_MS = 5000
 
 
@@ -238,10 +238,11 @@ def _patch_fetcher() -> GapGuard:
       the expected one (the fetch position, then each record + 1); the partition's position
       stays at the first missing offset, so the next fetch asks for it again. Nothing past a
       hole ever reaches Faust: no record is processed twice or skipped, and the offsets Faust
-      commits (processed + 1) can never pass a hole. aiokafka itself moves the position over
-      control and aborted batches before the next record, so only compaction (not used on
-      our topics) could make a legitimate jump. A hole still open after the guard's timeout
-      ends the worker (exit 70, one log line): a restart re-reads from the committed offset.
+      commits (processed + 1) can never pass a hole. A jump over a transaction marker or a
+      transactional batch is let through (aiokafka skips markers and aborted batches itself);
+      otherwise only compaction, not used on our topics, makes a legitimate jump. A hole
+      still open after the guard's timeout ends the worker (exit 70, one log line): a
+      restart re-reads from the committed offset.
     * **Fetch starvation.** After each fetch reply, the next request's max wait adapts
       (:class:`AdaptiveWait`): doubled when a partition came back empty below its high
       watermark, halved back to the configured wait otherwise.
