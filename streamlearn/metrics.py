@@ -17,6 +17,9 @@ Label semantics worth knowing when writing queries and alerts:
 * ``streamlearn_model_batch_seconds{op}`` is the online loop's time for a batch *minus*
   the feature-store time spent inside it: feature computation plus model predict
   (``op="score"``) or learn (``op="learn"``).
+* ``streamlearn_consumer_offset_gaps_total{topic}`` counts holes in a partition's offsets
+  that the consumer refused to skip and re-fetched (the embedded broker's fault under
+  concurrent producers); a gap that never fills stops the worker instead.
 * ``streamlearn_consumer_lag`` = fetch high watermark - the group's committed offset
   (tansu's ListOffsets "latest" is unreliable; the fetch high watermark is not).
 
@@ -127,6 +130,9 @@ class Metrics:
         self.consumer_committed = Gauge(
             "streamlearn_consumer_committed_offset", "Group's committed offset of an assigned partition",
             ["topic", "partition"], registry=r)
+        self.offset_gaps = Counter(
+            "streamlearn_consumer_offset_gaps", "Offset gaps the consumer found in a partition (a broker "
+            "returned a later record before earlier ones) and closed by fetching again", ["topic"], registry=r)
 
         # --- models ------------------------------------------------------------------
         self.model_metric = Gauge(
@@ -317,6 +323,10 @@ class Metrics:
             self.drift_detections.labels(detector, feature).inc()
 
     # ------------------------------------------------------------------ consumer
+    def offset_gap(self, topic: str) -> None:
+        """Count one offset gap (``streams/gapguard.py``); never fires on Apache Kafka with our topics."""
+        self.offset_gaps.labels(topic).inc()
+
     def set_consumer_offsets(self, rows: Iterable[tuple[str, int, int | None, int | None]]) -> None:
         """Replace the per-partition series with ``(topic, partition, highwater, committed)`` rows.
 

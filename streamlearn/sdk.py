@@ -65,6 +65,7 @@ from streamlearn.schemas import AvroCodec, InvalidRecord
 from streamlearn.schemas.records import Prediction
 from streamlearn.schemas.validation import Limits, decode_event, decode_feedback
 from streamlearn.settings import Settings
+from streamlearn.streams.gapguard import GapGuard
 from streamlearn.streams.transport import make_producer
 
 __all__ = [
@@ -340,6 +341,10 @@ def _to_ms(ts: int | float | datetime) -> int:
     return int(ts)
 
 
+def _position(m: Message) -> tuple[str, int, int] | None:
+    return None if m.error() is not None else (m.topic(), m.partition(), m.offset())
+
+
 class RecordConsumer(Generic[T]):
     """Reads one topic of one schema subject; see :class:`PredictionConsumer` for the options.
 
@@ -383,6 +388,8 @@ class RecordConsumer(Generic[T]):
         self._buffer: deque[Message] = deque()
         self._deferred: Exception | None = None
         self.consumed = self.duplicates = self.invalid = 0
+        # offsets are contiguous on our topics: a jump is a broker fault, fetched again
+        self.gap_guard = GapGuard(name=f"reader of {topic}")
         conf = settings.confluent_config(**{
             "group.id": group_id or f"streamlearn-reader-{uuid.uuid4().hex[:12]}",
             "enable.auto.commit": group_id is not None,
@@ -398,7 +405,12 @@ class RecordConsumer(Generic[T]):
         try:
             parts = self._partitions()
             if group_id is None:
-                self._consumer.assign(self._start_positions(parts))
+                start = self._start_positions(parts)
+                self._consumer.assign(start)
+                if not from_beginning and self.from_ts is None:
+                    self._settle_end(start)
+                for tp in start:
+                    self.gap_guard.reset(tp.topic, tp.partition, tp.offset)
             else:
                 self._consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         except Exception:
@@ -422,6 +434,27 @@ class RecordConsumer(Generic[T]):
         return [TopicPartition(self.topic, p, self._consumer.get_watermark_offsets(
             TopicPartition(self.topic, p), timeout=15.0)[1]) for p in parts]
 
+    def _settle_end(self, start: list[TopicPartition], timeout: float = 10.0) -> None:
+        """Move ``start`` (in place) from the listed end to the true end, the first fetch's high watermark.
+
+        The embedded broker lists "latest" as the start of a partition's last batch + 1, which
+        would replay the rest of that batch; on Apache Kafka the two agree. Whatever the first
+        fetches returned is dropped: it is at or before the end as this constructor found it.
+        """
+        pending = {tp.partition: tp for tp in start}
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            self._consumer.consume(500, 0.05)
+            for p, tp in list(pending.items()):
+                _, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, p), cached=True)
+                if high >= 0:
+                    tp.offset = max(tp.offset, high)
+                    del pending[p]
+        if pending:
+            log.warning("%s: no fetch answered within %.0fs; starting at the listed end of partitions %s",
+                        self.topic, timeout, sorted(pending))
+        self._consumer.assign(start)
+
     def _timestamp_positions(self, parts: list[int]) -> list[TopicPartition]:
         found = self._consumer.offsets_for_times([TopicPartition(self.topic, p, self.from_ts) for p in parts],
                                                  timeout=15.0)
@@ -436,6 +469,8 @@ class RecordConsumer(Generic[T]):
         return out
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:  # resumes at the committed offset: the first record sets the baseline
+            self.gap_guard.forget(tp.topic, tp.partition)
         if self.from_ts is None:
             return
         fresh = [tp.partition for tp in partitions if tp.partition not in self._seeked]
@@ -446,6 +481,8 @@ class RecordConsumer(Generic[T]):
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # fetched but not handed out: the partitions' new owner reads them from the commit
         gone = {tp.partition for tp in partitions}
+        for tp in partitions:
+            self.gap_guard.forget(tp.topic, tp.partition)
         self._buffer = deque(m for m in self._buffer if m.partition() not in gone)
         self._unstored = [m for m in self._unstored if m.partition() not in gone]
 
@@ -456,8 +493,23 @@ class RecordConsumer(Generic[T]):
     def _next_message(self, timeout: float) -> Message | None:
         # fetched messages wait here, so stopping early (max_items, an error) loses none
         if not self._buffer:
-            self._buffer.extend(self._consumer.consume(500, timeout))
+            kept, seeks = self.gap_guard.filter_batch(self._consumer.consume(500, timeout), _position)
+            for (topic, partition), offset in seeks.items():
+                self._seek_back(topic, partition, offset)
+            self._buffer.extend(kept)
         return self._buffer.popleft() if self._buffer else None
+
+    def _seek_back(self, topic: str, partition: int, offset: int) -> None:
+        try:  # drops what librdkafka prefetched past the hole; the next fetch asks for it again
+            self._consumer.seek(TopicPartition(topic, partition, offset))
+        except KafkaException as exc:  # revoked meanwhile: its next owner reads from the commit
+            log.warning("%s[%d]: seek back to %d failed: %s", topic, partition, offset, exc)
+            self.gap_guard.forget(topic, partition)
+
+    @property
+    def offset_gaps(self) -> int:
+        """Offset gaps found and closed by fetching again (the embedded broker's fault)."""
+        return self.gap_guard.gaps
 
     def _item(self, m: Message) -> T | None:
         """The item for a message, or None when it is skipped (too old, duplicate, invalid)."""

@@ -4,6 +4,9 @@ Transport settings follow measurements on the embedded broker (shared notes on F
 over tansu): bounded poll batches so a member is never dropped mid-batch, short
 session timeouts so group joins take seconds, and leave-group on shutdown even in
 generation 0 (tansu starts there) so a restart does not wait for the old member.
+Inside aiokafka's fetcher, two guards against the embedded broker's faults (README, "The
+embedded broker"): records past a hole in a partition's offsets never reach Faust (they are
+fetched again), and the fetch wait grows while a long partition starves the fetches.
 """
 
 from __future__ import annotations
@@ -21,12 +24,16 @@ from faust.types import EventT
 
 from streamlearn.settings import Settings, SettingsError
 from streamlearn.streams import web
+from streamlearn.streams.gapguard import AdaptiveWait, GapGuard, OffsetGapError, partitions_behind
 from streamlearn.streams.shutdown import StopGuard
 from streamlearn.streams.worker import Message, WorkerRuntime
 
 log = logging.getLogger(__name__)
 
 EXIT_AGENT_CRASHED = 70
+# the longest fetch wait the adaptive wait reaches: tansu lists ~0.5-1k batches per ms on
+# 2 busy cores, so this keeps partitions of a few million one-record batches readable (README)
+MAX_FETCH_WAIT_MS = 5000
 
 
 def _credentials(settings: Settings):
@@ -185,8 +192,11 @@ def run_worker(settings: Settings, loglevel: str = "info",
     except SettingsError as exc:
         raise SystemExit(f"streamlearn worker: {exc}") from None
     _patch_leave_group_generation_zero()
-    _patch_fetch_max_wait(settings.fetch_max_wait_ms)
+    guard = _patch_fetch_max_wait(settings.fetch_max_wait_ms)
     app, runtime = create_app(settings, retrain=retrain)
+    guard.on_gap = lambda topic, partition, expected, got: runtime.metrics.offset_gap(topic)
+    for topic in (settings.topic_events, settings.topic_feedback):
+        runtime.metrics.offset_gaps.labels(topic)  # the series exist at 0, so increase() sees the first gap
     # Everything imported and built so far lives as long as the process: out of the
     # collector's sight (gc.freeze), and young-generation passes less often. Per-event
     # garbage is mostly acyclic (freed by refcount), so this trims GC time, not memory.
@@ -224,10 +234,16 @@ def _patch_leave_group_generation_zero() -> None:
     cls._streamlearn_leave_patch = True
 
 
-def _patch_fetch_max_wait(ms: int) -> None:
+def _patch_fetch_max_wait(ms: int) -> GapGuard:
     """Faust hard-codes ``fetch_max_wait_ms=1500``; an idle topic in the same fetch then
-    holds back a busy one, which showed as ~0.4 s median latency at 2k events/s."""
+    holds back a busy one, which showed as ~0.4 s median latency at 2k events/s.
+
+    ``ms`` is the short wait; the fetcher lengthens it when the embedded broker starves a
+    long partition, and guards every partition against offset gaps (:func:`_patch_fetcher`).
+    """
     from faust.transport.drivers import aiokafka as driver
+
+    guard = _patch_fetcher()
 
     base = getattr(driver.aiokafka, "_streamlearn_base", driver.aiokafka.AIOKafkaConsumer)
 
@@ -238,3 +254,98 @@ def _patch_fetch_max_wait(ms: int) -> None:
 
     driver.aiokafka._streamlearn_base = base
     driver.aiokafka.AIOKafkaConsumer = Consumer
+    return guard
+
+
+# One guard for the process's aiokafka fetchers (a worker has one consumer); the worker
+# points its ``on_gap`` at its metrics.
+FETCH_GUARD = GapGuard(name="worker")
+
+
+def _patch_fetcher() -> GapGuard:
+    """Two guards inside aiokafka's fetcher, below Faust (see ``streams/gapguard.py``).
+
+    * **Offset gaps.** A fetch reply's records are cut at the first offset that jumps past
+      the expected one (the fetch position, then each record + 1); the partition's position
+      stays at the first missing offset, so the next fetch asks for it again. Nothing past a
+      hole ever reaches Faust: no record is processed twice or skipped, and the offsets Faust
+      commits (processed + 1) can never pass a hole. A jump over a transaction marker or a
+      transactional batch is let through (aiokafka skips markers and aborted batches itself);
+      otherwise only compaction, not used on our topics, makes a legitimate jump. A hole
+      still open after the guard's timeout ends the worker (exit 70, one log line): a
+      restart re-reads from the committed offset.
+    * **Fetch starvation.** After each fetch reply, the next request's max wait adapts
+      (:class:`AdaptiveWait`): doubled when a partition came back empty below its high
+      watermark, halved back to the configured wait otherwise.
+    """
+    from aiokafka.consumer import fetcher as f
+
+    if getattr(f, "_streamlearn_guarded", False):
+        return FETCH_GUARD
+    base_records = f.PartitionRecords
+
+    class BatchWatch:
+        """The reply's batches as aiokafka's record iterator reads them, noting transaction
+        markers and transactional batches (an aborted one is skipped): the only legitimate
+        jumps on an uncompacted topic."""
+
+        def __init__(self, records) -> None:
+            self.records, self.transactional = records, False
+
+        def has_next(self) -> bool:
+            return self.records.has_next()
+
+        def next_batch(self):
+            batch = self.records.next_batch()
+            if batch is not None and (batch.is_control_batch or batch.is_transactional):
+                self.transactional = True
+            return batch
+
+    class GuardedRecords(base_records):  # type: ignore[misc, valid-type]
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self._records = BatchWatch(self._records)  # read lazily by the iterator's first step
+
+        def __next__(self):
+            if self._records_iterator is None:  # cut at a gap, or exhausted
+                raise StopIteration
+            expected = self.next_fetch_offset
+            self._records.transactional = False
+            rec = super().__next__()
+            if (rec.offset != expected or FETCH_GUARD.open_gaps) and not (
+                    rec.offset > expected and self._records.transactional):
+                try:
+                    gap = FETCH_GUARD.check(rec.topic, rec.partition, expected, rec.offset)
+                except OffsetGapError as exc:
+                    _fatal("fetch", exc)
+                if gap:
+                    self.next_fetch_offset = expected  # the position the next fetch asks for
+                    self._records_iterator = None
+                    raise StopIteration
+            return rec
+
+    base_proc = f.Fetcher._proc_fetch_request
+
+    async def _proc_fetch_request(self, assignment, node_id, request):
+        wait = self.__dict__.get("_streamlearn_wait")
+        if wait is None:
+            wait = self._streamlearn_wait = AdaptiveWait(self._fetch_max_wait_ms, MAX_FETCH_WAIT_MS)
+        asked = [(f.TopicPartition(topic, p), offset) for topic, parts in request.topics for p, offset, _ in parts]
+        result = await base_proc(self, assignment, node_id, request)
+        if assignment.active:
+            rows = []
+            for tp, offset in asked:
+                state = assignment.state_value(tp)
+                rows.append((offset, None if state is None else state.highwater, tp in self._records))
+            data, starved = partitions_behind(rows)
+            before = wait.current_ms
+            self._fetch_max_wait_ms = wait.update(data, starved)
+            if self._fetch_max_wait_ms > before and wait.starved % 100 == 1:
+                log.info("fetch came back empty below the high watermark (long partition on the embedded "
+                         "broker?): max wait %d -> %d ms", before, self._fetch_max_wait_ms)
+        return result
+
+    f.PartitionRecords = GuardedRecords
+    f.Fetcher._proc_fetch_request = _proc_fetch_request
+    f._streamlearn_guarded = True
+    return FETCH_GUARD

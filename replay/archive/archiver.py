@@ -7,7 +7,10 @@ At-least-once from Kafka, exactly once in the archive:
   archive file (from the manifests and ``_state``; Kafka's committed offset is only a
   monitoring aid), so a restart re-reads exactly what was not yet durable;
 * records at or below an archived offset are skipped (:class:`ArchiveWriter`);
-* offsets are committed only after a file is published and its manifest written.
+* offsets are committed only after a file is published and its manifest written;
+* a forward jump in a partition's offsets (the embedded broker's fault under concurrent
+  producers, see ``streams/gapguard.py``) is never archived over: the consumer seeks back
+  to the first missing offset and fetches again, so a file never has a hole.
 
 A ``kill -9`` therefore loses nothing (uncommitted, unpublished records are read again)
 and doubles nothing (the staging leftovers are deleted on the next assignment).
@@ -21,12 +24,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streamlearn.replay.archive.format import MANIFEST_SUFFIX, Manifest
 from streamlearn.replay.archive.storage import Storage, open_storage
 from streamlearn.replay.archive.writer import ArchiveWriter, KafkaRecord
 from streamlearn.settings import Settings
+from streamlearn.streams.gapguard import GapGuard
 
 log = logging.getLogger(__name__)
 OFFSET_BEGINNING = -2
@@ -74,7 +78,12 @@ class ArchiverStats:
     records: int = 0
     duplicates_skipped: int = 0
     files: int = 0
+    offset_gaps: int = 0  # holes in a partition's offsets, fetched again (never archived over)
     errors: list[str] = field(default_factory=list)
+
+
+def _position(m) -> tuple[str, int, int] | None:
+    return None if m.error() is not None else (m.topic(), m.partition(), m.offset())
 
 
 class Archiver:
@@ -88,6 +97,7 @@ class Archiver:
         self.assigned: set[tuple[str, int]] = set()
         self._stop = threading.Event()
         self.consumer: Consumer | None = None
+        self.gap_guard = GapGuard(name="archiver")
 
     def stop(self) -> None:
         self._stop.set()
@@ -98,6 +108,7 @@ class Archiver:
             self.writer.prepare_partition(tp.topic, tp.partition)
             pos = self.writer.position(tp.topic, tp.partition)
             tp.offset = OFFSET_BEGINNING if pos is None else pos
+            self.gap_guard.reset(tp.topic, tp.partition, pos)  # from the beginning: the first record
             self.assigned.add((tp.topic, tp.partition))
         log.info("archiving %s", ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions))
         consumer.assign(partitions)
@@ -108,6 +119,7 @@ class Archiver:
         self._commit(done)
         for tp in partitions:
             self.assigned.discard((tp.topic, tp.partition))
+            self.gap_guard.forget(tp.topic, tp.partition)
 
     def _commit(self, manifests: list[Manifest]) -> None:
         if not manifests or self.consumer is None:
@@ -121,6 +133,15 @@ class Archiver:
             self.consumer.commit(offsets=offsets, asynchronous=False)
         except Exception as exc:  # the manifest is the source of truth; a failed commit only lags monitoring
             log.warning("offset commit failed (archive is intact): %s", exc)
+
+    def _seek_back(self, seeks: dict[tuple[str, int], int]) -> None:
+        assert self.consumer is not None
+        for (topic, partition), offset in seeks.items():
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:  # revoked meanwhile: the next owner starts at the archive's end
+                log.warning("%s[%d]: seek back to %d failed: %s", topic, partition, offset, exc)
+                self.gap_guard.forget(topic, partition)
 
     # ------------------------------------------------------------------ main loop
     def _caught_up(self) -> bool:
@@ -149,13 +170,16 @@ class Archiver:
             "session.timeout.ms": int(s.session_timeout_s * 1000),
             "heartbeat.interval.ms": int(s.heartbeat_interval_s * 1000),
             "max.poll.interval.ms": int(max(s.max_poll_interval_s, 60) * 1000),
-            "fetch.wait.max.ms": s.fetch_max_wait_ms * 5,
+            # an archive needs no low latency: a long wait keeps long partitions readable on
+            # the embedded broker (its fetches list batches only for as long as the wait)
+            "fetch.wait.max.ms": max(500, s.fetch_max_wait_ms * 5),
         }))
         self.consumer.subscribe(list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
         last_msg = time.monotonic()
         try:
             while not self._stop.is_set():
-                msgs = self.consumer.consume(500, 0.2)
+                msgs, seeks = self.gap_guard.filter_batch(self.consumer.consume(500, 0.2), _position)
+                self._seek_back(seeks)
                 done: list[Manifest] = []
                 for m in msgs:
                     err = m.error()
@@ -177,6 +201,7 @@ class Archiver:
                 done += self.writer.roll_due()
                 self._commit(done)
                 self.stats.duplicates_skipped = self.writer.duplicates_skipped
+                self.stats.offset_gaps = self.gap_guard.gaps
                 if time.monotonic() - last_retention > RETENTION_EVERY_S:
                     apply_retention(self.storage, s.archive_retention_days)
                     last_retention = time.monotonic()

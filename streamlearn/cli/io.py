@@ -360,6 +360,7 @@ def tail_records(kind: str, json_out: bool, from_beginning: bool, since: str | N
                  timeout: float | None, group: str | None, dedupe: bool) -> int:
     from streamlearn.sdk import InvalidMessage, RecordConsumer
     from streamlearn.settings import get_settings
+    from streamlearn.streams.gapguard import OffsetGapError
 
     settings = get_settings()
     try:
@@ -402,6 +403,9 @@ def tail_records(kind: str, json_out: bool, from_beginning: bool, since: str | N
     except BrokenPipeError:  # the reader went away (| head): not an error
         sys.stderr.close()
         return 0
+    except OffsetGapError as exc:  # records the broker skipped never came: say so, never skip them
+        typer.echo(f"error after {n} record(s): {exc}", err=True)
+        return EXIT_DELIVERY
     typer.echo(f"{n} record(s)", err=True)
     return 0
 

@@ -12,19 +12,35 @@ production image: they are imported here lazily, so the worker never needs them.
 Starting embedded infrastructure turns on development mode (``STREAMLEARN_DEVELOPMENT=1``)
 in this process's environment and in :meth:`EmbeddedInfra.env`, so the workers a demo,
 a benchmark or the tests start accept the development artifact key; nothing else does.
+
+The embedded broker is for the demo, the tests and development; production runs on Apache
+Kafka (``docker-compose.yml``). Its memory storage keeps every record and never deletes, and
+each fetch lists a partition's batches from its start for at most the fetch's wait: the
+longer a partition, the slower every fetch at its end (README, "The embedded broker").
+:class:`PartitionWatch` warns before a partition gets that long.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamlearn.tools.harness import die_with_parent, free_port, wait_port
+
+log = logging.getLogger(__name__)
+
+# Measured on tansu 0.6 (2 shared cores): a fetch at the end of a partition of N one-record
+# batches needs a max wait of roughly N/1000 ms or more to return data (20 ms: stalls from
+# ~40k; 100 ms, the SDK readers' wait: from ~150k; 500 ms: from ~300k). The worker adapts its
+# wait; readers with a fixed wait do not, hence the warning well before the first limit.
+PARTITION_WARN_RECORDS = 100_000
 
 DEVELOPMENT_ENV = {"STREAMLEARN_DEVELOPMENT": "1"}
 
@@ -122,6 +138,46 @@ def start_redis(workdir: Path, port: int | None = None, *, persist: bool = True,
     return _spawn("redis", argv, port, workdir)
 
 
+class PartitionWatch:
+    """Warns (once per partition, in the log) when a partition of the embedded broker passes
+    ``limit`` records: fetches at its end get slow, and readers with a short fixed fetch wait
+    (SDK, ``tail``: 100 ms) stop receiving data. Delete or roll the topic, or restart the broker."""
+
+    def __init__(self, bootstrap: str, limit: int = PARTITION_WARN_RECORDS) -> None:
+        self.bootstrap, self.limit = bootstrap, limit
+        self.warned: set[tuple[str, int]] = set()
+
+    def check(self, timeout: float = 10.0) -> list[tuple[str, int, int]]:
+        """(topic, partition, end offset) of the partitions newly found past the limit."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "streamlearn-partition-watch",
+                      "enable.auto.commit": False, "log_level": 3})
+        found = []
+        try:
+            for topic, md in c.list_topics(timeout=timeout).topics.items():
+                for p in md.partitions:
+                    if (topic, p) in self.warned:
+                        continue
+                    _, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+                    if high > self.limit:
+                        self.warned.add((topic, p))
+                        found.append((topic, p, high))
+                        log.warning("embedded broker: %s[%d] holds %d records; fetches at its end slow down and "
+                                    "readers with a short fetch wait may stop receiving data (see README, 'The "
+                                    "embedded broker'): delete the topic or restart the broker", topic, p, high)
+        finally:
+            c.close()
+        return found
+
+    def run(self, stop: threading.Event, every_s: float) -> None:
+        while not stop.wait(every_s):
+            try:
+                self.check()
+            except Exception as exc:  # noqa: BLE001 - a watch must never take the broker down with it
+                log.debug("partition watch failed: %s", exc)
+
+
 @dataclass
 class EmbeddedInfra:
     """Broker + Redis for a demo or a test session. Use as a context manager."""
@@ -129,6 +185,9 @@ class EmbeddedInfra:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="streamlearn-")))
     broker: Service | None = None
     redis: Service | None = None
+    watch_every_s: float = 300.0  # PartitionWatch interval; 0 turns it off
+    _watch_stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _watch: threading.Thread | None = field(default=None, repr=False)
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -145,6 +204,11 @@ class EmbeddedInfra:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.broker = start_broker(self.workdir)
         self.redis = start_redis(self.workdir)
+        if self.watch_every_s > 0:
+            watch = PartitionWatch(self.kafka_bootstrap)
+            self._watch = threading.Thread(target=watch.run, args=(self._watch_stop, self.watch_every_s),
+                                           daemon=True, name="partition-watch")
+            self._watch.start()
         return self
 
     def restart_redis(self, down_s: float = 0.0) -> None:
@@ -157,6 +221,9 @@ class EmbeddedInfra:
         self.redis = start_redis(self.workdir, port)
 
     def stop(self) -> None:
+        self._watch_stop.set()
+        if self._watch is not None:  # not mid-request when the broker goes away
+            self._watch.join(15)
         for svc in (self.broker, self.redis):
             if svc is not None:
                 svc.stop()
