@@ -1,8 +1,10 @@
-"""Typed views of the wire records that code passes around (the ``.avsc`` files are the contract).
+"""Typed views of the records that code passes around (the ``.avsc`` files are the contract).
 
-One class per wire record: the loop builds a :class:`Prediction`, the worker encodes its
+One class per record: the loop builds a :class:`Prediction`, the worker encodes its
 :meth:`~Prediction.record` with the ``prediction`` schema, and the SDK decodes published
-predictions back into the same class (:meth:`~Prediction.from_record`).
+predictions back into the same class (:meth:`~Prediction.from_record`). A message as a
+consumer receives it is a :class:`KafkaRecord`, whatever read it: the worker, the
+archiver, the SDK.
 """
 
 from __future__ import annotations
@@ -47,3 +49,24 @@ class Prediction:
 
 
 _WIRE = tuple(f.name for f in fields(Prediction) if f.name not in ("shadows", "extra"))
+
+
+@dataclass(frozen=True)
+class KafkaRecord:
+    """One consumed Kafka message, transport-neutral. ``value`` is the raw bytes, or the
+    decoded record where a reader decoded it (the SDK's consumers); ``kind`` is what the
+    topic carries (``event``, ``feedback``, ``prediction``, ...) where the reader knows it."""
+
+    kind: str
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int  # ms since the epoch (the broker's CreateTime or LogAppendTime)
+    timestamp_type: int = 1
+    key: bytes | None = None
+    value: Any = None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+
+    @property
+    def timestamp_ms(self) -> int:
+        return self.timestamp

@@ -62,7 +62,7 @@ from confluent_kafka import (
 )
 
 from streamlearn.schemas import AvroCodec, InvalidRecord
-from streamlearn.schemas.records import Prediction
+from streamlearn.schemas.records import KafkaRecord, Prediction
 from streamlearn.schemas.validation import Limits, decode_event, decode_feedback
 from streamlearn.settings import Settings
 from streamlearn.streams.gapguard import GapGuard
@@ -323,14 +323,8 @@ class InvalidMessage(InvalidRecord):
         self.topic, self.partition, self.offset = topic, partition, offset
 
 
-@dataclass(frozen=True)
-class ConsumedRecord:
-    value: dict[str, Any]
-    key: bytes | None
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None
+# the consumed message (value: the decoded record); the name the SDK has always exported
+ConsumedRecord = KafkaRecord
 
 
 def _to_ms(ts: int | float | datetime) -> int:
@@ -487,7 +481,7 @@ class RecordConsumer(Generic[T]):
         self._unstored = [m for m in self._unstored if m.partition() not in gone]
 
     # --- reading ---------------------------------------------------------------------
-    def _convert(self, rec: ConsumedRecord) -> T:
+    def _convert(self, rec: KafkaRecord) -> T:
         return rec  # type: ignore[return-value]
 
     def _next_message(self, timeout: float) -> Message | None:
@@ -544,8 +538,8 @@ class RecordConsumer(Generic[T]):
             if len(self._seen) > self.dedupe_window:
                 self._seen.popitem(last=False)
         self.consumed += 1
-        rec = ConsumedRecord(value, m.key(), m.topic(), p, m.offset(),
-                             None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts)
+        rec = KafkaRecord(self.subject, m.topic(), p, m.offset(), None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts,
+                          ts_type, m.key(), value, tuple(m.headers() or ()))
         return self._convert(rec)
 
     def _store(self, msgs: list[Message]) -> None:
@@ -655,5 +649,5 @@ class PredictionConsumer(RecordConsumer[Prediction]):
         topic = settings.topic_shadow if shadow else settings.topic_predictions
         super().__init__(settings, topic, "prediction", dedupe_key=key, **kwargs)
 
-    def _convert(self, rec: ConsumedRecord) -> Prediction:
+    def _convert(self, rec: KafkaRecord) -> Prediction:
         return Prediction.from_record(rec.value)

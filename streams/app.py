@@ -22,11 +22,12 @@ from collections.abc import Awaitable, Callable, Sequence
 import faust
 from faust.types import EventT
 
+from streamlearn.schemas.records import KafkaRecord
 from streamlearn.settings import Settings, SettingsError
 from streamlearn.streams import web
 from streamlearn.streams.gapguard import AdaptiveWait, GapGuard, OffsetGapError, partitions_behind
 from streamlearn.streams.shutdown import StopGuard
-from streamlearn.streams.worker import Message, WorkerRuntime
+from streamlearn.streams.worker import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +71,12 @@ def transport_options(settings: Settings) -> dict:
     )
 
 
-def _to_messages(events: Sequence[EventT]) -> list[Message]:
+def _to_messages(events: Sequence[EventT]) -> list[KafkaRecord]:
     out = []
     for ev in events:
         m = ev.message
-        out.append(Message(m.value, m.key, m.topic, m.partition, m.offset, (m.timestamp or 0.0) * 1000.0))
+        out.append(KafkaRecord("", m.topic, m.partition, m.offset, int((m.timestamp or 0.0) * 1000.0),
+                               key=m.key, value=m.value))
     return out
 
 
@@ -119,7 +121,7 @@ def create_app(settings: Settings, runtime: WorkerRuntime | None = None,
     def topic(name: str) -> faust.TopicT:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
-    def batch_agent(name: str, handler: Callable[[list[Message]], Awaitable[int]]):
+    def batch_agent(name: str, handler: Callable[[list[KafkaRecord]], Awaitable[int]]):
         async def agent(stream):
             try:
                 async for events in stream.take_events(settings.batch_max, settings.batch_within_s):

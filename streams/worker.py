@@ -12,7 +12,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -27,24 +26,13 @@ from streamlearn.models.registry.mirror import RegistryMirror
 from streamlearn.models.registry.versions import open_registry
 from streamlearn.project import project_for
 from streamlearn.schemas import AvroCodec, InvalidRecord
+from streamlearn.schemas.records import KafkaRecord
 from streamlearn.schemas.validation import Limits, decode_event, decode_feedback
 from streamlearn.settings import Settings
 from streamlearn.streams.loop import OnlineLoop, commands
 from streamlearn.streams.transport import BatchProducer, ensure_topics, make_producer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Message:
-    """The transport-neutral view of one consumed record."""
-
-    value: bytes | None
-    key: bytes | None
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: float
 
 
 def build_loop(settings: Settings, backend: Backend) -> OnlineLoop:
@@ -140,7 +128,7 @@ class WorkerRuntime:
         self.ready.set()
 
     # ---------------------------------------------------------------- dead letters
-    def _dead_letter(self, msg: Message, err: InvalidRecord) -> None:
+    def _dead_letter(self, msg: KafkaRecord, err: InvalidRecord) -> None:
         raw = (msg.value or b"")[: self.settings.max_message_bytes]
         record = {
             "source_topic": msg.topic, "partition": msg.partition, "offset": msg.offset,
@@ -152,10 +140,10 @@ class WorkerRuntime:
         self.metrics.dead_letter("events" if msg.topic == self.settings.topic_events else "feedback", err.reason)
 
     # ---------------------------------------------------------------- batches
-    async def on_events(self, batch: Sequence[Message]) -> int:
+    async def on_events(self, batch: Sequence[KafkaRecord]) -> int:
         await self.ready.wait()
         good: list[dict[str, Any]] = []
-        sources: list[Message] = []
+        sources: list[KafkaRecord] = []
         for msg in batch:
             try:
                 good.append(decode_event(msg.value, self.codec, self.limits))
@@ -171,7 +159,7 @@ class WorkerRuntime:
                 if id(ev) in failed:
                     self._dead_letter(msg, InvalidRecord(*failed[id(ev)]))
             sources = [msg for ev, msg in zip(good, sources) if id(ev) not in failed]
-        stamps = [msg.timestamp_ms for msg in sources]
+        stamps = [float(msg.timestamp) for msg in sources]
         now_ms = time.time() * 1000
         topic, shadow_topic = self.settings.topic_predictions, self.settings.topic_shadow
         for p, ts in zip(preds, stamps):
@@ -190,7 +178,7 @@ class WorkerRuntime:
         m.sync_counters(self.loop.counters)
         return len(preds)
 
-    async def on_feedback(self, batch: Sequence[Message]) -> int:
+    async def on_feedback(self, batch: Sequence[KafkaRecord]) -> int:
         await self.ready.wait()
         good: list[dict[str, Any]] = []
         bad = 0

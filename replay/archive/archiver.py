@@ -28,7 +28,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streamlearn.replay.archive.format import MANIFEST_SUFFIX, Manifest
 from streamlearn.replay.archive.storage import Storage, open_storage
-from streamlearn.replay.archive.writer import ArchiveWriter, KafkaRecord
+from streamlearn.replay.archive.writer import ArchiveWriter
+from streamlearn.schemas.records import KafkaRecord
 from streamlearn.settings import Settings
 from streamlearn.streams.gapguard import GapGuard
 

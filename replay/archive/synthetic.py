@@ -26,8 +26,9 @@ from typing import Any
 from streamlearn.datasets import Item, arrival_order
 from streamlearn.replay.archive.format import Manifest
 from streamlearn.replay.archive.storage import Storage
-from streamlearn.replay.archive.writer import KafkaRecord, write_records
+from streamlearn.replay.archive.writer import write_records
 from streamlearn.schemas import AvroCodec
+from streamlearn.schemas.records import KafkaRecord
 
 
 def partition_for(key: bytes, partitions: int) -> int:

@@ -41,24 +41,10 @@ from streamlearn.replay.archive.format import (
 )
 from streamlearn.replay.archive.storage import Storage
 from streamlearn.schemas import AvroCodec
+from streamlearn.schemas.records import KafkaRecord
 
 log = logging.getLogger(__name__)
 _RECORD_OVERHEAD = 48  # rough per-record bytes beyond key and value, for roll sizing
-
-
-@dataclass(frozen=True)
-class KafkaRecord:
-    """One consumed message, transport-neutral."""
-
-    kind: str
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    timestamp_type: int = 1
-    key: bytes | None = None
-    value: bytes | None = None
-    headers: tuple[tuple[str, bytes | None], ...] = ()
 
 
 @dataclass

@@ -203,7 +203,8 @@ async def batch_consumer(settings: Settings) -> None:
     per-message delivery" side by side with the real worker."""
     from confluent_kafka import Consumer
 
-    from streamlearn.streams.worker import Message, WorkerRuntime
+    from streamlearn.schemas.records import KafkaRecord
+    from streamlearn.streams.worker import WorkerRuntime
 
     runtime = WorkerRuntime(settings)
     rep = Reporter(settings, aioredis.Redis.from_url(settings.redis_url))
@@ -233,12 +234,13 @@ async def batch_consumer(settings: Settings) -> None:
             labels = [m for m in msgs if not m.error() and m.topic() == settings.topic_feedback]
             if events:
                 rep.first()
-                await runtime.on_events([Message(m.value(), m.key(), m.topic(), m.partition(), m.offset(),
-                                                 float(m.timestamp()[1])) for m in events])
+                await runtime.on_events([KafkaRecord("event", m.topic(), m.partition(), m.offset(), m.timestamp()[1],
+                                                             key=m.key(), value=m.value()) for m in events])
                 await rep.events(len(events))
             if labels:
-                await runtime.on_feedback([Message(m.value(), m.key(), m.topic(), m.partition(), m.offset(),
-                                                   float(m.timestamp()[1])) for m in labels])
+                await runtime.on_feedback([KafkaRecord("feedback", m.topic(), m.partition(), m.offset(),
+                                                               m.timestamp()[1], key=m.key(), value=m.value())
+                                            for m in labels])
             if msgs:
                 consumer.commit(asynchronous=True)  # after the outputs were delivered: at least once
             learned = runtime.loop.counters.labels_learned

@@ -16,11 +16,12 @@ from streamlearn.replay.archive.inspect import summarize
 from streamlearn.replay.archive.reader import Archive
 from streamlearn.replay.archive.storage import LocalStorage
 from streamlearn.replay.archive.synthetic import archive_items
-from streamlearn.replay.archive.writer import ArchiveWriter, KafkaRecord
+from streamlearn.replay.archive.writer import ArchiveWriter
 from streamlearn.replay.backtest.inprocess import memory_loop
 from streamlearn.replay.backtest.runner import run_backtest
 from streamlearn.replay.backtest.schedule import RecordedSchedule
 from streamlearn.schemas import AvroCodec
+from streamlearn.schemas.records import KafkaRecord
 from tests.helpers import feedback_for, make_events
 
 REG = AvroCodec.default()
