@@ -14,7 +14,7 @@ from streamlearn.featurestore.backend import RedisBackend
 from streamlearn.streams.shutdown import EXIT_UNGRACEFUL_STOP, StopGuard
 from streamlearn.tools.infra import Service, free_port, start_redis
 from tests.helpers import Sender, TopicReader, WorkerHandle, feedback_for, make_events, wait_for
-from tests.test_reliability import check_exactly_once, metric_total
+from tests.system.test_store_and_broker_outages import check_exactly_once, metric_total
 
 
 def test_sigterm_while_redis_is_down_stops_in_seconds_and_nothing_learned_is_lost(

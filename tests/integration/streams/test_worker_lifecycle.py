@@ -10,7 +10,7 @@ import sys
 from streamlearn.replay.archive.archiver import Archiver
 from streamlearn.replay.backtest.runner import run_backtest
 from tests.helpers import Sender, TopicReader, feedback_for, make_events, wait_for
-from tests.test_replay import archiver_settings
+from tests.integration.replay.test_archiver import archiver_settings
 
 
 def cli(settings, *args: str) -> subprocess.CompletedProcess:
