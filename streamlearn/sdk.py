@@ -382,6 +382,7 @@ class RecordConsumer(Generic[T]):
         self._unstored: list[Message] = []
         self._buffer: deque[Message] = deque()
         self._deferred: Exception | None = None
+        self._assigned_at: float | None = None  # group mode: when the first assignment arrived
         self.consumed = self.duplicates = self.invalid = 0
         conf = settings.confluent_config(**{
             "group.id": group_id or f"streamlearn-reader-{uuid.uuid4().hex[:12]}",
@@ -436,6 +437,8 @@ class RecordConsumer(Generic[T]):
         return out
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._assigned_at is None:
+            self._assigned_at = time.monotonic()
         if self.from_ts is None:
             return
         fresh = [tp.partition for tp in partitions if tp.partition not in self._seeked]
@@ -530,7 +533,8 @@ class RecordConsumer(Generic[T]):
     def iter(self, idle_timeout: float | None = None, max_items: int | None = None) -> Iterator[T]:
         """Yield items; stop after ``idle_timeout`` s without a new one or after ``max_items``.
 
-        A record's offset is stored for commit when the loop comes back for the next one.
+        A record's offset is stored for commit when the loop comes back for the next one. In a
+        group, idle time counts from the first partition assignment (a join takes seconds).
         """
         self._store(self._unstored)
         self._unstored = []
@@ -539,7 +543,7 @@ class RecordConsumer(Generic[T]):
         while max_items is None or n < max_items:
             m = self._next_message(0.2)
             if m is None:
-                if idle_timeout is not None and time.monotonic() - last > idle_timeout:
+                if idle_timeout is not None and time.monotonic() - max(last, self._assigned_at or 0) > idle_timeout:
                     return
                 continue
             item = self._item(m)
@@ -566,6 +570,13 @@ class RecordConsumer(Generic[T]):
     def close(self) -> None:
         if self._closed:
             return
+        if self.group_id is not None and self._assigned_at is None:
+            # closed while its join is pending, the member has no id to leave with: the broker
+            # (tansu) then holds the group for the next member for minutes. Finish the join
+            # (bounded), so close() sends LeaveGroup; what was fetched meanwhile is not stored.
+            deadline = time.monotonic() + self.settings.session_timeout_s + 1
+            while self._assigned_at is None and time.monotonic() < deadline:
+                self._consumer.consume(500, 0.1)
         try:
             self.commit()
         finally:

@@ -27,5 +27,22 @@ for _module in (demo, run, io, models, replay, evaluate, bench):
     _module.register(app)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"streamlearn {version('streamlearn')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(_: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="print the version and exit")) -> None:
+    pass
+
+
 def main() -> None:
-    app()
+    """The console script: expected errors are one ``streamlearn: ...`` line (see :mod:`.errors`)."""
+    from streamlearn.cli.errors import run
+
+    run(app)
