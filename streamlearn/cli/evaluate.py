@@ -9,7 +9,7 @@ def register(app: typer.Typer) -> None:
     @app.command("gate-eval")
     def gate_eval(
         runs: int = typer.Option(2000, min=1, help="simulated champion/challenger pairs per scenario"),
-        horizon: int = typer.Option(10_000, min=1, help="paired labeled events per run (the gate is checked after each)"),
+        horizon: int = typer.Option(10_000, min=1, help="paired labeled events per run (gate checked after each)"),
         seed: int = typer.Option(0),
     ) -> None:
         """Simulate the promotion gate: false promotions under continuous monitoring, events to promote."""
