@@ -39,19 +39,34 @@ def one_line(text: Any) -> str:
     return "; ".join(" ".join(line.split()) for line in str(text).splitlines() if line.strip())
 
 
+# configuration errors (one line, exit 2), imported when one is raised; a missing one is skipped
+CONFIG_ERRORS = (
+    ("streamlearn.settings", "SettingsError"),
+    ("streamlearn.project", "ProjectError"),
+    ("streamlearn.featurestore.catalog", "ViewChanged"),
+    ("streamlearn.featurestore.errors", "FeatureConfigError"),
+    ("streamlearn.featurestore.errors", "FeatureError"),
+)
+
+
+def _config_error(exc: BaseException) -> bool:
+    import importlib
+
+    for module, name in CONFIG_ERRORS:
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+        if isinstance(exc, cls):
+            return True
+    return False
+
+
 def describe(exc: BaseException) -> tuple[str, int] | None:
     """(message, exit code) for an expected user/environment error, None for a bug."""
-    from streamlearn.settings import SettingsError
-
     if isinstance(exc, CliError):
         return str(exc), exc.code
-    if isinstance(exc, SettingsError):
-        return one_line(exc), EXIT_CONFIG
-    try:
-        from streamlearn.project import ProjectError
-    except ImportError:  # pragma: no cover - the project loader is part of the package
-        ProjectError = ()  # type: ignore[assignment]  # noqa: N806
-    if ProjectError and isinstance(exc, ProjectError):
+    if _config_error(exc):
         return one_line(exc), EXIT_CONFIG
     from streamlearn.tools.harness import ChildExited
 

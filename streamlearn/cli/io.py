@@ -385,7 +385,7 @@ def tail_records(kind: str, json_out: bool, from_beginning: bool, since: str | N
     try:
         topic, subject = resolve_tail_source(settings, kind)
     except TailUnavailable as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"streamlearn: {exc}", err=True)
         return EXIT_USAGE
     from_ts = None
     if since is not None:
@@ -410,7 +410,7 @@ def tail_records(kind: str, json_out: bool, from_beginning: bool, since: str | N
                                   from_timestamp=from_ts, dedupe_key=dedupe_key, on_invalid=on_invalid,
                                   **quiet_config(verbose))
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"streamlearn: {exc}", err=True)
         return EXIT_USAGE
     if resumes:
         start = f"group {group}'s committed offsets"

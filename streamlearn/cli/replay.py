@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -27,9 +28,10 @@ def _archive_dir(archive: Path | None) -> str:
     return str(archive) if archive is not None else get_settings().archive_dir
 
 
-def _fail(msg: str) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(2)
+def _fail(msg: str) -> NoReturn:
+    from streamlearn.cli.errors import CliError
+
+    raise CliError(msg, code=2)  # printed as one `streamlearn: ...` line
 
 
 def _open(archive: Path | None):  # noqa: ANN202 - Archive

@@ -139,7 +139,7 @@ def test_tail_sources_are_one_mapping_and_missing_ones_fail_clearly(make_setting
     s = make_settings(topic_drift=f"t{uuid.uuid4().hex[:8]}.drift")  # the default name is shared
     reg = AvroCodec.default()
     for kind in ("predictions", "shadow", "dead-letters", "drift", "lifecycle"):
-        topic, subject = resolve_tail_source(s, kind, registry=reg)
+        topic, subject = resolve_tail_source(s, kind, codec=reg)
         assert topic and subject in reg.subjects()
     with pytest.raises(TailUnavailable, match="no 'topic_audit' setting"):
         resolve_tail_source(s, "audit", {"audit": ("topic_audit", "audit")})
