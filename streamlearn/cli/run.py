@@ -82,10 +82,12 @@ def register(app: typer.Typer) -> None:
     @topics_app.command("create")
     def topics_create() -> None:
         """Create the configured topics (idempotent)."""
+        from streamlearn.cli.kafka import check_broker
         from streamlearn.settings import get_settings
         from streamlearn.streams.transport import ensure_topics, topic_names
 
         s = get_settings()
+        check_broker(s)  # an unreachable broker: one line, not a TimeoutError traceback
         ensure_topics(s)
         typer.echo("\n".join(topic_names(s)))
 

@@ -65,7 +65,8 @@ def test_unreachable_redis_is_one_line_naming_the_address():
     assert secs < 30  # python start-up on a loaded machine included; the client gives up in seconds
 
 
-@pytest.mark.parametrize("command", [["produce", "--generate", "cards", "--events", "10"], ["tail", "predictions"]])
+@pytest.mark.parametrize("command", [["produce", "--generate", "cards", "--events", "10"], ["tail", "predictions"],
+                                     ["topics", "create"]])
 def test_unreachable_broker_is_one_line_within_seconds(command):
     port = free_port()
     proc, secs = run(*command, env={"KAFKA_BOOTSTRAP": f"127.0.0.1:{port}"})
