@@ -381,6 +381,7 @@ class RecordConsumer(Generic[T]):
         self._unstored: list[Message] = []
         self._buffer: deque[Message] = deque()
         self._deferred: Exception | None = None
+        self._assigned_at: float | None = None  # group mode: when the first assignment arrived
         self.consumed = self.duplicates = self.invalid = 0
         # offsets are contiguous on our topics: a jump is a broker fault, fetched again
         self.gap_guard = GapGuard(name=f"reader of {topic}")
@@ -465,6 +466,8 @@ class RecordConsumer(Generic[T]):
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:  # resumes at the committed offset: the first record sets the baseline
             self.gap_guard.forget(tp.topic, tp.partition)
+        if self._assigned_at is None:
+            self._assigned_at = time.monotonic()
         if self.from_ts is None:
             return
         fresh = [tp.partition for tp in partitions if tp.partition not in self._seeked]
@@ -576,7 +579,8 @@ class RecordConsumer(Generic[T]):
     def iter(self, idle_timeout: float | None = None, max_items: int | None = None) -> Iterator[T]:
         """Yield items; stop after ``idle_timeout`` s without a new one or after ``max_items``.
 
-        A record's offset is stored for commit when the loop comes back for the next one.
+        A record's offset is stored for commit when the loop comes back for the next one. In a
+        group, idle time counts from the first partition assignment (a join takes seconds).
         """
         self._store(self._unstored)
         self._unstored = []
@@ -585,7 +589,7 @@ class RecordConsumer(Generic[T]):
         while max_items is None or n < max_items:
             m = self._next_message(0.2)
             if m is None:
-                if idle_timeout is not None and time.monotonic() - last > idle_timeout:
+                if idle_timeout is not None and time.monotonic() - max(last, self._assigned_at or 0) > idle_timeout:
                     return
                 continue
             item = self._item(m)
@@ -612,6 +616,13 @@ class RecordConsumer(Generic[T]):
     def close(self) -> None:
         if self._closed:
             return
+        if self.group_id is not None and self._assigned_at is None:
+            # closed while its join is pending, the member has no id to leave with: the broker
+            # (tansu) then holds the group for the next member for minutes. Finish the join
+            # (bounded), so close() sends LeaveGroup; what was fetched meanwhile is not stored.
+            deadline = time.monotonic() + self.settings.session_timeout_s + 1
+            while self._assigned_at is None and time.monotonic() < deadline:
+                self._consumer.consume(500, 0.1)
         try:
             self.commit()
         finally:

@@ -621,7 +621,9 @@ def _write_csv(rows: list[dict[str, Any]], labels: list[str], path: Path) -> Non
             w.writerow([r["row"], r["events"], r["event_time"], r["time"], r["labels"], *vals])
 
 
-def format_report(result: BacktestResult) -> str:
+def format_report(result: BacktestResult, reproduced: tuple[int, int] | None = None) -> str:
+    """The terminal summary; ``reproduced``: (live predictions of the reference model the
+    first model reproduced exactly, live predictions compared), when the caller checked."""
     lines = [f"backtest ({result.plan.mode}): {result.plan.n_events} events, "
              f"{len(result.final)} model(s)"]
     lines += [f"  note: {n}" for n in result.plan.notes]
@@ -646,8 +648,15 @@ def format_report(result: BacktestResult) -> str:
         one = "" if len(result.final) == 1 else ", one model"
         lines.append(f"         bare River loop ({b['spec']}{one}): {b['events_per_s']:,.0f} events/s "
                      f"({ratio:.1f}x the backtest; {same})")
+    if reproduced is not None and result.plan.reference is not None:
+        name, version = result.plan.reference
+        same, total = reproduced
+        lines.append(f"  reproduced {same:,} of {total:,} live predictions of {name}@v{version} exactly "
+                     f"(score and labels learned, by {next(iter(result.final))})")
     if result.divergences:
         lines.append(f"  {len(result.divergences)} divergence(s) from the recorded run, first: {result.divergences[0]}")
+    elif result.plan.schedule is not None:
+        lines.append("  0 divergences from the recorded run")
     if result.out:
         lines.append(f"  wrote {result.out}/predictions.jsonl, metrics.json, metrics.csv, metrics.png, summary.json")
     return "\n".join(lines)

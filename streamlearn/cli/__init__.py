@@ -18,7 +18,6 @@ Commands import their implementation lazily, so ``streamlearn --help`` stays fas
 from __future__ import annotations
 
 import os
-import sys
 
 import typer
 
@@ -28,11 +27,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Streaming online learning on Kafka + Redis (Faust agents, River models).")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"streamlearn {version('streamlearn')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     project_dir: str | None = typer.Option(
         None, "--project", envvar="STREAMLEARN_PROJECT",
         help="project directory (streamlearn.toml): every command runs on its events, features and models"),
+    _: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version and exit"),
 ) -> None:
     if project_dir:  # one place: every command reads its settings (and workers it starts inherit it)
         os.environ["STREAMLEARN_PROJECT"] = project_dir
@@ -43,13 +51,7 @@ for _module in (project, demo, run, io, models, replay, evaluate, bench):
 
 
 def main() -> None:
-    from streamlearn.featurestore.catalog import ViewChanged
-    from streamlearn.featurestore.errors import FeatureConfigError, FeatureError
-    from streamlearn.project import ProjectError
-    from streamlearn.settings import SettingsError
+    """The console script: expected errors are one ``streamlearn: ...`` line (see :mod:`.errors`)."""
+    from streamlearn.cli.errors import run
 
-    try:
-        app()
-    except (SettingsError, ProjectError, ViewChanged, FeatureConfigError, FeatureError) as exc:
-        print(f"streamlearn: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run(app)

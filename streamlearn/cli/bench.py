@@ -25,7 +25,8 @@ def register(app: typer.Typer) -> None:
         rss_interval: float = typer.Option(1.0, help="seconds between RSS samples of the worker"),
         profile: Path | None = typer.Option(None, help="py-spy each broker variant at max load; stacks go in this dir"),
         workdir: Path | None = typer.Option(None, help="broker/Redis data and process logs"),
-        json_out: Path | None = typer.Option(None, "--json", help="write the full report as JSON here"),
+        as_json: bool = typer.Option(False, "--json", help="print the full report as JSON instead of the table"),
+        json_out: Path | None = typer.Option(None, "--json-out", help="also write the full report as JSON here"),
     ) -> None:
         """Benchmark: bare River vs end-to-end vs naive Faust vs backtest vs Faust consume-only, one run."""
         chosen = tuple(x.strip() for x in only.split(",") if x.strip())
@@ -38,6 +39,7 @@ def register(app: typer.Typer) -> None:
                           only=chosen, min_seconds=min_seconds,
                           half_load=half_load, rss_interval=rss_interval, profile_dir=profile, workdir=workdir)
         report = run_bench(cfg)
+        text = json.dumps(jsonable(report), indent=2, allow_nan=False)
         if json_out:
-            json_out.write_text(json.dumps(jsonable(report), indent=2, allow_nan=False))
-        typer.echo(render(report))
+            json_out.write_text(text)
+        typer.echo(text if as_json else render(report))

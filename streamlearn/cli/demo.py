@@ -25,12 +25,18 @@ def register(app: typer.Typer) -> None:
         replay: bool = typer.Option(True, help="archive the run, backtest it and check it reproduces the live run"),
         kafka: str | None = typer.Option(None, help="use this broker instead of starting one"),
         redis_url: str | None = typer.Option(None, help="use this Redis instead of starting one"),
-        json_out: Path | None = typer.Option(None, "--json", help="write the summary as JSON here"),
+        as_json: bool = typer.Option(False, "--json", help="print the summary as JSON (tables go to stderr)"),
+        json_out: Path | None = typer.Option(None, "--json-out", help="also write the summary as JSON to this file"),
     ) -> None:
         """Start broker + Redis + worker, stream a dataset with delayed labels through the loop."""
-        from streamlearn.tools.demo import run_demo
+        from streamlearn.tools import demo as tool
 
-        summary = run_demo(dataset, events, rate, spec, bad, seed, compare, kafka, redis_url, replay=replay,
-                           project_dir=os.environ.get("STREAMLEARN_PROJECT") or None)
+        if as_json:  # stdout carries only the JSON
+            tool.console.stderr = True
+        summary = tool.run_demo(dataset, events, rate, spec, bad, seed, compare, kafka, redis_url, replay=replay,
+                                  project_dir=os.environ.get("STREAMLEARN_PROJECT") or None)
+        text = json.dumps(summary, indent=2, default=str)
         if json_out:
-            json_out.write_text(json.dumps(summary, indent=2, default=str))
+            json_out.write_text(text)
+        if as_json:
+            typer.echo(text)

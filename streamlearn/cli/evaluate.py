@@ -8,8 +8,8 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("gate-eval")
     def gate_eval(
-        runs: int = typer.Option(2000, help="simulated champion/challenger pairs per scenario"),
-        horizon: int = typer.Option(10_000, help="paired labeled events per run (the gate is checked after each)"),
+        runs: int = typer.Option(2000, min=1, help="simulated champion/challenger pairs per scenario"),
+        horizon: int = typer.Option(10_000, min=1, help="paired labeled events per run (gate checked after each)"),
         seed: int = typer.Option(0),
         task: str = typer.Option("binary", help="binary, multiclass or regression (the gate's paired loss follows it)"),
         classes: int = typer.Option(5, min=3, help="classes in the multiclass scenario"),
@@ -24,8 +24,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("drift-eval")
     def drift_eval(
-        seeds: int = typer.Option(5, help="seeded streams per scenario"),
-        length: int = typer.Option(20_000, help="events per stream"),
+        seeds: int = typer.Option(5, min=1, help="seeded streams per scenario"),
+        length: int = typer.Option(20_000, min=1, help="events per stream"),
         sea: bool = typer.Option(True, help="include River's ConceptDriftStream (SEA) with a live model"),
     ) -> None:
         """Score the configured drift detectors on streams with known drift points, beside a dummy."""

@@ -214,16 +214,18 @@ def _file_rows(source: str, fmt: str, kind: str) -> tuple[int | None, Iterator[t
 
 
 def send_rows(kind: str, source: str | None, generate: str | None, events: int, seed: int, fmt: str,
-              rate: float | None, key: str | None, fail_fast: bool, topic: str | None) -> int:
+              rate: float | None, key: str | None, fail_fast: bool, topic: str | None,
+              verbose: bool = False) -> int:
     """Shared body of ``produce`` and ``feedback``; returns the exit code."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from streamlearn.cli.kafka import check_broker, quiet_config
     from streamlearn.sdk import Delivery, EventProducer, FeedbackProducer
     from streamlearn.settings import get_settings
 
     if (source is None) == (generate is None):
-        raise typer.BadParameter("give exactly one of --from FILE|- and --generate SCENARIO")
+        raise typer.BadParameter("give exactly one of --input FILE|- and --generate SCENARIO")
     err = Console(stderr=True)
     stream = None
     if generate is not None:
@@ -244,7 +246,8 @@ def send_rows(kind: str, source: str | None, generate: str | None, events: int, 
 
     settings = get_settings()
     cls = EventProducer if kind == "event" else FeedbackProducer
-    producer = cls(settings, topic=topic, on_delivery=on_delivery)
+    check_broker(settings, verbose)  # one clear line within seconds instead of a 30 s flush
+    producer = cls(settings, topic=topic, on_delivery=on_delivery, **quiet_config(verbose))
     invalid: list[int] = []
     sent = 0
     stopped_at: int | None = None
@@ -304,6 +307,7 @@ def resolve_tail_source(settings: Any, kind: str, sources: dict[str, tuple[str, 
     from streamlearn.schemas import AvroCodec
 
     sources = TAIL_SOURCES if sources is None else sources
+    kind = tail_kind(kind, sources)
     if kind not in sources:
         raise TailUnavailable(f"unknown kind {kind!r}; one of: {', '.join(sources)}")
     setting, subject = sources[kind]
@@ -315,6 +319,21 @@ def resolve_tail_source(settings: Any, kind: str, sources: dict[str, tuple[str, 
         raise TailUnavailable(f"'{kind}' is not available: no '{subject}' schema in this version "
                               f"(known: {', '.join(reg.subjects())})")
     return topic, subject
+
+
+def tail_kind(kind: str, sources: dict[str, Any] | None = None) -> str:
+    """A tail kind, singular or plural, ``_`` or ``-``: its name in ``sources`` (else unchanged).
+
+    >>> tail_kind("prediction"), tail_kind("dead_letter"), tail_kind("deadletters"), tail_kind("drifts")
+    ('predictions', 'dead-letters', 'dead-letters', 'drift')
+    """
+    sources = TAIL_SOURCES if sources is None else sources
+    want = kind.strip().lower().replace("_", "-")
+    for name in sources:
+        n = name.replace("-", "")
+        if want.replace("-", "") in (n, n + "s", n.removesuffix("s")):
+            return name
+    return kind
 
 
 def _iso(ms: Any) -> str:
@@ -357,7 +376,8 @@ def _write(lines: Iterable[str]) -> None:
 
 
 def tail_records(kind: str, json_out: bool, from_beginning: bool, since: str | None, max_records: int | None,
-                 timeout: float | None, group: str | None, dedupe: bool) -> int:
+                 timeout: float | None, group: str | None, dedupe: bool, verbose: bool = False) -> int:
+    from streamlearn.cli.kafka import check_broker, group_has_commits, quiet_config
     from streamlearn.sdk import InvalidMessage, RecordConsumer
     from streamlearn.settings import get_settings
     from streamlearn.streams.gapguard import OffsetGapError
@@ -366,13 +386,13 @@ def tail_records(kind: str, json_out: bool, from_beginning: bool, since: str | N
     try:
         topic, subject = resolve_tail_source(settings, kind)
     except TailUnavailable as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"streamlearn: {exc}", err=True)
         return EXIT_USAGE
     from_ts = None
     if since is not None:
         from_ts = parse_time(parse_cell(since))
         if not isinstance(from_ts, int):
-            raise typer.BadParameter(f"--since {since!r}: give ms since the epoch or an ISO-8601 time")
+            raise typer.BadParameter(f"--from {since!r}: give ms since the epoch or an ISO-8601 time")
 
     def on_invalid(bad: InvalidMessage) -> None:  # reported, never silently skipped
         typer.echo(f"warning: undecodable record {bad}", err=True)
@@ -381,14 +401,24 @@ def tail_records(kind: str, json_out: bool, from_beginning: bool, since: str | N
     if dedupe:
         if subject != "prediction":
             raise typer.BadParameter("--dedupe applies to predictions and shadow")
-        dedupe_key = (lambda r: (r["event_id"], r["model_version"])) if kind == "shadow" else (lambda r: r["event_id"])
+        dedupe_key = ((lambda r: (r["event_id"], r["model_version"])) if topic == settings.topic_shadow
+                      else (lambda r: r["event_id"]))
+    check_broker(settings, verbose)  # one clear line within seconds, not a traceback
+    # a group resumes from its committed offsets (a time given with --from still wins)
+    resumes = group is not None and from_ts is None and group_has_commits(settings, group, topic, verbose)
     try:
         consumer = RecordConsumer(settings, topic, subject, group_id=group, from_beginning=from_beginning,
-                                  from_timestamp=from_ts, dedupe_key=dedupe_key, on_invalid=on_invalid)
+                                  from_timestamp=from_ts, dedupe_key=dedupe_key, on_invalid=on_invalid,
+                                  **quiet_config(verbose))
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"streamlearn: {exc}", err=True)
         return EXIT_USAGE
-    start = "the beginning" if from_beginning else (f"{_iso(from_ts)}" if from_ts is not None else "the end")
+    if resumes:
+        start = f"group {group}'s committed offsets"
+    else:
+        start = "the beginning" if from_beginning else (f"{_iso(from_ts)}" if from_ts is not None else "the end")
+        if group is not None and from_ts is None:
+            start += f" (group {group} has no committed offsets)"
     typer.echo(f"following {topic} ({subject}) from {start}; Ctrl-C to stop", err=True)
     n = 0
     try:
@@ -414,8 +444,12 @@ def tail_records(kind: str, json_out: bool, from_beginning: bool, since: str | N
 FORMAT_HELP = "jsonl or csv; auto: by extension, else by the first character"
 
 
+INPUT_HELP = "FILE.jsonl, FILE.csv or - for stdin (--from FILE: deprecated spelling)"
+VERBOSE_OPT = typer.Option(False, "--verbose", "-v", help="show the Kafka client's own log lines")
+
+
 def produce(
-    source: str | None = typer.Option(None, "--from", help="FILE.jsonl, FILE.csv or - for stdin"),
+    source: str | None = typer.Option(None, "--input", "-i", help=INPUT_HELP),
     generate: str | None = typer.Option(None, help="send a generated scenario instead: cards or phishing"),
     events: int = typer.Option(10_000, help="events to generate (with --generate)"),
     seed: int = typer.Option(7, help="generator seed (feedback --generate with the same seed matches)"),
@@ -425,14 +459,15 @@ def produce(
     skip_invalid: bool = typer.Option(False, "--skip-invalid/--fail-fast",
                                       help="report invalid rows and go on, or stop at the first"),
     topic: str | None = typer.Option(None, help="override the events topic"),
+    verbose: bool = VERBOSE_OPT,
 ) -> None:
     """Send events from a JSONL/CSV file, stdin, or a generated scenario; invalid rows are reported by line."""
     raise typer.Exit(send_rows("event", source, generate, events, seed, _fmt(fmt), parse_rate(rate), key,
-                               not skip_invalid, topic))
+                               not skip_invalid, topic, verbose))
 
 
 def feedback(
-    source: str | None = typer.Option(None, "--from", help="FILE.jsonl, FILE.csv or - for stdin"),
+    source: str | None = typer.Option(None, "--input", "-i", help=INPUT_HELP),
     generate: str | None = typer.Option(None, help="send the labels of a generated scenario: cards or phishing"),
     events: int = typer.Option(10_000, help="events of the generated scenario (with --generate)"),
     seed: int = typer.Option(7, help="generator seed: the same as for produce --generate"),
@@ -442,26 +477,30 @@ def feedback(
     skip_invalid: bool = typer.Option(False, "--skip-invalid/--fail-fast",
                                       help="report invalid rows and go on, or stop at the first"),
     topic: str | None = typer.Option(None, help="override the feedback topic"),
+    verbose: bool = VERBOSE_OPT,
 ) -> None:
     """Send labels (event_id, label, label_time) from a JSONL/CSV file, stdin, or a generated scenario."""
     raise typer.Exit(send_rows("feedback", source, generate, events, seed, _fmt(fmt), parse_rate(rate), key,
-                               not skip_invalid, topic))
+                               not skip_invalid, topic, verbose))
 
 
 def tail(
-    kind: str = typer.Argument(..., help=" | ".join(TAIL_SOURCES)),
+    kind: str = typer.Argument(..., help=" | ".join(TAIL_SOURCES) + " (singular or plural)"),
     json_out: bool = typer.Option(False, "--json", help="JSON lines (bytes fields base64) instead of text"),
     from_beginning: bool = typer.Option(False, "--from-beginning", help="start at the first record"),
-    since: str | None = typer.Option(None, help="start at this time: ms since the epoch or ISO-8601"),
+    since: str | None = typer.Option(None, "--from",
+                                     help="start at this time: ms since the epoch or ISO-8601 (--since: deprecated)"),
     max_records: int | None = typer.Option(None, "--max", help="stop after N records"),
     timeout: float | None = typer.Option(None, help="stop after S seconds without a new record"),
     group: str | None = typer.Option(None, help="consume in this consumer group (commits offsets)"),
     dedupe: bool = typer.Option(False, help="predictions: drop repeated event ids (at-least-once delivery)"),
+    verbose: bool = VERBOSE_OPT,
 ) -> None:
     """Print a topic as it grows: predictions, shadow, dead-letters, drift, lifecycle."""
     if from_beginning and since is not None:
-        raise typer.BadParameter("--from-beginning and --since are exclusive")
-    raise typer.Exit(tail_records(kind, json_out, from_beginning, since, max_records, timeout, group, dedupe))
+        raise typer.BadParameter("--from-beginning and --from are exclusive")
+    raise typer.Exit(tail_records(kind, json_out, from_beginning, since, max_records, timeout, group, dedupe,
+                                  verbose))
 
 
 def _fmt(fmt: str) -> str:

@@ -6,12 +6,14 @@ import dataclasses
 import json
 import time
 import uuid
+from typing import Any
 
 import redis
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from streamlearn.cli.errors import CliError
 from streamlearn.featurestore.keys import Keys
 from streamlearn.models.registry.versions import open_registry
 from streamlearn.settings import Settings, get_settings
@@ -26,27 +28,74 @@ console = Console()
 
 
 def _client(s: Settings) -> redis.Redis:
-    return redis.Redis.from_url(s.redis_url)
+    # bounded: an unreachable Redis is one line (streamlearn.cli.errors), not a hang
+    return redis.Redis.from_url(s.redis_url, socket_connect_timeout=5, socket_timeout=10)
 
 
 def _status(s: Settings) -> dict:
     raw = _client(s).get(Keys.from_settings(s).status)
     if not raw:
-        raise typer.BadParameter(f"no status for model {s.model_name!r} under {s.redis_prefix!r}: is a worker running?")
+        raise CliError(f"no status for model {s.model_name!r} under Redis prefix {s.redis_prefix!r} at "
+                       f"{s.redis_url}: is a worker running (and are STREAMLEARN_MODEL_NAME/_REDIS_PREFIX its own)?")
     return json.loads(raw)
 
 
+def _refusal_watch(s: Settings) -> Any:
+    """A reader of the lifecycle topic from its end (where the worker announces a refused
+    command with its id), or None if the broker cannot be read (then only the status tells)."""
+    from streamlearn.cli.kafka import check_broker, quiet_config
+    from streamlearn.sdk import RecordConsumer
+
+    try:
+        check_broker(s, timeout=3.0)
+        return RecordConsumer(s, s.topic_lifecycle, "lifecycle", on_invalid=lambda _: None,
+                              **quiet_config(False))
+    except Exception as exc:  # noqa: BLE001 - optional: the status still shows success
+        typer.echo(f"note: cannot read {s.topic_lifecycle} ({exc}); a refusal shows only as a timeout", err=True)
+        return None
+
+
+def refusal(records: list[Any], cmd_id: str) -> str | None:
+    """The reason of the lifecycle record refusing command ``cmd_id``, if one is among ``records``.
+
+    >>> refusal([{"action": "refused", "reason": "bad command: version 99 is not loaded",
+    ...           "details": {"command": "c1"}}], "c1")
+    'version 99 is not loaded'
+    >>> refusal([{"action": "promoted", "reason": "gate passed", "details": {}}], "c1") is None
+    True
+    """
+    for rec in records:
+        v = getattr(rec, "value", rec)
+        if v.get("action") == "refused" and (v.get("details") or {}).get("command") == cmd_id:
+            return str(v.get("reason", "")).removeprefix("bad command: ")
+    return None
+
+
 def send(s: Settings, cmd: dict, wait: float = 15.0, done=None) -> dict:
-    """Queue a command for the worker and wait until its status shows it applied."""
+    """Queue a command for the worker and wait until its status shows it applied; a refusal
+    (announced on the lifecycle topic with the command's id) is a one-line error at once."""
     cmd = {**cmd, "id": uuid.uuid4().hex}
-    _client(s).rpush(Keys.from_settings(s).control, commands.encode(cmd))
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        st = _status(s)
-        if done is None or done(st):
-            return st
-        time.sleep(0.2)
-    raise typer.Exit(f"the worker did not apply {cmd['op']} within {wait}s")
+    client = _client(s)
+    _status(s)  # no worker: say so now, not after the wait
+    watch = _refusal_watch(s)
+    try:
+        client.rpush(Keys.from_settings(s).control, commands.encode(cmd))
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            st = _status(s)
+            if done is None or done(st):
+                return st
+            if watch is None:
+                time.sleep(0.2)
+                continue
+            reason = refusal(watch.poll(0.2), cmd["id"])
+            if reason is not None:
+                raise CliError(f"the worker refused {cmd['op']}: {reason}")
+    finally:
+        if watch is not None:
+            watch.close()
+    raise CliError(f"the worker did not apply {cmd['op']} within {wait:.0f}s: is its learner running? "
+                   "(see the worker's log and `streamlearn tail lifecycle`)")
 
 
 @app.command("list")

@@ -6,10 +6,13 @@ Heavy imports happen inside the commands so ``streamlearn --help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -25,9 +28,10 @@ def _archive_dir(archive: Path | None) -> str:
     return str(archive) if archive is not None else get_settings().archive_dir
 
 
-def _fail(msg: str) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(2)
+def _fail(msg: str) -> NoReturn:
+    from streamlearn.cli.errors import CliError
+
+    raise CliError(msg, code=2)  # printed as one `streamlearn: ...` line
 
 
 def _open(archive: Path | None):  # noqa: ANN202 - Archive
@@ -74,36 +78,61 @@ def replay_inspect(
     typer.echo(json.dumps(s, indent=1) if as_json else format_summary(s))
 
 
+REPUBLISH_KINDS = {"event": "event", "events": "event", "feedback": "feedback", "feedbacks": "feedback",
+                   "label": "feedback", "labels": "feedback"}
+
+
 @replay_app.command("republish")
 def replay_republish(
-    to: str = typer.Option(..., "--to", help="target topic"),
+    topic: str = typer.Option(..., "--topic", help="target topic (was --to TOPIC: deprecated spelling)"),
     archive: Path | None = ARCHIVE_OPT,
     speed: str = typer.Option("max", help="10x (original timing, 10 times faster), 1x, or max"),
-    kind: str = typer.Option("event", help="event or feedback"),
+    kind: str = typer.Option("event", help="events or feedback (singular or plural)"),
     start: str | None = typer.Option(None, "--from", help="ISO-8601 or epoch ms (record time)"),
-    end: str | None = typer.Option(None, "--to-time", help="ISO-8601 or epoch ms, exclusive"),
+    end: str | None = typer.Option(None, "--to", help="ISO-8601 or epoch ms, exclusive (--to-time: deprecated)"),
+    progress: bool = typer.Option(True, help="show a progress bar (on stderr)"),
 ) -> None:
     """Push archived messages back to a topic with their original keys, in per-key order."""
     from streamlearn.formats import parse_time
     from streamlearn.replay.archive.republish import parse_speed, republish
     from streamlearn.settings import get_settings
 
-    if kind not in ("event", "feedback"):
-        _fail("--kind must be event or feedback")
+    if kind.lower() not in REPUBLISH_KINDS:
+        _fail(f"--kind must be events or feedback, not {kind!r}")
+    kind = REPUBLISH_KINDS[kind.lower()]
     try:
         factor, t0, t1 = parse_speed(speed), parse_time(start), parse_time(end)
     except ValueError as exc:
         _fail(str(exc))
-    stats = republish(_open(archive), get_settings(), to, kind=kind, speed=factor, start=t0, end=t1)
-    typer.echo(f"republished {stats.sent} {kind} message(s) to {to} in {stats.seconds:.2f}s "
+    arch = _open(archive)
+    total = sum(m.record_count for m in arch.files(kind)) if start is None and end is None else None
+    with _progress(progress, f"{kind} → {topic}", total) as advance:
+        stats = republish(arch, get_settings(), topic, kind=kind, speed=factor, start=t0, end=t1,
+                          on_sent=advance)
+    typer.echo(f"republished {stats.sent} {kind} message(s) to {topic} in {stats.seconds:.2f}s "
                f"(source span {stats.source_span_ms / 1000:.1f}s)")
+
+
+@contextlib.contextmanager
+def _progress(show: bool, what: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr (``advance(n)``), or a no-op."""
+    if not show:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True)) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 def backtest(
     archive: Path | None = ARCHIVE_OPT,
     model: list[str] | None = typer.Option(
-        None, "--model", help="model spec (a project's spec name too); repeat to compare side by side "
-                              "(default: the champion)"),
+        None, "--spec", help="model spec (a project's spec name too); repeat to compare side by side "
+                             "(default: the champion; --model: deprecated)"),
     start: str | None = typer.Option(None, "--from", help="ISO-8601 or epoch ms (event time)"),
     end: str | None = typer.Option(None, "--to", help="ISO-8601 or epoch ms, exclusive"),
     view: str | None = typer.Option(None, help="feature view (default: settings.feature_view)"),
@@ -124,23 +153,48 @@ def backtest(
     s = get_settings()
     project = project_for(s)
     use_lifecycle = s.lifecycle_auto if lifecycle is None else lifecycle
+    arch = _open(archive)
     try:
         specs = [project.resolve_spec(m) for m in model] if model else [project.champion]
         config = LifecycleConfig.from_settings(s, task=project.task, challenger_spec=project.challenger)
-        result = run_backtest(_open(archive), specs, view=view or project.view, start=parse_time(start),
+        result = run_backtest(arch, specs, view=view or project.view, start=parse_time(start),
                               end=parse_time(end), join=join, out=out, rows=rows, progress=progress,
                               lifecycle=config if use_lifecycle else None, task=project.task)
     except ValueError as exc:
         _fail(str(exc))
-    typer.echo(format_report(result))
+    typer.echo(format_report(result, reproduced_predictions(arch, result)))
+
+
+def reproduced_predictions(archive, result) -> tuple[int, int] | None:  # noqa: ANN001 - Archive, BacktestResult
+    """(live predictions of the reference model that the backtest's first model reproduced
+    exactly -- same score after the same number of labels --, live predictions compared), or
+    None when the run is not a reproduction (no recorded predictions, or no output written)."""
+    ref = result.plan.reference
+    if ref is None or result.plan.schedule is None or result.out is None:
+        return None
+    live: dict[str, tuple[int, float]] = {}
+    for tp in archive.partitions("prediction"):
+        for _, p in archive.decoded(archive.partition_records("prediction", *tp)):
+            if (p["model_name"], p["model_version"]) == tuple(ref):
+                live.setdefault(p["event_id"], (p["labels_learned"], p["score"]))
+    first = next(iter(result.final))
+    replayed: dict[str, tuple[int, float]] = {}
+    with open(result.out / "predictions.jsonl", encoding="utf-8") as fo:
+        for line in fo:
+            p = json.loads(line)
+            if p["model"] == first and p["event_id"] in live:
+                replayed.setdefault(p["event_id"], (p["labels_learned"], p["score"]))
+    return sum(1 for eid, v in live.items() if replayed.get(eid) == v), len(live)
 
 
 def retrain(
     archive: Path | None = ARCHIVE_OPT,
     estimator: str = typer.Option("sgd", help="sgd (out-of-core, chunked) or hgb (in memory)"),
-    train_from: str | None = typer.Option(None, help="start of the training window (default: archive start)"),
+    train_from: str | None = typer.Option(
+        None, "--from", help="start of the training window (default: archive start; --train-from: deprecated)"),
     cutoff: str | None = typer.Option(None, help="end of training = start of the held-out window (default: 80%)"),
-    eval_to: str | None = typer.Option(None, help="end of the held-out window (default: archive end)"),
+    eval_to: str | None = typer.Option(
+        None, "--to", help="end of the held-out window (default: archive end; --eval-to: deprecated)"),
     view: str | None = typer.Option(None, help="feature view (default: settings.feature_view)"),
     chunk_size: int = typer.Option(5000, help="rows per out-of-core chunk"),
     epochs: int = typer.Option(3, help="passes over the training chunks (sgd)"),

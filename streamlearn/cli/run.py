@@ -30,18 +30,44 @@ def register(app: typer.Typer) -> None:
     def infra_up(
         workdir: Path | None = typer.Option(None, help="data and log directory"),
         create_topics: bool = typer.Option(True, help="also create the configured topics"),
+        kafka_port: int | None = typer.Option(None, min=1, max=65535, help="broker port (default: a free one)"),
+        redis_port: int | None = typer.Option(None, min=1, max=65535, help="Redis port (default: a free one)"),
     ) -> None:
         """Start the embedded broker and Redis, print their addresses, run until Ctrl-C."""
+        import os
+        import shlex
+        import socket
+
+        from streamlearn.cli.errors import CliError
         from streamlearn.settings import Settings
         from streamlearn.streams.transport import ensure_topics
-        from streamlearn.tools.infra import EmbeddedInfra
+        from streamlearn.tools import infra as embedded
 
-        infra = EmbeddedInfra(**({"workdir": workdir} if workdir else {})).start()
+        for name, port in (("--kafka-port", kafka_port), ("--redis-port", redis_port)):
+            if port is not None:  # a busy port would look "up" (something listens) and mislead
+                with socket.socket() as sock:
+                    try:
+                        sock.bind(("127.0.0.1", port))
+                    except OSError as exc:
+                        raise CliError(f"{name} {port}: cannot listen on 127.0.0.1:{port} ({exc.strerror}); "
+                                       "pick a free port or leave it out", code=2) from None
+        infra = embedded.EmbeddedInfra(**({"workdir": workdir} if workdir else {}))
+        if kafka_port is None and redis_port is None:
+            infra.start()
+        else:  # EmbeddedInfra.start() with the given ports
+            os.environ.update(embedded.DEVELOPMENT_ENV)
+            infra.workdir.mkdir(parents=True, exist_ok=True)
+            infra.broker = embedded.start_broker(infra.workdir, kafka_port)
+            try:
+                infra.redis = embedded.start_redis(infra.workdir, redis_port)
+            except BaseException:
+                infra.stop()
+                raise
         try:
             if create_topics:
                 ensure_topics(Settings(kafka_bootstrap=infra.kafka_bootstrap, redis_url=infra.redis_url))
-            typer.echo(f"export KAFKA_BOOTSTRAP={infra.kafka_bootstrap}")
-            typer.echo(f"export REDIS_URL={infra.redis_url}")
+            for k, v in infra.env().items():  # STREAMLEARN_DEVELOPMENT=1 too: workers need it for the dev key
+                typer.echo(f"export {k}={shlex.quote(v)}")
             typer.echo(f"# logs and data in {infra.workdir}; Ctrl-C stops both", err=True)
             stop = []
             signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -56,10 +82,12 @@ def register(app: typer.Typer) -> None:
     @topics_app.command("create")
     def topics_create() -> None:
         """Create the configured topics (idempotent)."""
+        from streamlearn.cli.kafka import check_broker
         from streamlearn.settings import get_settings
         from streamlearn.streams.transport import ensure_topics, topic_names
 
         s = get_settings()
+        check_broker(s)  # an unreachable broker: one line, not a TimeoutError traceback
         ensure_topics(s)
         typer.echo("\n".join(topic_names(s)))
 

@@ -161,7 +161,8 @@ def run_demo(dataset: str = "cards", events: int = 20_000, rate: float | None = 
                       f"  worker   pid {worker.proc.pid}, log {worker.log_path}\n"
                       f"  metrics  http://127.0.0.1:{worker.web_port}/metrics")
         follower = PredictionFollower(settings)
-        wait_until(lambda: worker_assigned(settings, worker.proc.pid), 90, "the worker to join its group")
+        wait_until(lambda: worker_assigned(settings, worker.proc.pid), 90, "the worker to join its group",
+                   check=lambda: worker.check("at start"))
         t0 = time.monotonic()
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                       MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
@@ -181,15 +182,14 @@ def run_demo(dataset: str = "cards", events: int = 20_000, rate: float | None = 
             deadline = time.monotonic() + 300 + len(items) / 200
             while len(follower.ids) < len(items):
                 progress.update(task, advance=follower.poll())
-                if worker.proc.poll() is not None:
-                    raise RuntimeError(f"worker exited with {worker.proc.returncode}; see {worker.log_path}")
+                worker.check("while the stream was produced")
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"only {len(follower.ids)} of {len(items)} predictions arrived")
             t_pred = time.monotonic() - t0
             th.join()
             n_labels = counts["labels"]
             wait_until(lambda: read_status(settings, r).get("counters", {}).get("labels_learned", 0) >= n_labels,
-                       120, "all labels learned")
+                       120, "all labels learned", check=lambda: worker.check("while learning the labels"))
         status = read_status(settings, r)
         summary = {
             "dataset": dataset, "events": counts["events"], "predictions": len(follower.ids),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -54,11 +55,36 @@ def wait_port(port: int, timeout: float = 15.0, proc: subprocess.Popen | None = 
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
-def wait_until(cond: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+class ChildExited(RuntimeError):
+    """A child process ended while the parent still needed it; the message ends with the last
+    lines of its log (the reason, usually)."""
+
+
+_ERROR_LINE = re.compile(r"^\s*(?:[\w.]+(?:Error|Exception|Exit)|streamlearn): ")
+
+
+def log_tail(path: Path, lines: int = 12) -> str:
+    """The end of a log file: from its last error line (``SomeError: ...``, a traceback's
+    last line, possibly wrapped) if one is among the last ``lines`` non-blank lines, else
+    those lines ('' if there is no log)."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+    last = [line.rstrip() for line in text.splitlines() if line.strip()][-lines:]
+    at = next((i for i in range(len(last) - 1, -1, -1) if _ERROR_LINE.match(last[i])), None)
+    return "\n".join(last if at is None else last[at:])
+
+
+def wait_until(cond: Callable[[], T], timeout: float, what: str, interval: float = 0.05,
+               check: Callable[[], None] | None = None) -> T:
     """Poll ``cond`` until it returns something truthy and return it; TimeoutError naming
-    ``what`` at the deadline."""
+    ``what`` at the deadline. ``check`` runs before each poll and may raise to stop waiting
+    at once (e.g. :meth:`ChildProcess.check`: the process we wait on has died)."""
     deadline = time.monotonic() + timeout
     while True:
+        if check is not None:
+            check()
         value = cond()
         if value:
             return value
@@ -82,6 +108,16 @@ class ChildProcess:
             stdin=subprocess.DEVNULL, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
             preexec_fn=die_with_parent)
         return self
+
+    def check(self, during: str = "") -> None:
+        """Raise :class:`ChildExited` (with its log's last lines) if the process has ended."""
+        if self.proc is None or self.proc.poll() is None:
+            return
+        name = " ".join(self.module_args)
+        tail = log_tail(self.log_path)
+        raise ChildExited(f"{name} (pid {self.proc.pid}) exited with code {self.proc.returncode}"
+                          + (f" {during}" if during else "") + f"; last lines of {self.log_path}:\n"
+                          + "\n".join(f"  {line}" for line in tail.splitlines()))
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout``; the exit code."""

@@ -105,6 +105,7 @@ async def drain(loop: OnlineLoop) -> int:
     async with loop.lock:
         now = int(loop.clock() * 1000)
         for i, item in enumerate(raw):
+            cmd = None
             try:
                 cmd = loads(item)
                 if not isinstance(cmd, dict):  # valid JSON, but not a command
@@ -120,8 +121,10 @@ async def drain(loop: OnlineLoop) -> int:
                     loop.outbox.put("lifecycle", rec)
             except (CommandError, ValueError) as exc:
                 log.warning("refused operator command %r: %s", item[:200], exc)
+                # the command's id lets the operator's CLI print this reason at once
+                cid = {"command": str(cmd["id"])} if isinstance(cmd, dict) and cmd.get("id") else {}
                 loop.outbox.put("lifecycle", record(
-                    loop.models, loop.models.champion, "refused", f"bad command: {exc}", now))
+                    loop.models, loop.models.champion, "refused", f"bad command: {exc}", now, **cid))
         loop.dirty = True
         await loop.write(WriteBatch(trims={key: len(raw)}), "control trim")
         await loop.checkpoint_locked(None)
