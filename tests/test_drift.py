@@ -43,10 +43,14 @@ def test_defaults_come_from_settings():
     det = ConceptDriftDetector.from_settings(s)
     assert det.name == s.drift_concept_detector
     assert det.detector._get_params() == {**det.detector._get_params(), **DETECTOR_DEFAULTS[det.name]}
-    assert (det.grace, det.min_gap) == (s.drift_grace, s.drift_min_gap)
+    assert (det.grace, det.min_gap) == (max(s.drift_grace, s.drift_warmup), s.drift_min_gap)
+    # every threshold follows from a quarter of the rate budget: alpha per check = B/4 * every / 100k
+    b = s.drift_false_alarms_per_100k / 4
+    assert det.alpha == pytest.approx(b * 32 / 100_000)  # ADWIN may decide every 32 labels
     mon = FeatureDriftMonitor.from_settings(s)
-    assert (mon.ref_size, mon.win_size, mon.alpha, mon.correction) == (1000, 500, 0.01, "holm")
-    assert BiasMonitor.from_settings(s) == BiasMonitor()
+    assert (mon.ref_size, mon.win_size, mon.correction, mon.warmup) == (1000, 500, "holm", s.drift_warmup)
+    assert mon.alpha == pytest.approx(b * 500 / 100_000)
+    assert BiasMonitor.from_settings(s) == BiasMonitor(warmup=s.drift_warmup, alpha=pytest.approx(b * 1000 / 100_000))
     assert ActionConfig.from_settings(s) == ActionConfig(by_severity=DEFAULT_ACTIONS)
 
 
