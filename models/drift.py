@@ -146,33 +146,64 @@ class ConceptDriftDetector:
     def from_settings(cls, s: Any) -> ConceptDriftDetector:
         return cls(**lifecycle_kwargs(s)["concept"])
 
+    pending: list[float] | None = None  # [before sum, before n, after sum, after n, next check, tries]
+    TRIES = 4  # confirmation tries per detector change (after 1x, 2x, 4x, 8x ``recent`` errors)
+
     def update(self, error: float) -> DriftEvent | None:
         """One labeled event's error (1.0 wrong / 0.0 right, or a loss in [0, 1])."""
         self.n += 1
         self.recent.append(error)
         self.seg_sum += error
+        self.seg_n += 1
         if self.alpha is not None:
             self._block(error)
-        self.seg_n += 1
         self.detector.update(error)
         quiet = self.n <= self.grace or self.n - self.last_alarm < self.min_gap
+        if self.pending is not None:
+            return self._confirm(error)
         if self.detector.drift_detected and not quiet:
             change = self._change()
-            if change > 0 and self.alpha is not None and self._p_increase(change) > self.alpha:
-                return None  # not enough evidence for the budget: keep the "before" level
-            self.seg_sum, self.seg_n = sum(self.recent), len(self.recent)
-            self.blocks = [0.0, 0, 0.0, 0.0, 0]
-            self.in_warning = False
-            if change <= 0 and not self.report_decreases:
-                return None
-            self.last_alarm = self.n
-            severity = ("info" if change <= 0 else "critical" if change >= self.critical_delta else "drift")
-            return DriftEvent(f"concept:{self.name}", None, change, self.n, severity)
+            if change > 0 and self.alpha is not None:
+                # confirm it with a test the budget pays for: now, and as the errors after
+                # the change accumulate (each try at alpha / TRIES: a union bound per change)
+                k = len(self.recent)
+                self.pending = [self.seg_sum - sum(self.recent), self.seg_n - k, sum(self.recent), k, k, 0]
+                return self._confirm(None)
+            return self._alarm(change)
         warning = bool(getattr(self.detector, "warning_detected", False))
         if warning and not self.in_warning and not quiet:
             self.in_warning = True
             return DriftEvent(f"concept:{self.name}", None, self._change(), self.n, "warning")
         self.in_warning = warning
+        return None
+
+    def _alarm(self, change: float) -> DriftEvent | None:
+        self.seg_sum, self.seg_n = sum(self.recent), len(self.recent)
+        self.blocks = None
+        self.in_warning = False
+        if change <= 0 and not self.report_decreases:
+            return None
+        self.last_alarm = self.n
+        severity = ("info" if change <= 0 else "critical" if change >= self.critical_delta else "drift")
+        return DriftEvent(f"concept:{self.name}", None, change, self.n, severity)
+
+    def _confirm(self, error: float | None) -> DriftEvent | None:
+        pd = self.pending
+        assert pd is not None
+        if error is not None:
+            pd[2] += error
+            pd[3] += 1
+        if pd[3] < pd[4]:
+            return None
+        change = pd[2] / pd[3] - pd[0] / max(pd[1], 1)
+        if change > 0 and self._p_increase(change, int(pd[3]), int(pd[1]), (pd[0] + pd[2]) / (pd[1] + pd[3])
+                                           ) <= self.alpha / self.TRIES:
+            self.pending = None
+            return self._alarm(change)
+        pd[4] *= 2
+        pd[5] += 1
+        if pd[5] >= self.TRIES:
+            self.pending = None  # not enough evidence for the budget: a false start
         return None
 
     BLOCK = 50  # errors come in bursts: their variance is estimated from means of 50-label blocks
@@ -190,16 +221,14 @@ class ConceptDriftDetector:
             b[0], b[1] = 0.0, 0
         self.blocks = b
 
-    def _p_increase(self, change: float) -> float:
-        """One-sided p-value of the recent error rate exceeding the one before by ``change``.
+    def _p_increase(self, change: float, k: int, nb: int, pooled: float) -> float:
+        """One-sided p-value of ``k`` recent errors' rate exceeding the ``nb`` before by ``change``.
 
         The per-label variance is the larger of the binomial one and the one implied by
         the spread of block means (batch means), so clustered errors do not look like news.
         """
-        k, nb = len(self.recent), self.seg_n - len(self.recent)
-        if nb <= 0 or math.isnan(change):
+        if nb <= 0 or k <= 0 or math.isnan(change):
             return 1.0
-        pooled = self.seg_sum / self.seg_n
         var = max(pooled * (1 - pooled), 1e-12)
         b = self.blocks
         if b is not None and b[4] >= 10:
@@ -271,6 +300,7 @@ class FeatureDriftMonitor:
     false_alarms_per_100k: float | None = None
     seen: set[str] | None = None
     calibrate = False
+    exclude_trending = False
     history: np.ndarray | None = None  # standardised statistics of recent quiet checks (rows)
     CALIBRATION = 8  # quiet checks before a feature's own noise level is trusted
     HISTORY = 32
@@ -279,7 +309,7 @@ class FeatureDriftMonitor:
                  alpha: float | None = None, correction: str = "holm", critical_fraction: float = 0.25,
                  false_alarms_per_100k: float = 1.0, warmup: int = 0, sliding: bool = True,
                  min_effect: float = 0.1, missing: bool = True, trending: frozenset[str] | None = None,
-                 detector: str = "data:ks", calibrate: bool = True) -> None:
+                 detector: str = "data:ks", calibrate: bool = True, exclude_trending: bool = True) -> None:
         if correction not in ("holm", "bonferroni", "none"):
             raise ValueError("correction must be holm, bonferroni or none")
         self.ref_size, self.win_size = reference, window
@@ -289,7 +319,7 @@ class FeatureDriftMonitor:
         self.correction, self.critical_fraction = correction, critical_fraction
         self.warmup, self.sliding, self.min_effect, self.missing = warmup, sliding, min_effect, missing
         self.trending = trending  # None: the default rule only (see trending_features)
-        self.detector, self.calibrate = detector, calibrate
+        self.detector, self.calibrate, self.exclude_trending = detector, calibrate, exclude_trending
         self.history = None
         self.excluded = frozenset()
         self.features: list[str] | None = None
@@ -310,6 +340,7 @@ class FeatureDriftMonitor:
         """Fix the monitored features. Names read from the vectors (``infer``) lose those
         trending by design; an explicit list is monitored as given."""
         names = list(names)
+        infer = infer and self.exclude_trending
         self.excluded = (frozenset(self.trending or ()) | default_trending(names)) if infer else frozenset()
         self.features = [n for n in names if n not in self.excluded]
 
