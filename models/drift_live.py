@@ -142,16 +142,17 @@ def recovery(hits: Sequence[bool], position: int, level: float, window: int = 50
     return int(ok[0] + window) if ok.size else None
 
 
-def payoff_run(spec: str, s: Any, n: int = 20_000, position: int = 8_000, seed: int = 7) -> PayoffResult:
+def payoff_run(spec: str, s: Any, n: int = 20_000, position: int = 8_000, seed: int = 7,
+               as_configured: bool = True) -> PayoffResult:
     """SEA's concept flips for good at ``position``: served accuracy after it, lifecycle off,
     on as configured, and on without a canary (a canary serving 10% of entities needs ten
     times its window in events before it can take over)."""
     items = datasets.drift(n, position=position, seed=seed)
     off, _ = run_loop(items, "raw_v1", spec, None)
-    on, out = run_loop(items, "raw_v1", spec, LifecycleConfig.from_settings(s))
     direct = LifecycleConfig.from_settings(s)
     direct.use_canary = False
     on2, out2 = run_loop(items, "raw_v1", spec, direct)
+    on, out = run_loop(items, "raw_v1", spec, LifecycleConfig.from_settings(s)) if as_configured else (on2, out2)
     before = float(np.mean(off[max(0, position - 2000):position]))
     concept = [r for k, r in out if k == "drift" and r["detector"].startswith("concept")
                and r["position"] >= position]
