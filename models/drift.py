@@ -486,9 +486,7 @@ def lifecycle_kwargs(s: Any) -> dict[str, dict[str, Any]]:
     follows from its share of ``drift_false_alarms_per_100k``."""
     budget = BUDGET_SHARE * s.drift_false_alarms_per_100k
     return {
-        # a young model's error wanders while it learns: concept alarms wait for the warm-up too
-        "concept": {"name": s.drift_concept_detector, "params": s.drift_concept_params,
-                    "grace": max(s.drift_grace, s.drift_warmup),
+        "concept": {"name": s.drift_concept_detector, "params": s.drift_concept_params, "grace": s.drift_grace,
                     "min_gap": s.drift_min_gap, "critical_delta": s.drift_critical_delta,
                     "false_alarms_per_100k": budget},
         "features": feature_kwargs(s, view_trending(s.feature_view)),

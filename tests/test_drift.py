@@ -43,7 +43,7 @@ def test_defaults_come_from_settings():
     det = ConceptDriftDetector.from_settings(s)
     assert det.name == s.drift_concept_detector
     assert det.detector._get_params() == {**det.detector._get_params(), **DETECTOR_DEFAULTS[det.name]}
-    assert (det.grace, det.min_gap) == (max(s.drift_grace, s.drift_warmup), s.drift_min_gap)
+    assert (det.grace, det.min_gap) == (s.drift_grace, s.drift_min_gap)
     # every threshold follows from a quarter of the rate budget: alpha per check = B/4 * every / 100k
     b = s.drift_false_alarms_per_100k / 4
     assert det.alpha == pytest.approx(b * 32 / 100_000)  # ADWIN may decide every 32 labels
@@ -199,6 +199,9 @@ def test_detectors_pickle_mid_stream_and_continue_identically():
 
 
 def test_report_prints_every_detector_beside_the_dummy():
-    out = report(seeds=1, length=8000, sea=False, features=10)
-    for label in ("concept:adwin", "concept:ddm", "concept:page_hinkley", "data:ks+holm", "dummy every"):
+    out = report(seeds=1, length=8000, sea=False, features=10, entities_length=8000)
+    for label in ("concept:adwin", "concept:ddm", "concept:page_hinkley", "concept:adwin+budget", "data:ks+holm",
+                  "data:ks budgeted", "label:ks budgeted", "bias budgeted", "dummy every", "FA/100k"):
         assert label in out
+    for stream in ("raw/covariate", "raw/constant", "raw/missing", "raw/unit", "data/entities", "label/shift"):
+        assert stream in out
