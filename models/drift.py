@@ -120,6 +120,7 @@ class ConceptDriftDetector:
     """A River detector on the error stream (1.0 = wrong / loss), with grace and alarm gap."""
 
     alpha: float | None = None  # confirmation off: how a detector from an old checkpoint behaves
+    strict: Any = None  # the budgeted ADWIN (absent from checkpoints of older versions)
 
     def __init__(self, name: str = "adwin", params: Mapping[str, Any] | None = None, *, grace: int = 1000,
                  min_gap: int = 1000, critical_delta: float = 0.1, recent: int = 200,
@@ -130,12 +131,20 @@ class ConceptDriftDetector:
         self.report_decreases = report_decreases
         self.detector = make_detector(name, params)
         self.grace, self.min_gap, self.critical_delta = grace, min_gap, critical_delta
-        # with a budget, a detector's change must also pass a one-sided two-proportion test
-        # (recent errors vs the segment before) at the budget's per-check alpha: ADWIN may
-        # decide every `clock` labels (DDM / Page-Hinkley every label), and errors arrive in
-        # bursts that its independence assumption does not expect
+        # with a budget: ADWIN may decide every `clock` labels (DDM / Page-Hinkley every
+        # label), and each decision gets the budget's per-check alpha, half of it spent two
+        # ways. (1) A second, strict ADWIN whose delta (its false-alarm bound per check under
+        # independent errors) is that half. (2) The configured, sensitive detector's changes
+        # must pass a one-sided two-proportion test (recent errors vs the segment before),
+        # tried as evidence accumulates, at the other half. Errors also arrive in bursts (a
+        # fraud burst, an outage) that no independence assumption expects: when 50-label
+        # block means vary more than independent errors would, changes are judged with the
+        # block means' variance (the strict ADWIN's too).
         every = int(getattr(self.detector, "clock", 1) or 1)
-        self.alpha = None if false_alarms_per_100k is None else budget_alpha(false_alarms_per_100k, every)
+        self.alpha = None if false_alarms_per_100k is None else budget_alpha(false_alarms_per_100k, every) / 2
+        self.strict = None
+        if self.alpha is not None:
+            self.strict = make_detector("adwin", {"delta": self.alpha})
         self.n = 0
         self.last_alarm = -math.inf
         self.recent: deque[float] = deque(maxlen=recent)
@@ -159,6 +168,15 @@ class ConceptDriftDetector:
             self._block(error)
         self.detector.update(error)
         quiet = self.n <= self.grace or self.n - self.last_alarm < self.min_gap
+        if self.strict is not None:
+            self.strict.update(error)
+            if self.strict.drift_detected and not quiet:
+                change = self._change()
+                k = len(self.recent)
+                if change > 0 and self._p_increase(change, k, self.seg_n - k, self.seg_sum / self.seg_n,
+                                                   clustered_only=True) <= self.alpha:
+                    self.pending = None
+                    return self._alarm(change)
         if self.pending is not None:
             return self._confirm(error)
         if self.detector.drift_detected and not quiet:
@@ -207,21 +225,23 @@ class ConceptDriftDetector:
         return None
 
     BLOCK = 50  # errors come in bursts: their variance is estimated from means of 50-label blocks
-    blocks: list[float] | None = None  # [block sum, block n, sum of block means, sum of squares, blocks]
+    # [block sum, block n, last block mean, sum of squared successive differences, blocks]
+    blocks: list[float] | None = None
 
     def _block(self, error: float) -> None:
-        b = self.blocks if self.blocks is not None else [0.0, 0, 0.0, 0.0, 0]
+        b = self.blocks if self.blocks is not None else [0.0, 0, math.nan, 0.0, 0]
         b[0] += error
         b[1] += 1
         if b[1] == self.BLOCK:
             mean = b[0] / self.BLOCK
-            b[2] += mean
-            b[3] += mean * mean
+            if not math.isnan(b[2]):
+                b[3] += (mean - b[2]) ** 2
+            b[2] = mean
             b[4] += 1
             b[0], b[1] = 0.0, 0
         self.blocks = b
 
-    def _p_increase(self, change: float, k: int, nb: int, pooled: float) -> float:
+    def _p_increase(self, change: float, k: int, nb: int, pooled: float, clustered_only: bool = False) -> float:
         """One-sided p-value of ``k`` recent errors' rate exceeding the ``nb`` before by ``change``.
 
         The per-label variance is the larger of the binomial one and the one implied by
@@ -229,11 +249,14 @@ class ConceptDriftDetector:
         """
         if nb <= 0 or k <= 0 or math.isnan(change):
             return 1.0
-        var = max(pooled * (1 - pooled), 1e-12)
+        var = binomial = max(pooled * (1 - pooled), 1e-12)
         b = self.blocks
         if b is not None and b[4] >= 10:
-            m = b[2] / b[4]
-            var = max(var, self.BLOCK * (b[3] / b[4] - m * m) * b[4] / (b[4] - 1))
+            # successive differences (von Neumann): a level shift (the very change being
+            # tested) adds one large difference, not a variance of its own
+            var = max(var, self.BLOCK * b[3] / (2 * (b[4] - 1)))
+        if clustered_only and (b is None or b[4] < 20 or var <= 1.5 * binomial):
+            return 0.0  # no sign of clustering: the strict detector's own decision stands
         se = math.sqrt(var * (1 / k + 1 / nb))
         return float(0.5 * special.erfc(change / se / math.sqrt(2)))
 

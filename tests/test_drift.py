@@ -46,7 +46,8 @@ def test_defaults_come_from_settings():
     assert (det.grace, det.min_gap) == (s.drift_grace, s.drift_min_gap)
     # every threshold follows from a quarter of the rate budget: alpha per check = B/4 * every / 100k
     b = s.drift_false_alarms_per_100k / 4
-    assert det.alpha == pytest.approx(b * 32 / 100_000)  # ADWIN may decide every 32 labels
+    assert det.alpha == pytest.approx(b * 32 / 100_000 / 2)  # ADWIN may decide every 32 labels; two halves
+    assert det.strict.delta == det.alpha
     mon = FeatureDriftMonitor.from_settings(s)
     assert (mon.ref_size, mon.win_size, mon.correction, mon.warmup) == (1000, 500, "holm", s.drift_warmup)
     assert mon.alpha == pytest.approx(b * 500 / 100_000)
