@@ -1,6 +1,6 @@
 """Streaming drift detection, and the actions alarms map to (returned as data).
 
-Three kinds of detector, each a small object with plain state (it pickles into the
+Four kinds of detector, each a small object with plain state (it pickles into the
 loop's checkpoint):
 
 * **concept** (:class:`ConceptDriftDetector`): a River detector (ADWIN, DDM or
@@ -8,7 +8,10 @@ loop's checkpoint):
   (a young model's falling error is not drift) and a minimum gap between alarms (one
   change, one alarm). Severity comes from how much the error rate moved: up is
   ``drift``, up by ``critical_delta`` or more is ``critical``; down (the model learning)
-  is dropped, or reported as ``info`` with ``report_decreases``.
+  is dropped, or reported as ``info`` with ``report_decreases``. With a budget
+  (``false_alarms_per_100k``) half of its share goes to a strict ADWIN whose ``delta`` is
+  the per-check alpha, half to confirming the configured detector's changes with a test
+  of recent vs earlier errors; block means guard both against bursty errors.
 * **data** (:class:`FeatureDriftMonitor`): per-feature two-sample Kolmogorov-Smirnov
   tests of a tumbling window against a reference window, plus a two-proportion test of
   each feature's missing rate (a field that goes all-missing has no values for KS to
