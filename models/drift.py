@@ -167,7 +167,7 @@ class ConceptDriftDetector:
         self.recent.append(error)
         self.seg_sum += error
         self.seg_n += 1
-        if self.alpha is not None:
+        if self.alpha is not None and self.n > self.grace:  # a learning model's errors are no baseline
             self._block(error)
         self.detector.update(error)
         quiet = self.n <= self.grace or self.n - self.last_alarm < self.min_gap
@@ -228,21 +228,26 @@ class ConceptDriftDetector:
         return None
 
     BLOCK = 50  # errors come in bursts: their variance is estimated from means of 50-label blocks
-    # [block sum, block n, last block mean, sum of squared successive differences, blocks]
-    blocks: list[float] | None = None
+    BLOCKS = 64  # ... over the most recent 64 blocks (3,200 labels)
+    blocks: list[Any] | None = None  # [running block sum, block n, deque of recent block means]
 
     def _block(self, error: float) -> None:
-        b = self.blocks if self.blocks is not None else [0.0, 0, math.nan, 0.0, 0]
+        b = self.blocks if self.blocks is not None else [0.0, 0, deque(maxlen=self.BLOCKS)]
         b[0] += error
         b[1] += 1
         if b[1] == self.BLOCK:
-            mean = b[0] / self.BLOCK
-            if not math.isnan(b[2]):
-                b[3] += (mean - b[2]) ** 2
-            b[2] = mean
-            b[4] += 1
+            b[2].append(b[0] / self.BLOCK)
             b[0], b[1] = 0.0, 0
         self.blocks = b
+
+    def _block_variance(self) -> tuple[float, int]:
+        """Per-label error variance implied by recent block means, from successive
+        differences (von Neumann): a level shift, the very change under test, adds one
+        large difference rather than a variance of its own. (NaN, 0) without blocks."""
+        means = np.asarray(self.blocks[2] if self.blocks is not None else (), dtype=float)
+        if means.size < 2:
+            return math.nan, int(means.size)
+        return float(self.BLOCK * np.mean(np.diff(means) ** 2) / 2), int(means.size)
 
     def _p_increase(self, change: float, k: int, nb: int, pooled: float, clustered_only: bool = False) -> float:
         """One-sided p-value of ``k`` recent errors' rate exceeding the ``nb`` before by ``change``.
@@ -253,12 +258,10 @@ class ConceptDriftDetector:
         if nb <= 0 or k <= 0 or math.isnan(change):
             return 1.0
         var = binomial = max(pooled * (1 - pooled), 1e-12)
-        b = self.blocks
-        if b is not None and b[4] >= 10:
-            # successive differences (von Neumann): a level shift (the very change being
-            # tested) adds one large difference, not a variance of its own
-            var = max(var, self.BLOCK * b[3] / (2 * (b[4] - 1)))
-        if clustered_only and (b is None or b[4] < 20 or var <= 1.5 * binomial):
+        bvar, nblocks = self._block_variance()
+        if nblocks >= 10:
+            var = max(var, bvar)
+        if clustered_only and (nblocks < 20 or var <= 1.5 * binomial):
             return 0.0  # no sign of clustering: the strict detector's own decision stands
         se = math.sqrt(var * (1 / k + 1 / nb))
         return float(0.5 * special.erfc(change / se / math.sqrt(2)))
