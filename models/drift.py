@@ -171,6 +171,10 @@ class ConceptDriftDetector:
             self._block(error)
         self.detector.update(error)
         quiet = self.n <= self.grace or self.n - self.last_alarm < self.min_gap
+        if self.alpha is not None and (self.n == self.grace or quiet and self.detector.drift_detected):
+            # the "before" level starts after warm-up and after any change seen while quiet:
+            # a young model's high early error would hide a later rise
+            self.seg_sum, self.seg_n = sum(self.recent), len(self.recent)
         if self.strict is not None:
             self.strict.update(error)
             if self.strict.drift_detected and not quiet:
@@ -599,8 +603,9 @@ class BiasMonitor:
     """Mean predicted score vs mean observed label over tumbling windows of labels.
 
     With ``alpha`` set, a window alarms only if the mean residual is also significant (a
-    z-test, so a small window's noise is not bias); with ``warmup``, windows start only
-    once the champion has learned that many labels. Both default to off, which is how a
+    z-test, so a small window's noise is not bias); with ``warmup``, a window is judged only
+    if every label in it was scored by a model that had learned that many (it still
+    accumulates, which the worker's prediction-bias gauge reads). Both default to off, which is how a
     monitor unpickled from an old checkpoint behaves; :meth:`from_settings` turns them on.
     """
 
@@ -614,6 +619,7 @@ class BiasMonitor:
     alpha: float | None = None
     sum_sq: float = 0.0
     blocks: list[float] | None = None  # residuals of 50-label blocks: [sum, n, sum of means, squares, count]
+    young: bool = False  # this window holds labels scored by a model still in its warm-up
 
     @classmethod
     def from_settings(cls, s: Any) -> BiasMonitor:
@@ -624,7 +630,7 @@ class BiasMonitor:
         how many labels the scoring model had learned when it predicted."""
         self.n += 1
         if learned is not None and learned < self.warmup:
-            return None  # a young model is biased because it is young, not because the world moved
+            self.young = True  # a young model is biased because it is young, not because the world moved
         self.count += 1
         self.sum_score += float(score)
         self.sum_label += float(label)
@@ -646,7 +652,8 @@ class BiasMonitor:
         self.sum_score = self.sum_label = self.sum_sq = 0.0
         self.count = 0
         self.blocks = None
-        if abs(bias) <= self.threshold:
+        young, self.young = self.young, False
+        if abs(bias) <= self.threshold or young:  # (the window still feeds the bias gauge)
             return None
         p = None
         if self.alpha is not None:

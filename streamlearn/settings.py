@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     drift_concept_params: dict[str, float] = Field(
         default_factory=dict, description="overrides of the detector's parameters, e.g. {\"delta\": 0.01}"
     )
-    drift_grace: int = Field(5000, ge=0, description="labels before concept alarms count (model warm-up)")
+    drift_grace: int = Field(4000, ge=0, description="labels before concept alarms count (model warm-up)")
     drift_min_gap: int = Field(1000, ge=0, description="labels between two concept alarms")
     drift_critical_delta: float = Field(0.1, gt=0, description="error-rate rise that makes an alarm critical")
     drift_feature_reference: int = Field(1000, ge=10, description="events in the data-drift reference window")
