@@ -153,13 +153,22 @@ class Settings(BaseSettings):
     drift_concept_params: dict[str, float] = Field(
         default_factory=dict, description="overrides of the detector's parameters, e.g. {\"delta\": 0.01}"
     )
-    drift_grace: int = Field(1000, ge=0, description="labels before concept alarms count (model warm-up)")
+    drift_grace: int = Field(4000, ge=0, description="labels before concept alarms count (model warm-up)")
     drift_min_gap: int = Field(1000, ge=0, description="labels between two concept alarms")
     drift_critical_delta: float = Field(0.1, gt=0, description="error-rate rise that makes an alarm critical")
     drift_feature_reference: int = Field(1000, ge=10, description="events in the data-drift reference window")
     drift_feature_window: int = Field(500, ge=10, description="events per data-drift check")
-    drift_feature_alpha: float = Field(0.01, gt=0, lt=1, description="family-wise false-alarm budget per check")
+    drift_feature_alpha: float | None = Field(
+        None, gt=0, lt=1, description="pin the family-wise alpha per data check (default: from the budget)")
     drift_feature_correction: Literal["holm", "bonferroni", "none"] = "holm"
+    drift_false_alarms_per_100k: float = Field(
+        1.0, gt=0, description="false drift alarms allowed per 100k events, over all detectors (thresholds follow)")
+    drift_warmup: int = Field(
+        5000, ge=0, description="events before data/label references are taken; labels a champion learns before "
+        "its bias is judged")
+    drift_feature_min_effect: float = Field(
+        0.1, ge=0, le=1, description="KS distance (or missing-rate change) a data alarm also needs")
+    drift_label_min_effect: float = Field(0.05, ge=0, le=1, description="the same for the label distribution")
     drift_bias_window: int = Field(1000, ge=1)
     drift_bias_threshold: float = Field(0.1, gt=0, description="|mean score - mean label| that alarms")
     drift_rollback_within: int = Field(2000, ge=0, description="labels after a promotion in which drift rolls back")

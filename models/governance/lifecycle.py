@@ -31,6 +31,7 @@ from streamlearn.models.governance.drift import (
     BiasMonitor,
     ConceptDriftDetector,
     FeatureDriftMonitor,
+    lifecycle_kwargs,
     plan,
 )
 from streamlearn.models.governance.gate import ActionLimits, GateConfig, PromotionGate
@@ -62,6 +63,7 @@ class LifecycleConfig:
     limits: dict[str, Any] = field(default_factory=dict)  # ActionLimits kwargs
     task: Task = BINARY  # the gate's loss, hits and the drift error signal follow it
     challenger_spec: str | None = None  # what drift starts (None: a fresh copy of the champion's spec)
+    label: dict[str, Any] | None = None  # FeatureDriftMonitor kwargs for the label distribution (None: off)
 
     @classmethod
     def from_settings(cls, s: Any, task: Task | None = None, challenger_spec: str | None = None) -> LifecycleConfig:
@@ -70,11 +72,7 @@ class LifecycleConfig:
             gate=GateConfig.from_settings(s), canary=CanaryConfig.from_settings(s),
             actions=ActionConfig.from_settings(s), use_canary=s.lifecycle_canary,
             max_challengers=s.lifecycle_max_challengers,
-            concept={"name": s.drift_concept_detector, "params": s.drift_concept_params, "grace": s.drift_grace,
-                     "min_gap": s.drift_min_gap, "critical_delta": s.drift_critical_delta},
-            features={"reference": s.drift_feature_reference, "window": s.drift_feature_window,
-                      "alpha": s.drift_feature_alpha, "correction": s.drift_feature_correction},
-            bias={"window": s.drift_bias_window, "threshold": s.drift_bias_threshold},
+            **lifecycle_kwargs(s),  # concept, features, label, bias: thresholds from the false-alarm budget
             limits={"max_actions": s.promotion_max, "window_s": s.promotion_window_s,
                     "cooldown_s": s.promotion_cooldown_s, "frozen": s.promotions_frozen},
         )
@@ -90,6 +88,8 @@ class Lifecycle:
         self.concept = ConceptDriftDetector(**c.concept)
         self.features = FeatureDriftMonitor(**c.features)
         self.bias = BiasMonitor(**c.bias)
+        label = getattr(c, "label", None)
+        self.labels = FeatureDriftMonitor(["label"], **label) if label is not None else None
         self.limits = ActionLimits(**c.limits)
         self.labels_since_promotion: int | None = None
         self.champion_seen: int | None = None
@@ -135,20 +135,17 @@ class Lifecycle:
             self.drift_events.append(ev)
         pair = sc.bias_pair(y, champ)
         if pair is not None:
-            bev = self.bias.update(*pair)
+            bev = self.bias.update(*pair, champ.get("n"))
             if bev is not None:
                 self.drift_events.append(bev)
+        labels = getattr(self, "labels", None)  # absent from checkpoints of older versions
+        if labels is not None and isinstance(y, (bool, int, float)):
+            self.drift_events += labels.update_many(np.array([[float(y)]]))
         sc.observe(y)  # after the losses: the regression scale only ever uses earlier labels
 
     def on_scored(self, xs: list[dict[str, float]]) -> None:
         """Served feature vectors, for data drift (one family-wise budget over features)."""
-        if not xs:
-            return
-        if self.features.features is None:
-            self.features.features = sorted(xs[0])
-        cols = self.features.features
-        rows = np.array([[x.get(f, np.nan) for f in cols] for x in xs], dtype=float)
-        self.drift_events += self.features.update_many(rows)
+        self.drift_events += self.features.update_dicts(xs)
 
     def _gate(self, v: int) -> PromotionGate:
         if v not in self.gates:

@@ -44,9 +44,14 @@ def test_defaults_come_from_settings():
     assert det.name == s.drift_concept_detector
     assert det.detector._get_params() == {**det.detector._get_params(), **DETECTOR_DEFAULTS[det.name]}
     assert (det.grace, det.min_gap) == (s.drift_grace, s.drift_min_gap)
+    # every threshold follows from a quarter of the rate budget: alpha per check = B/4 * every / 100k
+    b = s.drift_false_alarms_per_100k / 4
+    assert det.alpha == pytest.approx(b * 32 / 100_000 / 2)  # ADWIN may decide every 32 labels; two halves
+    assert det.strict.delta == det.alpha
     mon = FeatureDriftMonitor.from_settings(s)
-    assert (mon.ref_size, mon.win_size, mon.alpha, mon.correction) == (1000, 500, 0.01, "holm")
-    assert BiasMonitor.from_settings(s) == BiasMonitor()
+    assert (mon.ref_size, mon.win_size, mon.correction, mon.warmup) == (1000, 500, "holm", s.drift_warmup)
+    assert mon.alpha == pytest.approx(b * 500 / 100_000)
+    assert BiasMonitor.from_settings(s) == BiasMonitor(warmup=s.drift_warmup, alpha=pytest.approx(b * 1000 / 100_000))
     assert ActionConfig.from_settings(s) == ActionConfig(by_severity=DEFAULT_ACTIONS)
 
 
@@ -195,6 +200,9 @@ def test_detectors_pickle_mid_stream_and_continue_identically():
 
 
 def test_report_prints_every_detector_beside_the_dummy():
-    out = report(seeds=1, length=8000, sea=False, features=10)
-    for label in ("concept:adwin", "concept:ddm", "concept:page_hinkley", "data:ks+holm", "dummy every"):
+    out = report(seeds=1, length=8000, sea=False, features=10, entities_length=8000)
+    for label in ("concept:adwin", "concept:ddm", "concept:page_hinkley", "concept:adwin+budget", "data:ks+holm",
+                  "data:ks budgeted", "label:ks budgeted", "bias budgeted", "dummy every", "FA/100k"):
         assert label in out
+    for stream in ("raw/covariate", "raw/constant", "raw/missing", "raw/unit", "data/entities", "label/shift"):
+        assert stream in out
