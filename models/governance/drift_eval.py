@@ -357,9 +357,9 @@ def _dummy_row(streams: Sequence[Stream]) -> list[tuple[str, Score]]:
     return [(f"dummy every {period}", sc)]
 
 
-def report_from_settings(s: Any, seeds: int = 5, length: int = 20_000, sea: bool = True, live: bool = True) -> str:
-    """The report for the configured detectors (the configured concept detector first),
-    then (``live``) the live-like runs of :mod:`streamlearn.models.governance.drift_live`."""
+def report_from_settings(s: Any, seeds: int = 5, length: int = 20_000, sea: bool = True) -> str:
+    """The report for the configured detectors (the configured concept detector first); the
+    live-like runs through the online loop are :mod:`streamlearn.replay.backtest.drift_live`."""
     # the synthetic error streams start from a trained model (no learning transient to sit
     # out), and their first drift may come at 3,750: a grace beyond 1,000 would only hide it
     common = {"grace": min(s.drift_grace, 1000), "min_gap": s.drift_min_gap, "critical_delta": s.drift_critical_delta}
@@ -369,8 +369,4 @@ def report_from_settings(s: Any, seeds: int = 5, length: int = 20_000, sea: bool
             "correction": s.drift_feature_correction, "min_effect": s.drift_feature_min_effect}
     out = report(seeds, length, concept, sea, data, budget=s.drift_false_alarms_per_100k, warmup=s.drift_warmup,
                  label_min_effect=s.drift_label_min_effect)
-    if live:
-        from streamlearn.models.governance.drift_live import report as live_report
-
-        out += "\n\n" + live_report(s)
     return out

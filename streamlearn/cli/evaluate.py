@@ -30,6 +30,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score the configured drift detectors on streams with known drift points, beside a dummy."""
         from streamlearn.models.governance.drift_eval import report_from_settings
+        from streamlearn.replay.backtest.drift_live import report as live_report
         from streamlearn.settings import get_settings
 
-        typer.echo(report_from_settings(get_settings(), seeds, length, sea))
+        s = get_settings()
+        typer.echo(report_from_settings(s, seeds, length, sea) + "\n\n" + live_report(s))

@@ -130,15 +130,6 @@ class Project:
         items = list(fn(n or int(self.demo.get("events", 5000)), seed))
         return [it if isinstance(it, Item) else Item(*it) for it in items]
 
-    def backtest(self, archive: str | Path, **kwargs: Any) -> Any:
-        """:func:`~streamlearn.replay.backtest.runner.run_backtest` of this project's view and
-        models over an archive; the result's ``metrics_frame()`` is a pandas DataFrame."""
-        from streamlearn.replay.backtest.runner import run_backtest
-
-        models = kwargs.pop("models", None) or [self.champion] + ([self.challenger] if self.challenger else [])
-        kwargs.setdefault("task", self.task)
-        return run_backtest(archive, [self.resolve_spec(m) for m in models], view=self.view, **kwargs)
-
 
 def project_for(settings: Settings) -> Project:
     """The project of ``settings`` (cached per settings object: loading imports user code once)."""

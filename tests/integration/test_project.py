@@ -27,6 +27,7 @@ from streamlearn.models.estimators.spec import build_model
 from streamlearn.project import Project
 from streamlearn.replay.archive.archiver import Archiver
 from streamlearn.replay.archive.reader import Archive
+from streamlearn.replay.backtest import backtest
 from streamlearn.replay.retrain.retrainer import RetrainConfig, retrain
 from tests.helpers import Sender, TopicReader, feedback_for, make_events, wait_for
 
@@ -178,7 +179,8 @@ def test_a_user_project_runs_through_worker_backtest_and_retrain_and_equals_a_pl
     archive_dir = tmp_path / "archive"
     Archiver(s.model_copy(update={"archive_dir": str(archive_dir),
                                   "archive_group_id": f"arch-{uuid.uuid4().hex[:6]}"})).run(exit_when_idle_s=1.0)
-    result = project.backtest(Archive.open(archive_dir), out=tmp_path / "bt", reference=(s.model_name, 1))
+    result = backtest(project, Archive.open(archive_dir), out=tmp_path / "bt", reference=(s.model_name, 1),
+                      lifecycle=False)
     replayed = {}
     for line in (tmp_path / "bt" / "predictions.jsonl").read_text().splitlines():
         p = json.loads(line)

@@ -1,7 +1,7 @@
 """Drift alarms judged through the worker's own code (the live-like half of ``drift-eval``).
 
 :mod:`streamlearn.models.governance.drift_eval` scores the detectors on synthetic streams; this
-module runs whole streams through the same :class:`~streamlearn.streams.pipeline.OnlineLoop`
+module runs whole streams through the same :class:`~streamlearn.streams.loop.OnlineLoop`
 and :class:`~streamlearn.models.lifecycle.Lifecycle` the worker runs (in-process, state
 in memory, the clock following event time), and asks the two questions an operator has:
 

@@ -19,8 +19,8 @@ from streamlearn.models.governance.drift_eval import (
     scenario_stream,
     score,
 )
-from streamlearn.models.governance.drift_live import payoff_run, previous_config, stationary_run
 from streamlearn.models.governance.lifecycle import LifecycleConfig
+from streamlearn.replay.backtest.drift_live import payoff_run, previous_config, stationary_run
 from streamlearn.settings import Settings
 
 
