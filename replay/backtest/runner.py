@@ -1,4 +1,4 @@
-"""Backtests: the archive through the online loop, in-process, as fast as the CPU allows.
+"""Running a backtest: the archive through the online loop, in-process, as fast as the CPU allows.
 
 ``streamlearn backtest --archive DIR --model SPEC [--model SPEC2 ...]`` reads the archive,
 builds the step order (:mod:`streamlearn.replay.backtest.schedule`: *recorded* when the archive
@@ -30,14 +30,13 @@ batch), so their exact label position can differ from a live run's by a batch.
 from __future__ import annotations
 
 import asyncio
-import csv
 import io
 import json
 import logging
 import math
 import time
-from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,132 +51,15 @@ from streamlearn.models.estimators.spec import build_model, is_classifier
 from streamlearn.models.governance.lifecycle import LifecycleConfig
 from streamlearn.replay.archive.reader import Archive
 from streamlearn.replay.backtest.inprocess import memory_models_loop
-from streamlearn.replay.backtest.schedule import RecordedSchedule, Served, Step, arrival_steps, merge_by_recorded_order
+from streamlearn.replay.backtest.plan import Plan, make_plan
+from streamlearn.replay.backtest.report import write_outputs
+from streamlearn.replay.backtest.schedule import Step
 from streamlearn.schemas.records import Prediction
 from streamlearn.streams.loop import OnlineLoop
 
 log = logging.getLogger(__name__)
 
 
-# ---------------------------------------------------------------------- inputs
-@dataclass
-class Plan:
-    """What to run: steps plus how they were derived."""
-
-    mode: str
-    steps: list[Step]
-    n_events: int
-    notes: list[str] = field(default_factory=list)
-    reference: tuple[str, int] | None = None  # (model name, version) whose record is reproduced
-    schedule: RecordedSchedule | None = None
-    counts: dict[str, int] = field(default_factory=dict)
-
-
-def _reference_predictions(archive: Archive, reference: tuple[str, int] | None
-                           ) -> tuple[tuple[str, int] | None, dict[str, deque[tuple[int, int, bool | None]]]]:
-    """(reference model, event id -> its predictions' (labels_learned, served_at, label_joined))."""
-    preds: list[tuple[str, str, int, int, int, bool | None]] = []
-    for tp in archive.partitions("prediction"):
-        for _, p in archive.decoded(archive.partition_records("prediction", *tp)):
-            preds.append((p["event_id"], p["model_name"], p["model_version"], p["labels_learned"], p["served_at"],
-                          p.get("label_joined")))
-    if not preds:
-        return None, {}
-    # served and shadow topics: per event, its predictions in the order they were made
-    preds.sort(key=lambda t: t[4])
-    if reference is None:  # the model with most predictions (ties: the oldest): the one to reproduce
-        counts = Counter((name, v) for _, name, v, _, _, _ in preds)
-        reference = min(counts, key=lambda k: (-counts[k], k))
-    by_event: dict[str, deque[tuple[int, int, bool | None]]] = defaultdict(deque)
-    for eid, name, v, labels, served_at, joined in preds:
-        if (name, v) == reference:
-            by_event[eid].append((labels, served_at, joined))
-    return reference, by_event
-
-
-def _feedback_offset_order(archive: Archive) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-    """Feedback as the learner consumed it: offset order (one partition by design; several
-    are merged by Kafka timestamp, which is then not exact)."""
-    parts = [archive.decoded(archive.partition_records("feedback", *tp)) for tp in archive.partitions("feedback")]
-    if len(parts) == 1:
-        yield from parts[0]
-        return
-    keyed = (((r["timestamp"], r["partition"], r["offset"]), (r, v)) for it in parts for r, v in it)
-    for _, item in sorted(keyed, key=lambda kv: kv[0]):
-        yield item
-
-
-def plan_recorded(archive: Archive, end: int | None, reference: tuple[str, int] | None = None) -> Plan:
-    ref, recorded = _reference_predictions(archive, reference)
-    if ref is None:
-        raise ValueError("the archive holds no predictions: a recorded replay needs them (use --join arrival)")
-    missing = 0
-
-    def partition_events(topic: str, partition: int) -> Iterator[tuple[Any, ...]]:
-        nonlocal missing
-        last = 0
-        for rec, ev in archive.decoded(archive.partition_records("event", topic, partition)):
-            if end is not None and ev["event_time"] >= end:
-                continue
-            q = recorded.get(ev["event_id"])
-            served_at, joined = None, None
-            if q:
-                last, served_at, joined = q.popleft()
-            else:  # no prediction of the reference model: keep the partition's last count
-                missing += 1
-            yield ev, last, Served(served_at, joined), partition, rec["offset"]
-
-    events = list(merge_by_recorded_order([partition_events(*tp) for tp in archive.partitions("event")]))
-    sched = RecordedSchedule(events, ((fb, rec["timestamp"] or None) for rec, fb in _feedback_offset_order(archive)))
-    steps = list(sched.steps())
-    notes = [f"recorded: reproducing {ref[0]} v{ref[1]} (labels_learned of its predictions)"]
-    if missing:
-        notes.append(f"{missing} event(s) have no prediction of the reference model: scored with the "
-                     "previous event's label count (not an exact reproduction there)")
-    if len(archive.partitions("feedback")) > 1:
-        notes.append("feedback has several partitions: merged by Kafka timestamp (not exact)")
-    return Plan("recorded", steps, len(events), notes, ref, sched,
-                {"events_without_prediction": missing, "labels_never_joined": sched.unjoined})
-
-
-def plan_arrival(archive: Archive, start: int | None, end: int | None, batch: int = 256) -> Plan:
-    events: list[dict[str, Any]] = []
-    seen: dict[str, tuple[int, int]] = {}
-    for rec, ev in archive.decoded(archive.by_event_time("event", start, end)):
-        events.append(ev)
-        seen.setdefault(ev["event_id"], (ev["event_time"], rec["timestamp"]))
-    feedback: list[tuple[int, int, dict[str, Any]]] = []
-    dropped = 0
-    for seq, (rec, fb) in enumerate(_feedback_offset_order(archive)):
-        got = seen.get(fb["event_id"])
-        if got is None:
-            dropped += 1  # its event is outside the range (or was never archived)
-            continue
-        event_time, event_ts = got
-        feedback.append((event_time + max(0, rec["timestamp"] - event_ts), seq, fb))
-    feedback.sort(key=lambda t: (t[0], t[1]))
-    steps = list(arrival_steps(events, [(t, fb) for t, _, fb in feedback], batch))
-    notes = ["arrival: labels joined at their event's time plus the delay production saw"]
-    return Plan("arrival", steps, len(events), notes, counts={"labels_outside_range": dropped})
-
-
-def make_plan(archive: Archive, start: int | None = None, end: int | None = None, join: str = "auto",
-              reference: tuple[str, int] | None = None) -> Plan:
-    if join not in ("auto", "recorded", "arrival"):
-        raise ValueError(f"--join must be auto, recorded or arrival, not {join!r}")
-    has_preds = bool(archive.files("prediction"))
-    if join == "recorded" and start is not None:
-        raise ValueError("a recorded replay starts where the live model started: drop --from or use --join arrival")
-    if join == "recorded" or (join == "auto" and has_preds and start is None):
-        return plan_recorded(archive, end, reference)
-    plan = plan_arrival(archive, start, end)
-    if join == "auto" and has_preds:
-        plan.notes.append("predictions are archived but --from was given: a recorded replay must start "
-                          "with the live model, so labels are joined by arrival")
-    return plan
-
-
-# ---------------------------------------------------------------------- running
 class _NullClassifier(base.Classifier):
     def __init__(self, multiclass: bool = False) -> None:
         self.multiclass = multiclass
@@ -567,96 +449,3 @@ def _progress(enabled: bool, total: int):  # noqa: ANN202 - (bar, callback)
     task = bar.add_task("backtest", total=total)
     bar.start()
     return bar, lambda n: bar.advance(task, n)
-
-
-# ---------------------------------------------------------------------- outputs
-def write_outputs(result: BacktestResult, archive: Archive, specs: list[str], view: FeatureView,
-                  start: int | None, end: int | None, out: Path) -> None:
-    labels = list(result.final)
-    metrics = {
-        "archive": str(getattr(archive.storage, "root", archive.storage)),
-        "range": {"from": start, "to": end, "from_iso": iso(start), "to_iso": iso(end)},
-        "mode": result.plan.mode, "view": view.name, "view_version": view.version,
-        "view_fingerprint": view.fingerprint, "models": dict(zip(labels, specs)),
-        "events": result.plan.n_events, "rows": result.rows, "final": result.final,
-        "lifecycle_events": result.lifecycle_events, "stages": result.stages,
-        "lifecycle": "evaluated on event time: the gate, canary and drift detectors acted as live"
-        if result.lifecycle else "not evaluated (--no-lifecycle): models compared side by side only",
-    }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
-    _write_csv(result.rows, labels, out / "metrics.csv")
-    summary = {
-        "mode": result.plan.mode, "notes": result.plan.notes, "events": result.plan.n_events,
-        "reference_model": list(result.plan.reference) if result.plan.reference else None,
-        "counts": result.plan.counts, "counters": result.counters,
-        "divergences": len(result.divergences), "divergence_examples": result.divergences[:20],
-        "archive_problems": [str(p) for p in archive.problems],
-        "seconds": {"read_and_plan": round(result.read_seconds, 3), "loop": round(result.loop_seconds, 3)},
-        "events_per_s": round(result.events_per_s, 1), "bare_river_loop": result.bare,
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
-    from streamlearn.replay.backtest.plot import plot_metrics
-
-    plot_metrics(metrics, out / "metrics.png")
-
-
-def _write_csv(rows: list[dict[str, Any]], labels: list[str], path: Path) -> None:
-    names: list[str] = []
-    for r in rows:
-        for label in labels:
-            for scope in ("cumulative", "window"):
-                for k in r["models"].get(label, {}).get(scope, {}):
-                    col = f"{label}.{scope}.{k}"
-                    if col not in names:
-                        names.append(col)
-    with open(path, "w", newline="") as fo:
-        w = csv.writer(fo, lineterminator="\n")
-        w.writerow(["row", "events", "event_time", "time", "labels", *names])
-        for r in rows:
-            vals = []
-            for col in names:
-                label, scope, k = col.rsplit(".", 2)
-                v = r["models"].get(label, {}).get(scope, {}).get(k)  # a model started mid-run
-                vals.append("" if v is None else repr(v))
-            w.writerow([r["row"], r["events"], r["event_time"], r["time"], r["labels"], *vals])
-
-
-def format_report(result: BacktestResult, reproduced: tuple[int, int] | None = None) -> str:
-    """The terminal summary; ``reproduced``: (live predictions of the reference model the
-    first model reproduced exactly, live predictions compared), when the caller checked."""
-    lines = [f"backtest ({result.plan.mode}): {result.plan.n_events} events, "
-             f"{len(result.final)} model(s)"]
-    lines += [f"  note: {n}" for n in result.plan.notes]
-    for label, m in result.final.items():
-        vals = ", ".join(f"{k}={v:.4f}" for k, v in m.items() if v is not None)
-        stage = f" [{result.stages[label]}]" if result.lifecycle and label in result.stages else ""
-        lines.append(f"  {label:<14} {vals}{stage}")
-    if result.lifecycle:
-        decisions = [e for e in result.lifecycle_events if e["kind"] == "lifecycle"]
-        alarms = len(result.lifecycle_events) - len(decisions)
-        lines.append(f"  lifecycle (event time): {alarms} drift alarm(s), {len(decisions)} decision(s)")
-        for e in decisions[:12]:
-            lines.append(f"    {e['time']}  {e['action']:<18} {e['model']}: {e['reason']}")
-        if len(decisions) > 12:
-            lines.append(f"    ... {len(decisions) - 12} more in metrics.json")
-    lines.append(f"  speed: backtest {result.events_per_s:,.0f} events/s (loop only, {len(result.final)} model(s)); "
-                 f"reading + planning {result.read_seconds:.2f}s")
-    if result.bare:
-        b = result.bare
-        ratio = b["events_per_s"] / result.events_per_s if result.events_per_s else float("nan")
-        same = {True: "identical scores", False: "SCORES DIFFER", None: "scores not compared"}[b["scores_identical"]]
-        one = "" if len(result.final) == 1 else ", one model"
-        lines.append(f"         bare River loop ({b['spec']}{one}): {b['events_per_s']:,.0f} events/s "
-                     f"({ratio:.1f}x the backtest; {same})")
-    if reproduced is not None and result.plan.reference is not None:
-        name, version = result.plan.reference
-        same, total = reproduced
-        lines.append(f"  reproduced {same:,} of {total:,} live predictions of {name}@v{version} exactly "
-                     f"(score and labels learned, by {next(iter(result.final))})")
-    if result.divergences:
-        lines.append(f"  {len(result.divergences)} divergence(s) from the recorded run, first: {result.divergences[0]}")
-    elif result.plan.schedule is not None:
-        lines.append("  0 divergences from the recorded run")
-    if result.out:
-        lines.append(f"  wrote {result.out}/predictions.jsonl, metrics.json, metrics.csv, metrics.png, summary.json")
-    return "\n".join(lines)

@@ -21,7 +21,7 @@ from streamlearn.models.estimators.learner import Learner
 from streamlearn.models.governance.gate import GateConfig, GateDecision, PromotionGate, event_loss, is_hit
 from streamlearn.models.modelset import ModelSet
 from streamlearn.replay.archive.reader import Archive
-from streamlearn.replay.backtest.runner import plan_arrival
+from streamlearn.replay.backtest.plan import plan_arrival
 from streamlearn.streams.loop import OnlineLoop
 
 

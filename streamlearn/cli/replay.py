@@ -147,7 +147,8 @@ def backtest(
     from streamlearn.formats import parse_time
     from streamlearn.models.governance.lifecycle import LifecycleConfig
     from streamlearn.project import project_for
-    from streamlearn.replay.backtest.runner import format_report, run_backtest
+    from streamlearn.replay.backtest.report import format_report
+    from streamlearn.replay.backtest.runner import run_backtest
     from streamlearn.settings import get_settings
 
     s = get_settings()
