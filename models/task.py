@@ -51,6 +51,22 @@ CLASSIFICATION_LOSSES: tuple[str, ...] = ("brier", "log", "zero_one")
 REGRESSION_LOSSES: tuple[str, ...] = ("scaled_abs", "abs", "squared")
 
 
+class MacroF1(metrics.MacroF1):
+    """River's macro-F1 summed over the classes in a fixed (sorted) order. River iterates a
+    set of classes, so the float sum's last bit followed the process's string-hash seed, and
+    a backtest in another process could differ from the live value by one ulp."""
+
+    def get(self) -> float:
+        total, b2 = 0.0, self.beta**2
+        classes = sorted(self.cm.classes, key=lambda c: (type(c).__name__, str(c)))
+        for c in classes:
+            p = self.cm[c][c] / self.cm.sum_col[c] if self.cm.sum_col[c] else 0.0
+            r = self.cm[c][c] / self.cm.sum_row[c] if self.cm.sum_row[c] else 0.0
+            if b2 * p + r:
+                total += (1 + b2) * p * r / (b2 * p + r)
+        return total / len(classes) if classes else 0.0
+
+
 @dataclass(frozen=True)
 class Task:
     """What is predicted. ``classes`` (optional) declares the label set; for binary it is
@@ -124,7 +140,7 @@ class Task:
         if self.kind == "binary":
             return {"accuracy": metrics.Accuracy(), "roc_auc": metrics.ROCAUC(), "log_loss": metrics.LogLoss()}
         if self.kind == "multiclass":
-            return {"accuracy": metrics.Accuracy(), "macro_f1": metrics.MacroF1(), "log_loss": metrics.CrossEntropy()}
+            return {"accuracy": metrics.Accuracy(), "macro_f1": MacroF1(), "log_loss": metrics.CrossEntropy()}
         return {"mae": metrics.MAE(), "rmse": metrics.RMSE(), "r2": metrics.R2()}
 
     # ------------------------------------------------------------------ labels and models

@@ -70,8 +70,36 @@ def _split(a: str) -> tuple[str, str | None]:
     return (name, value) if eq and a.startswith("--") else (a, None)
 
 
+def hoist_globals(argv: list[str]) -> list[str]:
+    """``--project DIR`` is global but may be written after the command too
+    (``streamlearn demo --project examples/trips``): move it in front.
+
+    >>> hoist_globals(["demo", "--events", "5", "--project", "ex/trips"])
+    ['--project', 'ex/trips', 'demo', '--events', '5']
+    """
+    front: list[str] = []
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            out += argv[i:]
+            break
+        if a in GLOBAL_VALUE_OPTIONS and i + 1 < len(argv):
+            front += argv[i : i + 2]
+            i += 2
+            continue
+        if a.split("=", 1)[0] in GLOBAL_VALUE_OPTIONS and "=" in a:
+            front.append(a)
+        else:
+            out.append(a)
+        i += 1
+    return front + out
+
+
 def rewrite(argv: list[str]) -> tuple[list[str], list[str]]:
     """(argv with deprecated spellings replaced, one warning per replaced spelling)."""
+    argv = hoist_globals(argv)
     at = _command(argv)
     if at is None:
         return argv, []

@@ -167,7 +167,7 @@ def _builtin(s: Settings) -> Project:
 
 
 def _load(s: Settings) -> Project:
-    directory = Path(s.project)
+    directory = Path(s.project).resolve()
     path = directory / PROJECT_FILE
     where = str(path)
     try:

@@ -8,6 +8,7 @@ through it, follows the predictions topic with a progress bar and prints a summa
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -120,7 +121,7 @@ class PredictionFollower:
 
 
 # ------------------------------------------------------------------ the demo
-def run_demo(dataset: str = "cards", events: int = 20_000, rate: float | None = None, spec: str | None = None,
+def run_demo(dataset: str = "cards", events: int | None = None, rate: float | None = None, spec: str | None = None,
              bad: int = 3, seed: int = 7, compare: bool = True, kafka: str | None = None,
              redis_url: str | None = None, workdir: Path | None = None, replay: bool = True,
              project_dir: str | None = None) -> dict[str, Any]:
@@ -132,7 +133,7 @@ def run_demo(dataset: str = "cards", events: int = 20_000, rate: float | None = 
         dataset = project.name
         spec = project.resolve_spec(spec) if spec else project.champion
     else:
-        items = datasets.load(dataset, events, seed)
+        items = datasets.load(dataset, events or 20_000, seed)
         spec = spec or "logreg"
     infra = None
     worker = None
@@ -155,8 +156,9 @@ def run_demo(dataset: str = "cards", events: int = 20_000, rate: float | None = 
             settings = Settings(kafka_bootstrap=addresses["KAFKA_BOOTSTRAP"], redis_url=addresses["REDIS_URL"],
                                 model_spec=spec, feature_view=view)
         ensure_topics(settings)
-        log_dir = workdir or (infra.workdir if infra else Path.cwd())
-        worker = WorkerProcess(env, Path(log_dir) / "worker.log").start()
+        # never the current directory: the worker log, the replay and Faust data go with the run
+        log_dir = workdir or (infra.workdir if infra else Path(tempfile.mkdtemp(prefix="streamlearn-demo-")))
+        worker = WorkerProcess(env, Path(log_dir) / "worker.log", cwd=Path(log_dir)).start()
         console.print(f"  broker   {addresses['KAFKA_BOOTSTRAP']}\n  redis    {addresses['REDIS_URL']}\n"
                       f"  worker   pid {worker.proc.pid}, log {worker.log_path}\n"
                       f"  metrics  http://127.0.0.1:{worker.web_port}/metrics")

@@ -101,12 +101,13 @@ class ChildProcess:
     env: dict[str, str]
     log_path: Path
     proc: subprocess.Popen | None = None
+    cwd: Path | None = None  # where the child runs (Faust keeps its data directory there)
 
     def start(self) -> ChildProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", *self.module_args], env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
             stdin=subprocess.DEVNULL, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent)
+            preexec_fn=die_with_parent, cwd=self.cwd)
         return self
 
     def check(self, during: str = "") -> None:
@@ -139,9 +140,11 @@ class ChildProcess:
 class WorkerProcess(ChildProcess):
     """A ``streamlearn worker`` subprocess with its own HTTP port."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, web_port: int | None = None) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, web_port: int | None = None,
+                 cwd: Path | None = None) -> None:
         self.web_port = web_port or free_port()
-        super().__init__(["streamlearn", "worker"], {**env, "STREAMLEARN_WEB_PORT": str(self.web_port)}, log_path)
+        super().__init__(["streamlearn", "worker"], {**env, "STREAMLEARN_WEB_PORT": str(self.web_port)}, log_path,
+                         cwd=cwd)
 
     def wait_web(self, timeout: float = 60.0) -> None:
         assert self.proc is not None

@@ -189,6 +189,11 @@ class EmbeddedInfra:
     _watch_stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _watch: threading.Thread | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        # the servers run with this as their working directory: a relative path would be
+        # resolved twice (valkey refuses `dir "infra"` relative to itself)
+        self.workdir = Path(self.workdir).resolve()
+
     @property
     def kafka_bootstrap(self) -> str:
         assert self.broker is not None
