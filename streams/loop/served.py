@@ -11,9 +11,10 @@ Encodings, told apart by the first byte:
 * ``{`` (0x7B): JSON, as written before this module (read only). Its "learned" state is the
   separate marker key :meth:`Keys.learned <streamlearn.featurestore.keys.Keys.learned>`.
 * ``0x01`` compact: ``0x01, flags, layout digest (8 bytes), zigzag varint t, varint s``, then
-  per model ``varint n`` and the predicted label (a tag byte: None/False/True, or int, float,
-  str), then 2-bit kinds for every number (features in order, then per model its score and
-  probabilities in order), then the numbers, each in the narrowest form that decodes to the
+  per model ``varint n``, a byte telling whether its probabilities are stored or are a binary
+  classifier's ``(1 - score, score)``, and the predicted label (a tag byte: None/False/True,
+  or int, float, str), then 2-bit kinds for every number (features in order, then per model
+  its score and any stored probabilities), then the numbers, each in the narrowest form that decodes to the
   *same* float64 (int8, float32 or float64): learning uses exactly the served values.
   The layout, the names the record does not repeat (feature names in order, and per model
   its version and probability keys), is stored once under
@@ -157,6 +158,25 @@ def _unpack_numbers(b: bytes, pos: int, n: int) -> tuple[list[float], int]:
     return [float(v) for v in st.unpack_from(b, pos)], pos + st.size
 
 
+# A binary classifier's two probabilities are (1 - score, score) as River computes them: such
+# a pair is stored as a form byte, not 16 bytes (decoded with the same float arithmetic).
+_P_STORED, _P_COMPLEMENT_FIRST, _P_SCORE_FIRST = 0, 1, 2
+
+
+def _same(a: Any, b: float) -> bool:
+    return type(a) is float and a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+
+
+def _binary_form(score: float, pv: list[Any]) -> int:
+    if len(pv) == 2:
+        c = 1.0 - score
+        if _same(pv[1], score) and _same(pv[0], c):
+            return _P_COMPLEMENT_FIRST
+        if _same(pv[0], score) and _same(pv[1], c):
+            return _P_SCORE_FIRST
+    return _P_STORED
+
+
 def _put_pred(out: bytearray, p: Any) -> bool:
     if p is None:
         out.append(_PRED_NONE)
@@ -232,13 +252,17 @@ class ServedCodec:
             raise TypeError("t and s must be ints")
         nums: list[float] = list(x.values())
         models = []
+        forms = []
         for v, m in per_model.items():
-            proba = m["proba"]
-            if type(m["score"]) is not float or type(m["n"]) is not int or m["n"] < 0 \
+            proba, score = m["proba"], m["score"]
+            if type(score) is not float or type(m["n"]) is not int or m["n"] < 0 \
                     or type(proba) is not dict or len(m) != 4:
                 raise TypeError("model entry not compact")
-            nums.append(m["score"])
-            nums += proba.values()
+            nums.append(score)
+            form = _binary_form(score, list(proba.values()))
+            if not form:
+                nums += proba.values()
+            forms.append(form)
             models.append((v, tuple(proba)))
         for v in nums:
             if type(v) is not float:
@@ -265,8 +289,9 @@ class ServedCodec:
             out += lj
         _put_varint(out, _zigzag(t))
         _put_varint(out, s)
-        for m in per_model.values():
+        for m, form in zip(per_model.values(), forms):
             _put_varint(out, m["n"])
+            out.append(form)
             if not _put_pred(out, m["pred"]):
                 raise TypeError("label type")
         _pack_numbers(out, nums)
@@ -310,20 +335,29 @@ class ServedCodec:
         zt, pos = _get_varint(b, pos)
         s, pos = _get_varint(b, pos)
         heads = []
-        for _ in models:
+        count = len(names)
+        for _, keys in models:
             n, pos = _get_varint(b, pos)
-            pred, pos = _get_pred(b, pos)
-            heads.append((n, pred))
-        count = len(names) + sum(1 + len(keys) for _, keys in models)
+            form = b[pos]
+            pred, pos = _get_pred(b, pos + 1)
+            heads.append((n, form, pred))
+            count += 1 if form else 1 + len(keys)
         nums, pos = _unpack_numbers(b, pos, count)
         nx = len(names)
         x = dict(zip(names, nums[:nx]))
         i = nx
         per_model: dict[str, Any] = {}
-        for (v, keys), (n, pred) in zip(models, heads):
+        for (v, keys), (n, form, pred) in zip(models, heads):
             score = nums[i]
-            proba = dict(zip(keys, nums[i + 1:i + 1 + len(keys)]))
-            i += 1 + len(keys)
+            if form == _P_COMPLEMENT_FIRST:
+                proba = dict(zip(keys, (1.0 - score, score)))
+                i += 1
+            elif form == _P_SCORE_FIRST:
+                proba = dict(zip(keys, (score, 1.0 - score)))
+                i += 1
+            else:
+                proba = dict(zip(keys, nums[i + 1:i + 1 + len(keys)]))
+                i += 1 + len(keys)
             per_model[v] = {"score": score, "pred": pred, "proba": proba, "n": n}
         return {"x": x, "t": _unzigzag(zt), "m": per_model, "s": s}
 

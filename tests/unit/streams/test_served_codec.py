@@ -152,3 +152,18 @@ def test_real_views_round_trip_exactly(view: str) -> None:
         lr.learn(x, ev["event_id"].endswith("7"))
         sizes.append(len(raw))
     assert sum(sizes) / len(sizes) < 160
+
+
+def test_binary_probabilities_are_derived_from_the_score_only_when_exactly_so() -> None:
+    c = ServedCodec()
+    s = 0.1 + 0.2  # 1 - s is not a "nice" float: the decoder must redo the same arithmetic
+    derived = _rec({"a": 1.0})
+    derived["m"] = {"1": {"score": s, "pred": False, "proba": {"False": 1.0 - s, "True": s}, "n": 3}}
+    stored = _rec({"a": 1.0})
+    stored["m"] = {"1": {"score": s, "pred": False, "proba": {"False": 0.75, "True": s}, "n": 3}}
+    swapped = _rec({"a": 1.0})
+    swapped["m"] = {"1": {"score": s, "pred": True, "proba": {"yes": s, "no": 1.0 - s}, "n": 3}}
+    raws = [c.encode(r)[0] for r in (derived, stored, swapped)]
+    for rec, raw in zip((derived, stored, swapped), raws):
+        assert orjson.dumps(c.decode(raw)) == orjson.dumps(rec)
+    assert len(raws[1]) - len(raws[0]) >= 12 and len(raws[2]) == len(raws[0])
