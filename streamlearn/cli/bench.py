@@ -27,7 +27,8 @@ def register(app: typer.Typer) -> None:
         workdir: Path | None = typer.Option(None, help="broker/Redis data and process logs"),
         json_out: Path | None = typer.Option(None, "--json", help="write the full report as JSON here"),
     ) -> None:
-        """Benchmark: bare River vs end-to-end vs naive Faust vs backtest vs Faust consume-only, one run."""
+        """Benchmark: bare River vs end-to-end vs naive Faust vs backtest vs Faust/transport ceilings,
+        plus the learner's capacity and a 2-partition scale-out, in one run."""
         chosen = tuple(x.strip() for x in only.split(",") if x.strip())
         if not chosen or set(chosen) - set(VARIANTS):
             raise typer.BadParameter(f"choose from {', '.join(VARIANTS)}", param_hint="--only")
