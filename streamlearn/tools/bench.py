@@ -325,7 +325,9 @@ def produce(settings: Any, wire: Sequence[tuple[bool, bytes, bytes]], rate: floa
     """Send pre-encoded events and labels in arrival order; events paced at ``rate`` if given."""
     from streamlearn.streams.transport import make_producer
 
-    producer = make_producer(settings)
+    # paced (a latency run): each event sent at once, as a latency-sensitive client does; the
+    # default 5 ms linger would add up to 5 ms to every event's latency before the broker has it
+    producer = make_producer(settings, **({"linger.ms": 0} if rate else {}))
     t_events, t_fb = settings.topic_events, settings.topic_feedback
     start, n_ev = time.monotonic(), 0
     for i, (is_event, value, key) in enumerate(wire):
