@@ -789,8 +789,8 @@ def render(report: dict[str, Any]) -> str:
             rg = redis_growth(curve)
             if rg:
                 lines.append(f"  {rg['from_mb']:.0f} -> {rg['to_mb']:.0f} MB, {_fmt(rg['keys'])} keys, "
-                             f"~{_fmt(rg['bytes_per_event'])} B per event: by design, not a leak. Served vectors "
-                             "and learned markers live 3 d, entity state 7 d (TTL), so Redis holds about "
+                             f"~{_fmt(rg['bytes_per_event'])} B per event: by design, not a leak. Served records "
+                             "(learned flag included) live 3 d, entity state 7 d (TTL), so Redis holds about "
                              "that many bytes per event of the last 3 days; bounded by TTL, not by count")
         if any(p.get("broker_rss_mb") is not None for p in pts):
             lines.append("end-to-end broker RSS (tansu keeps topics in memory; grows with what was produced): "

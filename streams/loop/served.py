@@ -31,6 +31,11 @@ Flag bit 0 = "learned": the label of this event was learned (exactly once). Lear
 rewrites the record with the bit set in the same atomic write that appends to the learn
 log, instead of one more key per label (a marker key cost ~100 bytes of Redis; the bit
 costs nothing). Records written before this module keep using their marker keys.
+One case the marker key covered and the flag does not: two workers serving the same event
+at once (a rebalance with the old owner's batch still in flight) both write its record; if
+the learner flags the first between the two writes, the second clears the flag, and a
+re-delivery of that label would be learned again. That double serve already double-counts
+the entity's state; it needs a label to arrive within those milliseconds.
 """
 
 from __future__ import annotations
