@@ -566,6 +566,7 @@ class Bench:
                 out["labels_learned"] = int(_learned(procs))
             if prof is not None:
                 out["profile"] = prof
+            out["redis_stats"] = _redis_stats(r)
             return out
         finally:
             if profiler is not None and profiler.proc.poll() is None:
@@ -624,6 +625,24 @@ class Bench:
                 follower.close()
             proc.stop()
             self._cleanup(s)
+
+
+def _redis_stats(r: Any) -> dict[str, Any]:
+    """Where Redis' memory is at the end of a run (MEMORY STATS, keys by kind)."""
+    out: dict[str, Any] = {}
+    try:
+        st = r.memory_stats()
+        out = {k: st[k] for k in ("total.allocated", "dataset.bytes", "overhead.total", "keys.count",
+                                  "clients.normal", "aof.buffer", "lua.caches", "functions.caches")
+               if k in st}
+        kinds: Counter[str] = Counter()
+        for key in r.scan_iter(count=1000):
+            parts = key.decode(errors="replace").split(":")
+            kinds[parts[2] if len(parts) > 2 else "?"] += 1
+        out["keys_by_kind"] = dict(kinds.most_common(12))
+    except Exception:  # noqa: BLE001 - diagnostics only
+        pass
+    return out
 
 
 def _cpu_sum(pids: Sequence[int]) -> float | None:
