@@ -43,6 +43,11 @@ class Keys:
         """The feature vector served for an event, with each model's prediction (served_ttl_s)."""
         return f"{self.prefix}:srv:{self.view}:{event_id}" if self.view else f"{self.prefix}:srv:{event_id}"
 
+    def layout(self, digest: str) -> str:
+        """The names a compact served record does not repeat (features, model versions,
+        class labels), content-addressed by ``digest`` (:mod:`streamlearn.streams.loop.served`)."""
+        return f"{self.prefix}:lay:{digest}"
+
     def pending(self, event_id: str) -> str:
         """A label that arrived before its event was served (pending_ttl_s)."""
         return f"{self.prefix}:pend:{self.view}:{event_id}" if self.view else f"{self.prefix}:pend:{event_id}"

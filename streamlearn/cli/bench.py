@@ -28,7 +28,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="print the full report as JSON instead of the table"),
         json_out: Path | None = typer.Option(None, "--json-out", help="also write the full report as JSON here"),
     ) -> None:
-        """Benchmark: bare River vs end-to-end vs naive Faust vs backtest vs Faust consume-only, one run."""
+        """Benchmark: bare River vs end-to-end vs naive Faust vs backtest vs Faust/transport ceilings,
+        plus the learner's capacity and a 2-partition scale-out, in one run."""
         chosen = tuple(x.strip() for x in only.split(",") if x.strip())
         if not chosen or set(chosen) - set(VARIANTS):
             raise typer.BadParameter(f"choose from {', '.join(VARIANTS)}", param_hint="--only")

@@ -5,6 +5,10 @@
   one Redis round trip per read and per write and one ``await topic.send`` per prediction.
 * ``ceiling``: consumes the events topic as raw bytes in ``stream.take()`` batches and only
   counts: what Faust + aiokafka + the broker can deliver on this machine.
+* ``transport``: the transport ceiling, the same message traffic as the worker and no other
+  work: the events *and* the feedback topic as raw bytes in the worker's ``take_events()``
+  batches, and per event one message produced through the worker's producer path
+  (:class:`~streamlearn.streams.transport.BatchProducer`, flushed per batch before the next).
 * ``batch``: a prototype, not Faust: the worker's own runtime fed by a confluent-kafka batch
   consumer, to show side by side what the pipeline does without Faust's per-message delivery.
 
@@ -123,6 +127,34 @@ def ceiling_app(settings: Settings) -> faust.App:
         async for values in stream.take(settings.batch_max, within=settings.batch_within_s):
             rep.first()
             await rep.events(len(values))
+
+    return app
+
+
+def transport_app(settings: Settings) -> faust.App:
+    """The worker's message traffic without its work: consume events and labels, produce one
+    message per event (the event's own bytes, about a prediction's size) and flush per batch."""
+    from streamlearn.streams.transport import BatchProducer, make_producer
+
+    app = faust_app(settings)
+    rep = Reporter(settings, aioredis.Redis.from_url(settings.redis_url))
+    _common(app, rep)
+    out = BatchProducer(make_producer(settings))
+    topic_out = settings.topic_predictions
+
+    @app.agent(raw_topic(app, settings.topic_events), name="score")
+    async def score(stream) -> None:
+        async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
+            rep.first()
+            for ev in events:
+                out.produce(topic_out, ev.message.value, ev.message.key)
+            await out.flush()
+            await rep.events(len(events))
+
+    @app.agent(raw_topic(app, settings.topic_feedback), name="learn")
+    async def learn(stream) -> None:
+        async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
+            await rep.labels(len(events))
 
     return app
 
@@ -258,7 +290,7 @@ async def batch_consumer(settings: Settings) -> None:
         consumer.close()
 
 
-APPS = {"naive": naive_app, "ceiling": ceiling_app}
+APPS = {"naive": naive_app, "ceiling": ceiling_app, "transport": transport_app}
 
 
 def main(argv: list[str] | None = None) -> None:

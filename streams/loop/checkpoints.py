@@ -16,7 +16,7 @@ from streamlearn.featurestore.backend import WriteBatch
 from streamlearn.models import artifacts
 from streamlearn.models.governance.lifecycle import Lifecycle
 from streamlearn.models.modelset import ModelSet
-from streamlearn.streams.loop import labels
+from streamlearn.streams.loop import labels, served
 from streamlearn.streams.loop.serde import dumps, loads
 from streamlearn.streams.loop.status import status
 
@@ -91,11 +91,11 @@ async def restore_locked(loop: OnlineLoop) -> int:
     entries = [loads(e) for e in await loop.io(lambda: loop.backend.read_list(keys.learn_log), "restore log")]
     if entries:
         recs = await loop.io(lambda: loop.backend.read_many([keys.served(e["id"]) for e in entries]), "restore log")
-        for e, rec in zip(entries, recs):
+        for e, rec in zip(entries, await served.decode_many(loop, recs, "restore log")):
             if rec is None:
                 log.error("served vector for %s expired before replay; label skipped", e["id"])
                 continue
-            labels.learn_all(loop, e["y"], loads(rec))
+            labels.learn_all(loop, e["y"], rec)
     loop.log_len = len(entries)
     loop.counters.labels_learned = max(lr.labels_learned for lr in loop.models.learners.values())
     return len(entries)

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from streamlearn.featurestore.backend import WriteBatch
 from streamlearn.schemas.records import Prediction
-from streamlearn.streams.loop.serde import dumps, loads
+from streamlearn.streams.loop import served as srv
+from streamlearn.streams.loop.serde import dumps
 
 if TYPE_CHECKING:
     from streamlearn.streams.loop.core import OnlineLoop
@@ -36,9 +37,10 @@ def learn_all(loop: OnlineLoop, y: Any, rec: dict[str, Any]) -> None:
         loop.lifecycle.on_label(loop.models, y, served, rec.get("s"))
 
 
-def learn_one(loop: OnlineLoop, eid: str, y: Any, rec: dict[str, Any], wb: WriteBatch, report: LearnReport) -> None:
+def learn_one(loop: OnlineLoop, eid: str, y: Any, rec: dict[str, Any], wb: WriteBatch, report: LearnReport,
+              raw: bytes) -> None:
     learn_all(loop, y, rec)
-    wb.set(loop.keys.learned(eid), b"1", loop.served_ttl_s)
+    srv.mark_learned(loop, wb, eid, raw)  # the stored record ``raw`` flagged, or an old one's marker
     wb.append(loop.keys.learn_log, dumps({"id": eid, "y": y}))
     report.learned.append(eid)
     loop.counters.labels_learned += 1
@@ -48,7 +50,7 @@ def learn_one(loop: OnlineLoop, eid: str, y: Any, rec: dict[str, Any], wb: Write
 
 
 async def learn_parked(loop: OnlineLoop, parked: list[tuple[str, Any]], preds: list[Prediction],
-                       served_now: dict[str, dict[str, Any]]) -> None:
+                       served_now: dict[str, dict[str, Any]], served_raw: dict[str, bytes]) -> None:
     """Labels taken while serving their events: learned now (learner) or handed back."""
     wb = WriteBatch()
     if loop.is_learner:
@@ -61,7 +63,7 @@ async def learn_parked(loop: OnlineLoop, parked: list[tuple[str, Any]], preds: l
                     sp.label_joined = True
         report = LearnReport()
         for eid, y in parked:
-            learn_one(loop, eid, y, served_now[eid], wb, report)
+            learn_one(loop, eid, y, served_now[eid], wb, report, served_raw[eid])
         loop.counters.labels_joined_late += len(report.learned)
         loop.log_len += len(report.learned)
     else:  # only the learner learns: hand the label back to it through the feedback topic
@@ -79,27 +81,31 @@ async def learn_locked(loop: OnlineLoop, feedback: Sequence[dict[str, Any]]) -> 
     read_keys = [keys.served(i) for i in ids] + [keys.learned(i) for i in ids]
     raw = await loop.io(lambda: loop.backend.read_many(read_keys), "learn read")
     served, marked = raw[: len(ids)], raw[len(ids) :]
+    recs = await srv.decode_many(loop, served, "learn read")
     wb = WriteBatch()
     seen: set[str] = set()
     unmatched: list[dict[str, Any]] = []
-    for fb, rec, mark in zip(feedback, served, marked):
+    for fb, stored, rec, mark in zip(feedback, served, recs, marked):
         eid = fb["event_id"]
-        if mark is not None or eid in seen:
+        if mark is not None or eid in seen or (stored is not None and srv.ServedCodec.is_learned(stored)):
             report.duplicate.append(eid)
         elif rec is None:
             unmatched.append(fb)
         else:
-            learn_one(loop, eid, fb["label"], loads(rec), wb, report)
+            learn_one(loop, eid, fb["label"], rec, wb, report, stored)
         seen.add(eid)
     if unmatched:  # park, unless another worker served the event meanwhile
         got = await loop.io(lambda: loop.backend.park_unless_present(
             [(keys.pending(fb["event_id"]), dumps({"y": fb["label"]}), loop.pending_ttl_s,
               keys.served(fb["event_id"])) for fb in unmatched]), "park")
-        for fb, rec in zip(unmatched, got):
+        got_recs = await srv.decode_many(loop, got, "park")
+        for fb, stored, rec in zip(unmatched, got, got_recs):
             if rec is None:
                 report.unmatched.append(fb["event_id"])
+            elif srv.ServedCodec.is_learned(stored):  # served and learned meanwhile elsewhere
+                report.duplicate.append(fb["event_id"])
             else:
-                learn_one(loop, fb["event_id"], fb["label"], loads(rec), wb, report)
+                learn_one(loop, fb["event_id"], fb["label"], rec, wb, report, stored)
     # in-memory model is ahead of the store until this lands: retry, never re-learn
     await loop.write(wb, "learn write")
     loop.log_len += len(report.learned)

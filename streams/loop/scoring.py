@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from streamlearn.featurestore.backend import WriteBatch
 from streamlearn.featurestore.errors import FeatureError
 from streamlearn.schemas.records import Prediction
-from streamlearn.streams.loop import labels
+from streamlearn.streams.loop import labels, served
 from streamlearn.streams.loop.serde import dumps, loads
 
 if TYPE_CHECKING:
@@ -55,17 +55,20 @@ async def score_locked(loop: OnlineLoop, events: Sequence[dict[str, Any]]) -> li
     n_ent = len(entities)
     states = {e: (loads(v) if v else None) for e, v in zip(entities, raw[:n_ent])}
     served_before = raw[n_ent:]
+    prior_recs = (await served.decode_many(loop, served_before, "score read")
+                  if any(r is not None for r in served_before) else served_before)
 
     batch = WriteBatch()
     changed: set[str] = set()
     served_now: dict[str, dict[str, Any]] = {}
+    served_raw: dict[str, bytes] = {}
     preds: list[Prediction] = []
     compute = loop.view.compute
-    for ev, prior in zip(events, served_before):
+    for ev, prior, prior_rec in zip(events, served_before, prior_recs):
         eid = ev["event_id"]
-        if prior is not None or eid in served_now:
+        if (prior is not None and prior_rec is not None) or eid in served_now:
             # re-delivered or duplicate id: same features as first served, state untouched
-            rec = served_now.get(eid) or loads(prior)
+            rec = served_now.get(eid) or prior_rec
             preds.append(score_one(loop, ev, rec["x"])[0])
             loop.counters.events_duplicate += 1
             continue
@@ -81,7 +84,7 @@ async def score_locked(loop: OnlineLoop, events: Sequence[dict[str, Any]]) -> li
         # what each model predicted is kept with the features: labels are scored against it
         rec = {"x": x, "t": ev["event_time"], "m": per_model, "s": p.model_version}
         served_now[eid] = rec
-        batch.set(keys.served(eid), dumps(rec), loop.served_ttl_s)
+        served_raw[eid] = served.encode_into(loop, batch, eid, rec)
         # a label parked before this event was served is taken in the same transaction
         # that serves it, so another process can never park one in between unseen
         batch.getdels.append(keys.pending(eid))
@@ -92,7 +95,7 @@ async def score_locked(loop: OnlineLoop, events: Sequence[dict[str, Any]]) -> li
     parked = [(eid, loads(taken[keys.pending(eid)])["y"]) for eid in served_now
               if taken.get(keys.pending(eid)) is not None]
     if parked:  # labels that arrived before their event
-        await labels.learn_parked(loop, parked, preds, served_now)
+        await labels.learn_parked(loop, parked, preds, served_now, served_raw)
     if loop.lifecycle is not None and loop.is_learner:
         loop.lifecycle.on_scored([rec["x"] for rec in served_now.values()])
         await loop.decide_locked()

@@ -19,15 +19,17 @@ def test_bench_smoke_prints_table_ratios_and_json(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "streamlearn", "bench", "--events", "2000", "--min-seconds", "0.3",
          "--rss-interval", "0.2", "--json", str(out), "--workdir", str(tmp_path / "work")],
-        env=env, capture_output=True, text=True, timeout=170, cwd=tmp_path,
+        env=env, capture_output=True, text=True, timeout=400, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.rstrip("\n").splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("variant"))
-    table = lines[header + 2 : header + 2 + len(VARIANTS) + 1]
+    table = lines[header + 2 : header + 2 + len(VARIANTS) + 2]
     assert [row.split()[0] for row in table if not row.startswith("  ")] == [
-        "bare", "end-to-end", "naive", "backtest", "faust-ceiling", "batch-consumer"]
+        "bare", "end-to-end", "naive", "backtest", "faust-ceiling", "transport-ceiling", "batch-consumer",
+        "learner", "scale-out"]
     assert any(row.strip().startswith("at half load") for row in table)
+    assert any(row.strip().startswith("2 workers (x") for row in table)
 
     report = json.loads(out.read_text())
     assert set(report) >= {"config", "machine", "workload", "variants", "ratios", "targets"}
@@ -36,6 +38,17 @@ def test_bench_smoke_prints_table_ratios_and_json(tmp_path: Path) -> None:
     for name, r in v.items():
         assert r["events_per_s"] > 0 and r["seconds"] > 0, name
         assert r["peak_rss_mb"] > 50, name  # a Python process with River/Faust loaded
+    # the learner: every label of the stream learned on its own, per-label CPU measured
+    learner = v["learner"]
+    assert learner["labels_learned"] == learner["labels"] == report["workload"]["labels"]
+    assert learner["labels_per_s"] > 0 and learner["cpu_us_per_event"] > 0
+    # scale-out: both runs saw every event and learned every label, two workers' CPU summed
+    scale = v["scale-out"]
+    assert scale["workers"] == 2 and scale["one_worker"]["workers"] == 1 and scale["partitions"] == 2
+    for r in (scale, scale["one_worker"]):
+        assert r["events"] == 2000 and r["labels_learned"] == report["workload"]["labels"]
+    assert scale["scaling"] == scale["events_per_s"] / scale["one_worker"]["events_per_s"]
+    assert v["transport-ceiling"]["cpu"]["worker"] > 0
     e2e, n_labels = v["end-to-end"], report["workload"]["labels"]
     assert e2e["events"] == 2000 and e2e["labels_learned"] == n_labels, "every label learned exactly once"
     assert e2e["prediction_messages"] >= 2000
@@ -47,9 +60,11 @@ def test_bench_smoke_prints_table_ratios_and_json(tmp_path: Path) -> None:
     assert last["redis_keys"] > 2000 and last["redis_used_mb"] > 0 and last["broker_rss_mb"] > 0
     assert any(line.startswith("end-to-end Redis used_memory: ") for line in lines)
 
-    # the last two lines, readable by scripts, agree with the JSON
-    r1 = re.fullmatch(r"ratio end-to-end/faust-ceiling: (\d+\.\d\d)", lines[-2])
-    r2 = re.fullmatch(r"ratio end-to-end/bare: (\d+\.\d\d)", lines[-1])
-    assert r1 and r2, lines[-2:]
+    # the last three lines, readable by scripts, agree with the JSON
+    r1 = re.fullmatch(r"ratio end-to-end/faust-ceiling: (\d+\.\d\d)", lines[-3])
+    r2 = re.fullmatch(r"ratio end-to-end/bare: (\d+\.\d\d)", lines[-2])
+    r3 = re.fullmatch(r"ratio end-to-end/transport-ceiling: (\d+\.\d\d)", lines[-1])
+    assert r1 and r2 and r3, lines[-3:]
     assert float(r1[1]) == round(e2e["events_per_s"] / v["faust-ceiling"]["events_per_s"], 2)
     assert float(r2[1]) == round(e2e["events_per_s"] / v["bare"]["events_per_s"], 2)
+    assert float(r3[1]) == round(e2e["events_per_s"] / v["transport-ceiling"]["events_per_s"], 2)

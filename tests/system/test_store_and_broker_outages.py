@@ -32,6 +32,7 @@ from streamlearn.featurestore.keys import Keys
 from streamlearn.models.estimators.learner import Learner
 from streamlearn.replay.backtest.inprocess import memory_loop, run_stream
 from streamlearn.settings import Settings
+from streamlearn.streams.loop.served import ServedCodec
 from streamlearn.streams.transport import make_producer
 from streamlearn.streams.worker import build_loop
 from streamlearn.tools.harness import free_port
@@ -246,8 +247,10 @@ def test_a_write_whose_reply_is_lost_is_retried_without_learning_twice_or_losing
             await loop.learn_batch(fbs[:10])
             await loop.checkpoint()
             # 1. the learn write of labels 10..19 lands, its answer is lost, it is retried
+            # (it landed: the served record carries the "learned" flag; streams/loop/served.py)
+            last = keys.served(fbs[19]["event_id"])
             await _write_with_lost_reply(proxy, loop.learn_batch(fbs[10:20]),
-                                         lambda: direct.exists(keys.learned(fbs[19]["event_id"])))
+                                         lambda: ServedCodec.is_learned(direct.get(last) or b"{"))
             in_memory = loop.champion.labels_learned
             crashed_now = await asyncio.to_thread(fresh_restore)
             await loop.checkpoint()

@@ -71,10 +71,10 @@ def test_redelivered_events_reuse_served_features_and_do_not_double_count(new_lo
 
 
 async def _served_x(loop, eid):
-    import json
+    from streamlearn.streams.loop.served import decode_many
 
     raw, = await loop.backend.read_many([loop.keys.served(eid)])
-    return json.loads(raw)["x"]
+    return (await decode_many(loop, [raw], "test"))[0]["x"]
 
 
 def test_restart_restores_the_exact_model_from_snapshot_plus_learn_log(new_loop):

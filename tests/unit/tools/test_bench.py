@@ -58,3 +58,29 @@ def test_redis_growth_per_event_and_key() -> None:
              {"events": 1024, "redis_used_mb": 2.0, "redis_keys": 2048}]
     g = redis_growth(curve)
     assert g == {"from_mb": 1.0, "to_mb": 2.0, "keys": 2048, "bytes_per_event": 1024, "bytes_per_key": 512}
+
+
+def test_render_shows_learner_scale_out_and_the_transport_ratio_last() -> None:
+    from streamlearn.tools.bench import render, targets
+
+    def r(events: int, seconds: float, cpu: float, **kw) -> dict:
+        return {"events": events, "seconds": seconds, "events_per_s": events / seconds, "peak_rss_mb": 200.0,
+                "cpu": {"worker": cpu}, **kw}
+
+    one = r(1000, 1.0, 0.9, workers=1)
+    v = {"transport-ceiling": r(1000, 0.25, 1.0), "learner": r(500, 0.1, 1.0, labels_per_s=5000.0),
+         "scale-out": {**r(1000, 0.6, 1.6, workers=2), "one_worker": one, "scaling": 1000 / 0.6 / 1000}}
+    report = {"config": {"events": 1000, "seed": 7, "spec": "logreg", "view": "entity_v1"},
+              "workload": {"labels": 500},
+              "machine": {"cpus": 2, "platform": "x", "python": "3", "load_start": [1], "load_end": [1]},
+              "variants": v, "targets": targets(v),
+              "ratios": {"end-to-end/faust-ceiling": float("nan"), "end-to-end/bare": float("nan"),
+                         "end-to-end/transport-ceiling": float("nan")}}
+    lines = render(report).splitlines()
+    rows = {line.split("  ")[0].strip(): line for line in lines if line[:1] in "tls " and "  " in line}
+    assert "learner (labels)" in rows and rows["learner (labels)"].split()[4] == "5,000"  # labels/s
+    assert rows["scale-out 1 worker"].split()[5] == "1,000"
+    assert any(line.strip().startswith("2 workers (x1.67)") for line in lines)
+    assert lines[-1] == "ratio end-to-end/transport-ceiling: nan"
+    t = report["targets"]
+    assert t["learner labels/s"] == (5000.0, ">= 10,000", False)
