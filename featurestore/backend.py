@@ -21,7 +21,8 @@ import redis.exceptions
 class WriteBatch:
     """Writes applied together, all or nothing."""
 
-    sets: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # key -> (value, ttl s; 0 = none)
+    # key -> (value, ttl s; 0 = none; negative: only if the key is absent, with ttl -ttl)
+    sets: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     deletes: list[str] = field(default_factory=list)
     appends: dict[str, list[bytes]] = field(default_factory=dict)  # list key -> values to push
     trims: dict[str, int] = field(default_factory=dict)  # list key -> number of leading items to drop
@@ -33,6 +34,13 @@ class WriteBatch:
 
     def set(self, key: str, value: bytes, ttl: int) -> None:
         self.sets[key] = (value, ttl)
+
+    def set_if_absent(self, key: str, value: bytes, ttl: int) -> None:
+        """Set ``key`` (expiring after ``ttl`` > 0 seconds) unless it exists: the first writer
+        wins (two workers serving one event during a rebalance keep the first record)."""
+        if ttl <= 0:
+            raise ValueError("set_if_absent needs a positive ttl")
+        self.sets[key] = (value, -ttl)
 
     def append(self, key: str, value: bytes) -> None:
         self.appends.setdefault(key, []).append(value)
@@ -134,7 +142,9 @@ class RedisBackend(Backend):
     end
     for i = 1, ns do
       local ttl = tonumber(ARGV[a + 1])
-      if ttl > 0 then redis.call('SET', KEYS[k], ARGV[a], 'EX', ttl) else redis.call('SET', KEYS[k], ARGV[a]) end
+      if ttl > 0 then redis.call('SET', KEYS[k], ARGV[a], 'EX', ttl)
+      elseif ttl < 0 then redis.call('SET', KEYS[k], ARGV[a], 'EX', -ttl, 'NX')
+      else redis.call('SET', KEYS[k], ARGV[a]) end
       k, a = k + 1, a + 2
     end
     for i = 1, nd do redis.call('DEL', KEYS[k]); k = k + 1 end
@@ -173,7 +183,7 @@ class RedisBackend(Backend):
         for key in batch.getdels:
             pipe.getdel(key)
         for key, (value, ttl) in batch.sets.items():
-            pipe.set(key, value, ex=ttl or None)  # ttl 0: no expiry
+            pipe.set(key, value, ex=abs(ttl) or None, nx=ttl < 0)  # ttl 0: no expiry; < 0: if absent
         if batch.deletes:
             pipe.delete(*batch.deletes)
         for key, values in batch.appends.items():
@@ -230,6 +240,11 @@ class MemoryBackend(Backend):
             self._kv.pop(key, None)
         now = self._clock()
         for key, (value, ttl) in batch.sets.items():
+            if ttl < 0:  # only if absent (an expired key is absent)
+                item = self._kv.get(key)
+                if item is not None and item[1] >= now:
+                    continue
+                ttl = -ttl
             self._kv[key] = (value, now + ttl if ttl else float("inf"))
         for key in batch.deletes:
             self._kv.pop(key, None)

@@ -54,11 +54,12 @@ MODEL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 
 LABEL_OUTCOMES = ("learned", "duplicate", "unmatched", "joined_late")
 LIFECYCLE_ACTIONS = ("promoted", "refused", "rolled_back")
-# The dead-letter reason codes (``InvalidRecord.reason``; tests/test_ops_edges.py checks this
+# The dead-letter reason codes (``InvalidRecord.reason``; tests/integration/streams/test_worker_edges.py checks this
 # list against the code). Their series exist at 0 from the start, so "dead letters in the last
 # hour" reads 0, not "No data"; an unlisted reason still gets its own series when it happens.
 DEAD_LETTER_REASONS = ("empty", "unknown_format", "invalid_json", "schema", "truncated", "bad_avro",
-                       "unknown_schema", "wrong_subject", "non_finite", "limit")
+                       "unknown_schema", "wrong_subject", "non_finite", "limit",
+                       "feature_error", "label")  # a user feature function raised; a label of the wrong type
 DEAD_LETTER_SOURCES = ("events", "feedback")
 DRIFT_STATES = {"stable": 0, "warning": 1, "drift": 2}
 

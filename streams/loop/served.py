@@ -31,11 +31,10 @@ Flag bit 0 = "learned": the label of this event was learned (exactly once). Lear
 rewrites the record with the bit set in the same atomic write that appends to the learn
 log, instead of one more key per label (a marker key cost ~100 bytes of Redis; the bit
 costs nothing). Records written before this module keep using their marker keys.
-One case the marker key covered and the flag does not: two workers serving the same event
-at once (a rebalance with the old owner's batch still in flight) both write its record; if
-the learner flags the first between the two writes, the second clears the flag, and a
-re-delivery of that label would be learned again. That double serve already double-counts
-the entity's state; it needs a label to arrive within those milliseconds.
+Two workers serving the same event at once (a rebalance with the old owner's batch still
+in flight) both try to write its record: the write is *set if absent*, so the first
+record stays and a flag the learner set on it in between is never cleared. (That double
+serve can still double-count the entity's state, as before.)
 """
 
 from __future__ import annotations
@@ -393,7 +392,9 @@ def encode_into(loop: OnlineLoop, wb: WriteBatch, eid: str, rec: dict[str, Any])
     """Put the served record (and its layout, if new to this process lately) into ``wb``."""
     c = codec(loop)
     raw, new = c.encode(rec)
-    wb.set(loop.keys.served(eid), raw, loop.served_ttl_s)
+    # if absent: two workers serving one event at once (a rebalance) keep the first record,
+    # so the second can never clear the learned flag the learner set on it in between
+    wb.set_if_absent(loop.keys.served(eid), raw, loop.served_ttl_s)
     if new is not None:
         ttl = loop.served_ttl_s * LAYOUT_TTL_FACTOR if loop.served_ttl_s else 0
         wb.set(loop.keys.layout(new.hex()), c.layout_json(new), ttl)

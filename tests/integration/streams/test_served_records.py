@@ -103,3 +103,25 @@ def test_a_redelivered_event_reuses_a_compact_record_from_another_process(new_lo
     p1, p2 = asyncio.run(go())
     assert [p.score for p in p1] == [p.score for p in p2]
     assert second.counters.events_duplicate == 20
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_a_second_serve_of_one_event_keeps_the_first_record_and_its_learned_flag(kind, infra):
+    """Two workers serving one event at once (a rebalance): both computed it as new. The
+    record is written only if absent, so the learner's flag on the first is never cleared
+    and a re-delivered label is still recognised as learned."""
+    backend = MemoryBackend() if kind == "memory" else RedisBackend(infra.redis_url)
+    key = f"t{uuid.uuid4().hex[:6]}:srv:e1"
+
+    async def go() -> list[bytes | None]:
+        first, flagged = WriteBatch(), WriteBatch()
+        first.set_if_absent(key, b"first", 60)
+        await backend.write_batch(first)
+        flagged.set(key, b"first+learned", 60)  # the learner flags it (an unconditional rewrite)
+        await backend.write_batch(flagged)
+        second = WriteBatch(receipt=(key + ":receipt", "1"))  # the other worker, as the loop writes
+        second.set_if_absent(key, b"second", 60)
+        await backend.write_batch(second)
+        return await backend.read_many([key])
+
+    assert asyncio.run(go()) == [b"first+learned"]
