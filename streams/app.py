@@ -164,7 +164,7 @@ def create_app(settings: Settings, runtime: WorkerRuntime | None = None,
         log.info("HTTP API (/metrics /health /ready /models /score) listening on http://%s:%d (web_host, web_port)",
                  host, settings.web_port)
 
-    app.task(announce)
+    app.task(crash_only("announce", announce))
     app.streamlearn_runtime = runtime  # for the web views
     web.install(app, runtime)  # /metrics /health /ready /models /score
     return app, runtime

@@ -235,13 +235,13 @@ def test_changing_a_view_without_a_version_bump_is_refused_and_a_bump_starts_a_n
 
 @pytest.mark.parametrize("old, new, message", [
     ('champion = "main"', 'champion = "main"\nchampoin = 1', "models.champoin: unknown key (did you mean "),
-    (f"{MODULE}:make_pipeline", "nowhere:make", "models.champion: "),
+    ("MODULE:make_pipeline", "nowhere:make", "models.champion: "),
     ('name = "flag"', 'name = "flagg"', "flagg"),
 ])
 def test_project_mistakes_are_one_line_errors_before_any_consumer_joins(tmp_path, old, new, message):
     root = write_project(tmp_path / "p")
     path = root / "streamlearn.toml"
-    path.write_text(path.read_text().replace(old, new))
+    path.write_text(path.read_text().replace(old.replace("MODULE", MODULE), new))
     env = {**os.environ, "STREAMLEARN_PROJECT": str(root), "KAFKA_BOOTSTRAP": "127.0.0.1:1",
            "STREAMLEARN_DEVELOPMENT": "1"}
     proc = subprocess.run([sys.executable, "-m", "streamlearn", "worker"], env=env, capture_output=True, text=True,

@@ -32,7 +32,7 @@ from streamlearn.featurestore.keys import Keys
 from streamlearn.models.estimators.learner import Learner
 from streamlearn.replay.backtest.inprocess import memory_loop, run_stream
 from streamlearn.settings import Settings
-from streamlearn.streams.loop.served import ServedCodec
+from streamlearn.streams.loop.served import ServedCodec, decode_many
 from streamlearn.streams.transport import make_producer
 from streamlearn.streams.worker import build_loop
 from streamlearn.tools.harness import free_port
@@ -98,15 +98,26 @@ def check_exactly_once(settings: Settings, events: list[dict], labels: list[dict
     assert {p["event_id"] for p in preds} == {e["event_id"] for e in events}, "every event has a prediction"
     r = redis.Redis.from_url(settings.redis_url)
     prefix = settings.redis_prefix
-    markers = sum(1 for _ in r.scan_iter(f"{prefix}:m:{settings.model_name}:lrn:*", count=1000))
-    assert markers == len(labels), "one learned marker per label"
+    keys = Keys.from_settings(settings)
+    raws = r.mget([keys.served(e["event_id"]) for e in events])
+    markers = sum(1 for _ in r.scan_iter(f"{prefix}:m:{settings.model_name}:lrn:*", count=1000))  # old records
+    flags = sum(1 for v in raws if v is not None and ServedCodec.is_learned(v))
+    assert markers + flags == len(labels), "one learned flag (or marker) per label"
 
     # no lost feature update: every served vector and every entity state as if nothing happened
     view, states, want_x = get_view(settings.feature_view), {}, {}
     for ev in events:
         want_x[ev["event_id"]], states[ev["entity"]] = view.compute(ev, states.get(ev["entity"]))
-    served = r.mget([f"{prefix}:srv:{e['event_id']}" for e in events])
-    assert [json.loads(v)["x"] for v in served] == [want_x[e["event_id"]] for e in events]
+    reader = build_loop(settings, RedisBackend(settings.redis_url))
+
+    async def decode() -> list:
+        try:
+            return await decode_many(reader, raws, "check")
+        finally:
+            await reader.backend.close()
+
+    decoded = asyncio.run(decode())
+    assert [rec["x"] for rec in decoded] == [want_x[e["event_id"]] for e in events]
     ents = sorted(states)
     assert [json.loads(v) for v in r.mget([f"{prefix}:ent:{e}" for e in ents])] == \
         [json.loads(json.dumps(states[e])) for e in ents]
@@ -128,7 +139,7 @@ def check_exactly_once(settings: Settings, events: list[dict], labels: list[dict
         [ref.champion.model.predict_proba_one(x) for x in probe]
     # progressive metrics: each label scored once against what was served for its event
     scored = Learner(settings.model_name, settings.model_spec)
-    recs = dict(zip((e["event_id"] for e in events), (json.loads(v) for v in served)))
+    recs = dict(zip((e["event_id"] for e in events), decoded))
     for fb in labels:
         rec = recs[fb["event_id"]]
         scored.learn(rec["x"], fb["label"], rec["m"].get(str(loop.champion.version)))

@@ -20,6 +20,7 @@ from streamlearn.tools.harness import free_port, log_tail
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60
         ) -> tuple[subprocess.CompletedProcess, float]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLEARN_")}
+    base["COLUMNS"] = "400"  # typer's usage box wraps at the terminal width: keep paths on one line
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "streamlearn", *args], capture_output=True, text=True,
                           timeout=timeout, env={**base, **(env or {})}, stdin=subprocess.DEVNULL)
