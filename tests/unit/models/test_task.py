@@ -208,5 +208,5 @@ def test_multiclass_macro_f1_is_the_same_bits_in_every_process():
             "r.choice(['cat', 'dog', 'eel', 'fox', 'gnu']))\n"
             "print(repr(m.get()))")
     outs = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": seed},
-                           capture_output=True, text=True, check=True).stdout for seed in ("1", "2", "3", "4")}
+                           capture_output=True, text=True, check=True).stdout for seed in ("1", "2")}
     assert len(outs) == 1
