@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -16,8 +17,9 @@ def register(app: typer.Typer) -> None:
         events: int = typer.Option(DEFAULT_EVENTS, help="events in the generated stream (cards)"),
         seed: int = typer.Option(7, help="dataset seed"),
         entities: int = typer.Option(2_000, min=1, help="cards (entities) in the generated stream"),
-        spec: str = typer.Option("logreg", help="model spec: logreg, hat, arf"),
-        view: str = typer.Option("entity_v1", help="feature view"),
+        spec: str | None = typer.Option(None, help="model spec: logreg (default), hat, arf; with --project, "
+                                                    "one of its spec names (default: its champion)"),
+        view: str = typer.Option("entity_v1", help="feature view (built-in; a project brings its own)"),
         only: str = typer.Option(",".join(VARIANTS), help="comma-separated variants to run"),
         min_seconds: float = typer.Option(20.0, help="in-process variants repeat passes at least this long; "
                                                      "the half-load run streams about this long"),
@@ -36,9 +38,16 @@ def register(app: typer.Typer) -> None:
         from streamlearn.formats import jsonable
         from streamlearn.tools.bench import BenchConfig, render, run_bench
 
-        cfg = BenchConfig(events=events, seed=seed, entities=entities, spec=spec, view=view,
-                          only=chosen, min_seconds=min_seconds,
-                          half_load=half_load, rss_interval=rss_interval, profile_dir=profile, workdir=workdir)
+        project = None
+        if os.environ.get("STREAMLEARN_PROJECT"):  # the project's own stream, view, champion and task
+            from streamlearn.project import project_for
+            from streamlearn.settings import get_settings
+
+            project = project_for(get_settings())
+            spec, view = project.resolve_spec(spec) if spec else project.champion, project.view.name
+        cfg = BenchConfig(events=events, seed=seed, entities=entities, spec=spec or "logreg", view=view,
+                          only=chosen, min_seconds=min_seconds, half_load=half_load, rss_interval=rss_interval,
+                          profile_dir=profile, workdir=workdir, project=project)
         report = run_bench(cfg)
         text = json.dumps(jsonable(report), indent=2, allow_nan=False)
         if json_out:

@@ -105,13 +105,16 @@ class Workload:
         return Workload(n_events, sum(1 for k, _ in stream if k == "feedback"), stream, wire)
 
 
-def build_workload(n_events: int, seed: int, entities: int = 2_000) -> Workload:
+def build_workload(n_events: int, seed: int, entities: int = 2_000, project: Any = None) -> Workload:
+    """The cards stream, or a project's own (its ``[demo] generator``)."""
     from streamlearn import datasets
     from streamlearn.schemas import AvroCodec
 
     reg = AvroCodec.default()
     enc_event, enc_fb = reg.encoder("event"), reg.encoder("feedback")
-    stream = list(datasets.arrival_order(datasets.cards(n_events, seed=seed, n_cards=entities)))
+    items = project.demo_items(n_events, seed) if project is not None else \
+        datasets.cards(n_events, seed=seed, n_cards=entities)
+    stream = list(datasets.arrival_order(items))
     wire = [(True, enc_event(r), r["entity"].encode()) if k == "event" else
             (False, enc_fb(r), r["event_id"].encode()) for k, r in stream]
     return Workload(n_events, sum(1 for k, _ in stream if k == "feedback"), stream, wire)
@@ -183,15 +186,17 @@ def _passes(one_pass: Callable[[], None], n_events: int, min_seconds: float) -> 
             "rss_of": "this process (dataset included)"}
 
 
-def bare_pass(stream: Sequence[tuple[str, dict[str, Any]]], view_name: str, spec: str) -> Callable[[], None]:
-    from streamlearn.featurestore.definitions import get_view
+def bare_pass(stream: Sequence[tuple[str, dict[str, Any]]], view_name: Any, spec: str) -> Callable[[], None]:
+    from streamlearn.featurestore.definitions import as_view
     from streamlearn.models.estimators.spec import build_model
 
-    compute = get_view(view_name).compute
+    compute = as_view(view_name).compute
 
     def one_pass() -> None:
         model = build_model(spec)
-        predict, learn = model.predict_proba_one, model.learn_one
+        # a classifier's probabilities, a regressor's estimate: the same work the worker does
+        predict = getattr(model, "predict_proba_one", None) or model.predict_one
+        learn = model.learn_one
         states: dict[str, Any] = {}
         served: dict[str, dict[str, float]] = {}
         for kind, rec in stream:
@@ -206,11 +211,12 @@ def bare_pass(stream: Sequence[tuple[str, dict[str, Any]]], view_name: str, spec
     return one_pass
 
 
-def backtest_pass(stream: Sequence[tuple[str, dict[str, Any]]], view_name: str, spec: str) -> Callable[[], None]:
+def backtest_pass(stream: Sequence[tuple[str, dict[str, Any]]], view_name: Any, spec: str,
+                  task: Any = None) -> Callable[[], None]:
     from streamlearn.replay.backtest.inprocess import memory_loop, run_stream
 
     def one_pass() -> None:
-        loop = memory_loop(view_name, spec)
+        loop = memory_loop(view_name, spec, task=task)
         preds = asyncio.run(run_stream(loop, stream))
         assert loop.counters.labels_learned == sum(1 for k, _ in stream if k == "feedback"), "labels lost"
         assert len(preds) == sum(1 for k, _ in stream if k == "event"), "predictions lost"
@@ -383,10 +389,11 @@ class Bench:
     """Embedded broker + Redis and the runs on them (each run: fresh topics, group, prefix)."""
 
     def __init__(self, view: str, spec: str, workdir: Path | None, rss_interval: float,
-                 say: Callable[[str], None]) -> None:
+                 say: Callable[[str], None], project: str = "") -> None:
         from streamlearn.tools.infra import EmbeddedInfra
 
         self.view, self.spec, self.rss_interval, self.say = view, spec, rss_interval, say
+        self.project = project  # a project directory: every process runs its view, models and task
         # a fresh directory per invocation: Redis would reload an earlier run's append-only file
         run_dir = workdir / f"bench-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}" if workdir else None
         self.infra = EmbeddedInfra(**({"workdir": run_dir} if run_dir else {})).start()
@@ -405,7 +412,8 @@ class Bench:
                      topic_events=f"{tag}.events", topic_predictions=f"{tag}.predictions",
                      topic_feedback=f"{tag}.feedback", topic_deadletter=f"{tag}.deadletter",
                      topic_shadow=f"{tag}.shadow", topic_lifecycle=f"{tag}.lifecycle", topic_drift=f"{tag}.drift",
-                     app_id=tag, topic_partitions=partitions, model_spec=self.spec, feature_view=self.view)
+                     app_id=tag, topic_partitions=partitions, model_spec=self.spec, feature_view=self.view,
+                     project=self.project)
         ensure_topics(s)
         return s
 
@@ -829,7 +837,7 @@ def render(report: dict[str, Any]) -> str:
             lines.append("  inclusive: " + ", ".join(f"{k} {p}%" for k, p in prof["inclusive_pct"].items()))
         lines.append(f"  collapsed stacks: {prof['raw']}")
     lines.append("")
-    lines.append("targets (issue 17), from this run:")
+    lines.append("targets, from this run:")
     for name, (value, goal, ok) in report["targets"].items():
         verdict = "-" if ok is None else ("met" if ok else "NOT met")
         lines.append(f"  {name:<42}{_fmt(value, '.2f'):>10}  (goal {goal})  {verdict}")
@@ -886,6 +894,7 @@ class BenchConfig:
     profile_dir: Path | None = None
     workdir: Path | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    project: Any = None  # a streamlearn.project.Project: its stream, view, champion and task
 
 
 def run_bench(cfg: BenchConfig, say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)
@@ -896,18 +905,22 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = lambda m: print(m, 
     machine = {"cpus": os.cpu_count(), "platform": platform.platform(terse=True), "python": platform.python_version(),
                "load_start": [round(x, 2) for x in os.getloadavg()]}
     say(f"generating {cfg.events:,} events (cards, seed {cfg.seed}, {cfg.entities:,} entities) ...")
-    wl = build_workload(cfg.events, cfg.seed, cfg.entities)
+    wl = build_workload(cfg.events, cfg.seed, cfg.entities, cfg.project)
+    view = cfg.project.view if cfg.project is not None else cfg.view
+    task = cfg.project.task if cfg.project is not None else None
     variants: dict[str, dict[str, Any]] = {}
     if "bare" in cfg.only:
         say("bare River loop ...")
-        variants["bare"] = _passes(bare_pass(wl.stream, cfg.view, cfg.spec), wl.n_events, cfg.min_seconds)
+        variants["bare"] = _passes(bare_pass(wl.stream, view, cfg.spec), wl.n_events, cfg.min_seconds)
     if "backtest" in cfg.only:
         say("backtest (replay: OnlineLoop + MemoryBackend) ...")
-        variants["backtest"] = _passes(backtest_pass(wl.stream, cfg.view, cfg.spec), wl.n_events, cfg.min_seconds)
+        variants["backtest"] = _passes(backtest_pass(wl.stream, view, cfg.spec, task), wl.n_events,
+                                       cfg.min_seconds)
     broker = [k for k in BROKER_VARIANTS if k in cfg.only]
     if broker:
         say("starting the embedded broker and Redis ...")
-        bench = Bench(cfg.view, cfg.spec, cfg.workdir, cfg.rss_interval, say)
+        bench = Bench(cfg.view, cfg.spec, cfg.workdir, cfg.rss_interval, say,
+                      project=str(cfg.project.directory) if cfg.project is not None else "")
         try:
             for kind in broker:
                 say(f"{kind}: {wl.n_events:,} events through the broker ...")
@@ -943,7 +956,8 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = lambda m: print(m, 
         r["cpu_us_per_event"] = cpu_us_per_event(r)
     report = {
         "config": {"events": cfg.events, "seed": cfg.seed, "entities": cfg.entities, "spec": cfg.spec,
-                   "view": cfg.view, "only": list(cfg.only), "min_seconds": cfg.min_seconds},
+                   "view": cfg.view, "only": list(cfg.only), "min_seconds": cfg.min_seconds,
+                   "project": str(cfg.project.directory) if cfg.project is not None else None},
         "machine": machine,
         "workload": {"events": wl.n_events, "labels": wl.n_labels},
         "variants": variants,

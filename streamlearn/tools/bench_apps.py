@@ -162,9 +162,9 @@ def transport_app(settings: Settings) -> faust.App:
 def naive_app(settings: Settings) -> faust.App:
     """Per event: decode, GET state, features, predict, SET state, SET served vector, send.
     Per label: decode, GET served vector, learn, SET learned marker."""
-    from streamlearn.featurestore.definitions import get_view
     from streamlearn.featurestore.keys import Keys
     from streamlearn.models.estimators.learner import Learner
+    from streamlearn.project import project_for
     from streamlearn.schemas import AvroCodec, InvalidRecord
     from streamlearn.schemas.records import Prediction
     from streamlearn.schemas.validation import Limits, decode_event, decode_feedback
@@ -175,7 +175,8 @@ def naive_app(settings: Settings) -> faust.App:
     _common(app, rep)
     registry, limits = AvroCodec.default(), Limits.from_settings(settings)
     encode = registry.encoder("prediction")
-    view, learner = get_view(settings.feature_view), Learner(settings.model_name, settings.model_spec)
+    project = project_for(settings)  # the worker's view, champion and task (a project's, or the built-in)
+    view, learner = project.view, Learner(settings.model_name, project.champion, task=project.task)
     keys = Keys(settings.redis_prefix, settings.model_name)
     predictions = raw_topic(app, settings.topic_predictions)
     ent_ttl, srv_ttl = settings.entity_ttl_s, settings.served_ttl_s
