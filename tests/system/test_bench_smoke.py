@@ -68,3 +68,18 @@ def test_bench_smoke_prints_table_ratios_and_json(tmp_path: Path) -> None:
     assert float(r1[1]) == round(e2e["events_per_s"] / v["faust-ceiling"]["events_per_s"], 2)
     assert float(r2[1]) == round(e2e["events_per_s"] / v["bare"]["events_per_s"], 2)
     assert float(r3[1]) == round(e2e["events_per_s"] / v["transport-ceiling"]["events_per_s"], 2)
+
+
+def test_bench_runs_a_projects_own_stream_view_and_model(tmp_path: Path) -> None:
+    """`--project`: the bench measures the user's workload, not the cards demo."""
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamlearn", "--project", str(root / "examples" / "trips"), "bench",
+         "--events", "400", "--min-seconds", "0.1", "--only", "bare,backtest", "--json-out", str(out)],
+        capture_output=True, text=True, timeout=300, env={**os.environ})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["config"]["project"].endswith("examples/trips")
+    assert report["config"]["spec"].startswith("project:") and report["config"]["view"] != "entity_v1"
+    assert report["variants"]["backtest"]["events"] >= 400 and report["variants"]["bare"]["events"] >= 400
