@@ -116,7 +116,8 @@ class Settings(BaseSettings):
     task: Literal["", "binary", "multiclass", "regression"] = Field(
         "", description="prediction task; empty: inferred from the champion's estimator")
     model_name: str = "default"
-    model_spec: str = Field("logreg", description="short name from streamlearn.models.estimators.spec.SPECS")
+    model_spec: str = Field("logreg", description="a preset (streamlearn.models.estimators.spec.SPECS), a "
+                                                 "project spec name or module:factory?param=value")
     feature_view: str = Field("entity_v1", description="name from streamlearn.featurestore.definitions")
     artifact_key: SecretStr = Field(
         SecretStr(DEV_ARTIFACT_KEY), description="HMAC-SHA256 key for model artifacts"

@@ -138,6 +138,8 @@ def project_for(settings: Settings) -> Project:
     if hit is not None and hit[0] is settings:
         return hit[1]
     project = Project.from_settings(settings)
+    if len(_CACHE) >= 16:  # a process uses one or two settings objects; tests make many
+        _CACHE.pop(next(iter(_CACHE)))
     _CACHE[key] = (settings, project)
     return project
 
