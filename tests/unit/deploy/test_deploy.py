@@ -36,7 +36,7 @@ ALERTS = PROM / "alerts.yml"
 ALERTMANAGER = DEPLOY / "alertmanager" / "alertmanager.yml"
 MAIN_ALERTS = {"StreamlearnNoPredictions", "StreamlearnHighLatencyP99", "StreamlearnConsumerLagGrowing",
                "StreamlearnDeadLetterRate", "StreamlearnDriftDetected", "StreamlearnChampionMetricBelowFloor",
-               "StreamlearnRollback", "StreamlearnFeatureStoreErrors"}
+               "StreamlearnRollback", "StreamlearnFeatureStoreErrors", "StreamlearnConsumerOffsetGaps"}
 
 
 # ------------------------------------------------------------------ promtool
