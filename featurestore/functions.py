@@ -24,8 +24,9 @@ def import_path(fn: Callable[..., Any]) -> str:
     return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def resolve_import(path: str) -> Callable[..., Any]:
-    """The object at ``"package.module:attr"``; a one-line error naming the path if it fails."""
+def resolve_import(path: str, callable_only: bool = True) -> Any:
+    """The object at ``"package.module:attr"`` (a function, unless ``callable_only`` is False);
+    a one-line error naming the path if it fails."""
     import importlib
 
     mod_name, sep, attr = path.partition(":")
@@ -37,7 +38,7 @@ def resolve_import(path: str) -> Callable[..., Any]:
             obj = getattr(obj, part)
     except Exception as exc:  # noqa: BLE001 - any import-time failure is the same user error
         raise FeatureConfigError("fn", f"cannot import {path!r}: {type(exc).__name__}: {exc}") from None
-    if not callable(obj):
+    if callable_only and not callable(obj):
         raise FeatureConfigError("fn", f"{path!r} is not callable")
     return obj
 

@@ -195,7 +195,10 @@ def _load(s: Settings) -> Project:
             extra = set(features) - {"view"}
             if extra:
                 raise FeatureConfigError("features", f"with 'view', no other keys (got {sorted(extra)})")
-            view = _import_object(features["view"])
+            try:
+                view = resolve_import(features["view"], callable_only=False)
+            except FeatureConfigError as exc:
+                raise FeatureConfigError("features.view", exc.reason) from None
             if not isinstance(view, FeatureView):
                 raise FeatureConfigError("features.view", f"{features['view']!r} is not a FeatureView")
         else:
@@ -262,18 +265,6 @@ def _activate(directory: Path) -> None:
     sys.path.insert(0, path)
     if path not in _ACTIVE:
         _ACTIVE.append(path)
-
-
-def _import_object(path: str) -> Any:
-    import importlib
-
-    mod_name, sep, attr = path.partition(":")
-    if not sep or not mod_name or not attr:
-        raise ValueError(f"expected 'module:attribute', got {path!r}")
-    obj: Any = importlib.import_module(mod_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def _canonical(spec: Any, named: Mapping[str, str], where: str) -> str:
