@@ -177,7 +177,12 @@ def test_drift_on_the_real_broker_starts_a_challenger_that_the_gate_promotes(mak
     assert steps[:3] == [("challenger_started", 2), ("canary_started", 2), ("promoted", 2)], lifecycle.records
     concept = [d for d in drift.poll() if d["detector"].startswith("concept")]
     assert concept and 4_000 <= concept[0]["position"] <= 4_600 and "start_challenger" in concept[0]["action"]
-    wait_for(lambda: worker.status().get("model_version") == 2, 30, "status shows the new champion")
+    try:
+        wait_for(lambda: worker.status().get("model_version") == 2, 30, "status shows the new champion")
+    except TimeoutError as exc:  # say what the lifecycle did after the promotion
+        status = worker.status()
+        raise AssertionError(f"{exc}; lifecycle: {lifecycle.poll()}; model_version: {status.get('model_version')}; "
+                             f"history: {status.get('history')}") from None
 
 
 def test_a_registered_offline_model_is_adopted_and_promoted_only_through_the_gate(make_settings, start_worker):
