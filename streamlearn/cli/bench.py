@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import typer
@@ -35,6 +36,9 @@ def register(app: typer.Typer) -> None:
         chosen = tuple(x.strip() for x in only.split(",") if x.strip())
         if not chosen or set(chosen) - set(VARIANTS):
             raise typer.BadParameter(f"choose from {', '.join(VARIANTS)}", param_hint="--only")
+        if profile is not None and shutil.which("py-spy") is None:
+            # checked before minutes of other variants run, not when the first broker variant starts
+            raise typer.BadParameter("needs py-spy on PATH (pip install py-spy)", param_hint="--profile")
         from streamlearn.formats import jsonable
         from streamlearn.tools.bench import BenchConfig, render, run_bench
 

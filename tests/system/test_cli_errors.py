@@ -133,3 +133,12 @@ def test_log_tail_starts_at_the_last_error_line(tmp_path: Path):
     log.write_text("\n".join(f"line {i}" for i in range(30)))
     assert log_tail(log, lines=3) == "line 27\nline 28\nline 29"
     assert log_tail(tmp_path / "none.log") == ""
+
+
+def test_bench_profile_without_py_spy_is_refused_before_any_variant_runs(tmp_path):
+    # a PATH without py-spy (the interpreter is called by its absolute path)
+    proc, took = run("bench", "--only", "bare", "--profile", str(tmp_path / "prof"),
+                     env={"PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "py-spy" in proc.stderr and "--profile" in proc.stderr
+    assert "bare River loop" not in proc.stdout  # refused up front, not after minutes of work
