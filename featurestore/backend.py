@@ -76,6 +76,45 @@ class Backend(ABC):
         pass
 
 
+class _LinearPack:
+    """redis-py's asyncio ``pack_command`` re-joins its growing buffer once per argument (up to
+    6 kB each time): quadratic in a command's size, ~3x the cost of a plain join for the loop's
+    scripts of a few hundred arguments. This builds the same bytes in one join. Arguments other
+    than bytes, str and int go through the client's own encoder (its floats, its errors)."""
+
+    def pack_command(self, *args):  # noqa: ANN201 - redis-py's signature
+        if isinstance(args[0], str):  # "CONFIG GET": the server wants the words apart
+            args = tuple(args[0].encode().split()) + args[1:]
+        elif b" " in args[0]:
+            args = tuple(args[0].split()) + args[1:]
+        encoding, errors = self.encoder.encoding, self.encoder.encoding_errors
+        out = [b"*%d\r\n" % len(args)]
+        for arg in args:
+            t = type(arg)
+            if t is bytes:
+                pass
+            elif t is str:
+                arg = arg.encode(encoding, errors)
+            elif t is int:
+                arg = b"%d" % arg
+            else:
+                arg = self.encoder.encode(arg)
+            out.append(b"$%d\r\n" % len(arg))
+            out.append(arg)
+            out.append(b"\r\n")
+        return [b"".join(out)]
+
+
+def _linear_pack(client: aioredis.Redis) -> aioredis.Redis:
+    """The client with its connections' ``pack_command`` replaced by :class:`_LinearPack`'s
+    (whatever connection class its URL chose: TCP, TLS, Unix socket)."""
+    pool = client.connection_pool
+    base = pool.connection_class
+    if not issubclass(base, _LinearPack):
+        pool.connection_class = type(f"LinearPack{base.__name__}", (_LinearPack, base), {})
+    return client
+
+
 class RedisBackend(Backend):
     """Redis (or Valkey). Atomic batches are MULTI/EXEC pipelines: one round trip each."""
 
@@ -90,7 +129,7 @@ class RedisBackend(Backend):
 
     def __init__(self, url: str, **kwargs) -> None:
         self.url = url
-        self.client = aioredis.Redis.from_url(url, **kwargs)
+        self.client = _linear_pack(aioredis.Redis.from_url(url, **kwargs))
         self._write_script = self.client.register_script(self._WRITE_ONCE)
 
     async def read_many(self, keys: Sequence[str]) -> list[bytes | None]:
