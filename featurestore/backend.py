@@ -166,6 +166,7 @@ class RedisBackend(Backend):
         self.url = url
         self.client = _linear_pack(aioredis.Redis.from_url(url, **kwargs))
         self._write_script = self.client.register_script(self._WRITE_ONCE)
+        self._park_script = self.client.register_script(self._PARK)  # EVALSHA: the body is not resent
 
     async def read_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
@@ -190,7 +191,7 @@ class RedisBackend(Backend):
         for key, value, ttl, guard in items:
             keys += [key, guard]
             args += [value, ttl]
-        out = await self.client.eval(self._PARK, len(keys), *keys, *args)
+        out = await self._park_script(keys=keys, args=args)
         return [v or None for v in out]
 
     # A batch with a receipt, as one script (atomic like MULTI): if the receipt already holds
