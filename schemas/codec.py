@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import io
 import json
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,8 +111,11 @@ class AvroCodec:
         fastavro.schemaless_writer(buf, sv.schema, record)
         return buf.getvalue()
 
-    def encoder(self, subject: str):
-        """A fast encoder bound to the current schema (no dict lookups per record)."""
+    def encoder(self, subject: str) -> Callable[[dict[str, Any]], bytes]:
+        """A fast encoder bound to the current schema (no dict lookups per record).
+
+        Flat schemas (all shipped ones) get a writer compiled for the schema (:func:`compile_flat`):
+        fastavro's bytes, about twice as fast (the worker encodes a record per prediction)."""
         sv = self._current[subject]
         schema, header, writer = sv.schema, sv.header, fastavro.schemaless_writer
 
@@ -120,7 +125,7 @@ class AvroCodec:
             writer(buf, schema, record)
             return buf.getvalue()
 
-        return encode
+        return compile_flat(schema, header, encode) or encode
 
     # --- decode ------------------------------------------------------------------------
     def decode(self, subject: str, data: bytes) -> dict[str, Any]:
@@ -190,6 +195,130 @@ class AvroCodec:
             raise InvalidRecord("schema", _describe(exc)) from None
         _check_encodable(out, subject)
         return out
+
+
+# ------------------------------------------------------------------ compiled writers
+# A flat record schema (primitives, unions of primitives, maps of either) compiles to one
+# Python function writing every field inline: fastavro's bytes at about half its cost, since
+# fastavro dispatches on the schema per field and tries union branches one by one. Only the
+# plain case is compiled: a value of any other type than the one its branch takes (numpy
+# scalars, an int for a double, a bool for a long, a tuple naming a union branch, a str
+# subclass), an int out of range, a lone surrogate or a missing field send the whole record
+# to fastavro, so what comes out (or the error raised) is fastavro's.
+class _Slow(Exception):
+    pass
+
+
+_PACK_DOUBLE = struct.Struct("<d").pack
+_VARINT1 = [bytes([i]) for i in range(128)]
+
+
+def _zigzag(n: int) -> bytes:
+    """An Avro int/long (range-checked by the caller): zigzag, then base-128 varint."""
+    n = (n << 1) ^ (n >> 63)
+    if n < 128:
+        return _VARINT1[n]
+    out = bytearray()
+    while n > 127:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+# the Python type each primitive takes in the compiled path, and the statement writing it
+_PLAIN: dict[str, tuple[type, str]] = {
+    "null": (type(None), ""),
+    "boolean": (bool, "w(b'\\x01' if {v} else b'\\x00')"),
+    "int": (int, "if not -2147483648 <= {v} <= 2147483647: raise _Slow\nw(_zigzag({v}))"),
+    "long": (int, "if not -9223372036854775808 <= {v} <= 9223372036854775807: raise _Slow\nw(_zigzag({v}))"),
+    "double": (float, "w(_PACK_DOUBLE({v}))"),
+    "string": (str, "_b = {v}.encode()\nw(_zigzag(len(_b)))\nw(_b)"),
+    "bytes": (bytes, "w(_zigzag(len({v})))\nw({v})"),
+}
+
+
+def _branch_for(branches: list[str], t: type) -> int | None:
+    """The union branch fastavro picks for a value of exact type ``t`` (the first that
+    validates), where it does not depend on the value; None: left to fastavro."""
+    takes = {"null": (type(None),), "boolean": (bool,), "int": (int,), "long": (int,), "double": (int, float),
+             "string": (str,), "bytes": (bytes,)}
+    first = next((i for i, b in enumerate(branches) if t in takes[b]), None)
+    if first is None or _PLAIN[branches[first]][0] is not t or (t is int and branches[first] != "long"):
+        return None  # an int meeting "int" (range-dependent) or "double" (written as a float) first
+    return first
+
+
+def _indent(code: str, n: int) -> str:
+    return "\n".join(" " * n + line for line in code.splitlines())
+
+
+def _value_code(schema: Any, v: str, depth: int) -> str | None:
+    """Statements writing the value named ``v`` of ``schema`` (None: not compilable)."""
+    if isinstance(schema, dict) and set(schema) == {"type"}:
+        schema = schema["type"]
+    if isinstance(schema, str):
+        if schema not in _PLAIN:
+            return None
+        t, code = _PLAIN[schema]
+        check = f"if type({v}) is not {t.__name__ if t is not type(None) else 'type(None)'}: raise _Slow"
+        return check + ("\n" + code.format(v=v) if code else "")
+    if isinstance(schema, list):
+        if not all(isinstance(b, str) and b in _PLAIN for b in schema):
+            return None
+        lines, first = [f"_t = type({v})"], True
+        for t in (type(None), bool, int, float, str, bytes):
+            i = _branch_for(schema, t)
+            if i is None:
+                continue
+            body = f"w({_zigzag(i)!r})"
+            code = _PLAIN[schema[i]][1].format(v=v)
+            lines.append(f"{'if' if first else 'elif'} _t is {t.__name__ if t is not type(None) else 'type(None)'}:")
+            lines.append(_indent(body + ("\n" + code if code else ""), 4))
+            first = False
+        lines.append("else:\n    raise _Slow" if not first else "raise _Slow")
+        return "\n".join(lines)
+    if isinstance(schema, dict) and schema.get("type") == "map" and set(schema) == {"type", "values"}:
+        k, x = f"_k{depth}", f"_x{depth}"
+        inner = _value_code(schema["values"], x, depth + 1)
+        if inner is None:
+            return None
+        return "\n".join([
+            f"if type({v}) is not dict: raise _Slow",
+            f"if {v}:",
+            f"    w(_zigzag(len({v})))",
+            f"    for {k}, {x} in {v}.items():",
+            _indent(_value_code("string", k, depth + 1) or "", 8),
+            _indent(inner, 8),
+            "w(b'\\x00')",
+        ])
+    return None
+
+
+def compile_flat(schema: dict[str, Any], header: bytes,
+                 slow: Callable[[dict[str, Any]], bytes]) -> Callable[[dict[str, Any]], bytes] | None:
+    """An encoder writing ``header`` + the Avro body of a record of ``schema`` byte for byte as
+    fastavro does, handing records it is not sure about to ``slow``; None if ``schema`` is not
+    a flat record (see above)."""
+    if not isinstance(schema, dict) or schema.get("type") != "record":
+        return None
+    body = []
+    for i, f in enumerate(schema["fields"]):
+        code = _value_code(f["type"], f"_f{i}", 0)
+        if code is None or not f["name"].isidentifier():
+            return None
+        body.append(f"_f{i} = record[{f['name']!r}]\n{code}")
+    src = ("def encode(record):\n"
+           "    parts = [_HEADER]\n    w = parts.append\n    try:\n"
+           + _indent("\n".join(body), 8) +
+           "\n    except (_Slow, KeyError, TypeError, UnicodeEncodeError):\n        return _SLOW(record)\n"
+           "    return b''.join(parts)\n")
+    env = {"_Slow": _Slow, "_zigzag": _zigzag, "_PACK_DOUBLE": _PACK_DOUBLE,
+           "_HEADER": header, "_SLOW": slow}
+    exec(compile(src, f"<avro writer {schema.get('name')}>", "exec"), env)  # noqa: S102 - our own source
+    encode = env["encode"]
+    encode.source = src  # for a reader of tracebacks
+    return encode
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

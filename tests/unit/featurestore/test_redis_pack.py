@@ -1,0 +1,59 @@
+"""The Redis backend's command packing sends exactly the bytes redis-py's own would."""
+
+from __future__ import annotations
+
+import pytest
+import redis.exceptions
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from redis.asyncio.connection import Connection, UnixDomainSocketConnection
+
+from streamlearn.featurestore.backend import RedisBackend, _LinearPack
+
+
+class _Linear(_LinearPack, Connection):
+    pass
+
+
+def _wire(conn: Connection, *args) -> bytes:
+    return b"".join(bytes(part) for part in conn.pack_command(*args))
+
+
+args = st.one_of(
+    st.binary(max_size=300),
+    st.binary(min_size=6000, max_size=9000),  # redis-py sends these as separate chunks
+    st.text(max_size=50),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.binary(max_size=50).map(memoryview),
+    st.binary(max_size=50).map(bytearray),
+)
+commands = st.sampled_from(["EVALSHA", "MGET", "CONFIG GET", b"SET", b"CLIENT SETNAME"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(commands, st.lists(args, max_size=60))
+def test_same_bytes_as_redis_py(command, rest):
+    assert _wire(_Linear(), command, *rest) == _wire(Connection(), command, *rest)
+
+
+def test_a_scoring_write_is_byte_identical():
+    keys = ["sl:v1:receipt:1"] + [f"sl:v1:p:ev-{i}" for i in range(40)] + [f"sl:v1:e:card-{i}" for i in range(40)]
+    argv = ["7", 604800, 40, 40, 0, 0, 0] + [b"\x00\xff" * 90, 259200] * 40
+    cmd = ("EVALSHA", "a" * 40, len(keys), *keys, *argv)
+    assert _wire(_Linear(), *cmd) == _wire(Connection(), *cmd)
+
+
+def test_what_redis_py_refuses_is_refused_alike():
+    for bad in (True, None, object()):
+        with pytest.raises(redis.exceptions.DataError):
+            _Linear().pack_command("SET", "k", bad)
+        with pytest.raises(redis.exceptions.DataError):
+            Connection().pack_command("SET", "k", bad)
+
+
+@pytest.mark.parametrize("url, base", [("redis://127.0.0.1:1/0", Connection),
+                                        ("unix:///tmp/nowhere.sock", UnixDomainSocketConnection)])
+def test_the_backend_keeps_the_connection_class_its_url_chose(url, base):
+    cls = RedisBackend(url).client.connection_pool.connection_class
+    assert issubclass(cls, _LinearPack) and issubclass(cls, base)
