@@ -207,23 +207,35 @@ class RedisBackend(Backend):
 
 
 class MemoryBackend(Backend):
-    """In-process backend with the same semantics (TTL by wall clock, lazily enforced)."""
+    """In-process backend with the same semantics (TTL by wall clock, lazily enforced).
+
+    Backtests call it a few times per event, so the common case is kept cheap: until the
+    earliest deadline ever set has passed no key can have expired, and reads and writes
+    skip the per-key expiry checks (plain dict look-ups)."""
 
     def __init__(self, clock=time.monotonic) -> None:
-        self._kv: dict[str, tuple[bytes, float]] = {}
+        self._kv: dict[str, bytes] = {}
+        self._deadline: dict[str, float] = {}  # key -> when it expires (keys with a TTL only)
         self._lists: dict[str, list[bytes]] = {}
         self._clock = clock
+        # no key expires before this (the earliest deadline ever set; a key set again later
+        # only leaves it early, which is safe)
+        self._none_expire_before = float("inf")
+
+    def _get(self, key: str, now: float) -> bytes | None:
+        """``key``'s value, dropping it if it has expired (the slow path)."""
+        value = self._kv.get(key)
+        if value is not None and self._deadline.get(key, float("inf")) < now:
+            del self._kv[key]
+            del self._deadline[key]
+            return None
+        return value
 
     async def read_many(self, keys: Sequence[str]) -> list[bytes | None]:
         now = self._clock()
-        out: list[bytes | None] = []
-        for k in keys:
-            item = self._kv.get(k)
-            if item is not None and item[1] < now:
-                del self._kv[k]
-                item = None
-            out.append(item[0] if item else None)
-        return out
+        if now < self._none_expire_before:
+            return list(map(self._kv.get, keys))
+        return [self._get(k, now) for k in keys]
 
     async def park_unless_present(self, items: Sequence[tuple[str, bytes, int, str]]) -> list[bytes | None]:
         out: list[bytes | None] = []
@@ -235,19 +247,30 @@ class MemoryBackend(Backend):
         return out
 
     async def write_batch(self, batch: WriteBatch) -> dict[str, bytes | None]:
-        got = dict(zip(batch.getdels, await self.read_many(batch.getdels)))
-        for key in batch.getdels:
-            self._kv.pop(key, None)
         now = self._clock()
+        kv, deadline = self._kv, self._deadline
+        fresh = now < self._none_expire_before  # no key has expired: no per-key checks
+        got: dict[str, bytes | None] = {}
+        if batch.getdels:  # all read, then all deleted (a key given twice reads its value twice)
+            got = dict(zip(batch.getdels, [kv.get(k) if fresh else self._get(k, now) for k in batch.getdels]))
+            for key in batch.getdels:
+                kv.pop(key, None)
+                deadline.pop(key, None)
         for key, (value, ttl) in batch.sets.items():
             if ttl < 0:  # only if absent (an expired key is absent)
-                item = self._kv.get(key)
-                if item is not None and item[1] >= now:
+                if key in kv and (fresh or self._get(key, now) is not None):
                     continue
                 ttl = -ttl
-            self._kv[key] = (value, now + ttl if ttl else float("inf"))
+            kv[key] = value
+            if ttl:
+                d = deadline[key] = now + ttl
+                if d < self._none_expire_before:
+                    self._none_expire_before = d
+            elif deadline:
+                deadline.pop(key, None)
         for key in batch.deletes:
-            self._kv.pop(key, None)
+            kv.pop(key, None)
+            deadline.pop(key, None)
             self._lists.pop(key, None)
         for key, values in batch.appends.items():
             self._lists.setdefault(key, []).extend(values)
