@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 import redis.exceptions
 
+INF = float("inf")
+
 
 @dataclass
 class WriteBatch:
@@ -211,30 +213,31 @@ class MemoryBackend(Backend):
 
     Backtests call it a few times per event, so the common case is kept cheap: until the
     earliest deadline ever set has passed no key can have expired, and reads and writes
-    skip the per-key expiry checks (plain dict look-ups)."""
+    skip the per-key expiry checks."""
 
     def __init__(self, clock=time.monotonic) -> None:
-        self._kv: dict[str, bytes] = {}
-        self._deadline: dict[str, float] = {}  # key -> when it expires (keys with a TTL only)
+        self._kv: dict[str, tuple[bytes, float]] = {}  # key -> (value, when it expires)
         self._lists: dict[str, list[bytes]] = {}
         self._clock = clock
-        # no key expires before this (the earliest deadline ever set; a key set again later
-        # only leaves it early, which is safe)
-        self._none_expire_before = float("inf")
+        # no key expires before this: the earliest deadline ever set (a key set again
+        # later only leaves it early, which is safe)
+        self._none_expire_before = INF
 
     def _get(self, key: str, now: float) -> bytes | None:
-        """``key``'s value, dropping it if it has expired (the slow path)."""
-        value = self._kv.get(key)
-        if value is not None and self._deadline.get(key, float("inf")) < now:
-            del self._kv[key]
-            del self._deadline[key]
+        """``key``'s value, dropping it if it has expired (the checked path)."""
+        item = self._kv.get(key)
+        if item is None:
             return None
-        return value
+        if item[1] < now:
+            del self._kv[key]
+            return None
+        return item[0]
 
     async def read_many(self, keys: Sequence[str]) -> list[bytes | None]:
         now = self._clock()
         if now < self._none_expire_before:
-            return list(map(self._kv.get, keys))
+            get = self._kv.get
+            return [item[0] if (item := get(k)) is not None else None for k in keys]
         return [self._get(k, now) for k in keys]
 
     async def park_unless_present(self, items: Sequence[tuple[str, bytes, int, str]]) -> list[bytes | None]:
@@ -248,29 +251,33 @@ class MemoryBackend(Backend):
 
     async def write_batch(self, batch: WriteBatch) -> dict[str, bytes | None]:
         now = self._clock()
-        kv, deadline = self._kv, self._deadline
-        fresh = now < self._none_expire_before  # no key has expired: no per-key checks
+        kv = self._kv
+        fresh = now < self._none_expire_before  # no key can have expired: no per-key checks
         got: dict[str, bytes | None] = {}
         if batch.getdels:  # all read, then all deleted (a key given twice reads its value twice)
-            got = dict(zip(batch.getdels, [kv.get(k) if fresh else self._get(k, now) for k in batch.getdels]))
+            for key in batch.getdels:
+                got[key] = (item[0] if (item := kv.get(key)) is not None else None) if fresh \
+                    else self._get(key, now)
             for key in batch.getdels:
                 kv.pop(key, None)
-                deadline.pop(key, None)
+        earliest = self._none_expire_before
         for key, (value, ttl) in batch.sets.items():
-            if ttl < 0:  # only if absent (an expired key is absent)
+            if ttl > 0:
+                d = now + ttl
+                if d < earliest:
+                    earliest = d
+            elif ttl == 0:
+                d = INF
+            else:  # only if absent (an expired key is absent)
                 if key in kv and (fresh or self._get(key, now) is not None):
                     continue
-                ttl = -ttl
-            kv[key] = value
-            if ttl:
-                d = deadline[key] = now + ttl
-                if d < self._none_expire_before:
-                    self._none_expire_before = d
-            elif deadline:
-                deadline.pop(key, None)
+                d = now - ttl
+                if d < earliest:
+                    earliest = d
+            kv[key] = (value, d)
+        self._none_expire_before = earliest
         for key in batch.deletes:
             kv.pop(key, None)
-            deadline.pop(key, None)
             self._lists.pop(key, None)
         for key, values in batch.appends.items():
             self._lists.setdefault(key, []).extend(values)
