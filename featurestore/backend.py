@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 import redis.exceptions
 
+INF = float("inf")
+
 
 @dataclass
 class WriteBatch:
@@ -282,23 +284,36 @@ class RedisBackend(Backend):
 
 
 class MemoryBackend(Backend):
-    """In-process backend with the same semantics (TTL by wall clock, lazily enforced)."""
+    """In-process backend with the same semantics (TTL by wall clock, lazily enforced).
+
+    Backtests call it a few times per event, so the common case is kept cheap: until the
+    earliest deadline ever set has passed no key can have expired, and reads and writes
+    skip the per-key expiry checks."""
 
     def __init__(self, clock=time.monotonic) -> None:
-        self._kv: dict[str, tuple[bytes, float]] = {}
+        self._kv: dict[str, tuple[bytes, float]] = {}  # key -> (value, when it expires)
         self._lists: dict[str, list[bytes]] = {}
         self._clock = clock
+        # no key expires before this: the earliest deadline ever set (a key set again
+        # later only leaves it early, which is safe)
+        self._none_expire_before = INF
+
+    def _get(self, key: str, now: float) -> bytes | None:
+        """``key``'s value, dropping it if it has expired (the checked path)."""
+        item = self._kv.get(key)
+        if item is None:
+            return None
+        if item[1] < now:
+            del self._kv[key]
+            return None
+        return item[0]
 
     async def read_many(self, keys: Sequence[str]) -> list[bytes | None]:
         now = self._clock()
-        out: list[bytes | None] = []
-        for k in keys:
-            item = self._kv.get(k)
-            if item is not None and item[1] < now:
-                del self._kv[k]
-                item = None
-            out.append(item[0] if item else None)
-        return out
+        if now < self._none_expire_before:
+            get = self._kv.get
+            return [item[0] if (item := get(k)) is not None else None for k in keys]
+        return [self._get(k, now) for k in keys]
 
     async def park_unless_present(self, items: Sequence[tuple[str, bytes, int, str]]) -> list[bytes | None]:
         out: list[bytes | None] = []
@@ -310,19 +325,34 @@ class MemoryBackend(Backend):
         return out
 
     async def write_batch(self, batch: WriteBatch) -> dict[str, bytes | None]:
-        got = dict(zip(batch.getdels, await self.read_many(batch.getdels)))
-        for key in batch.getdels:
-            self._kv.pop(key, None)
         now = self._clock()
+        kv = self._kv
+        fresh = now < self._none_expire_before  # no key can have expired: no per-key checks
+        got: dict[str, bytes | None] = {}
+        if batch.getdels:  # all read, then all deleted (a key given twice reads its value twice)
+            for key in batch.getdels:
+                got[key] = (item[0] if (item := kv.get(key)) is not None else None) if fresh \
+                    else self._get(key, now)
+            for key in batch.getdels:
+                kv.pop(key, None)
+        earliest = self._none_expire_before
         for key, (value, ttl) in batch.sets.items():
-            if ttl < 0:  # only if absent (an expired key is absent)
-                item = self._kv.get(key)
-                if item is not None and item[1] >= now:
+            if ttl > 0:
+                d = now + ttl
+                if d < earliest:
+                    earliest = d
+            elif ttl == 0:
+                d = INF
+            else:  # only if absent (an expired key is absent)
+                if key in kv and (fresh or self._get(key, now) is not None):
                     continue
-                ttl = -ttl
-            self._kv[key] = (value, now + ttl if ttl else float("inf"))
+                d = now - ttl
+                if d < earliest:
+                    earliest = d
+            kv[key] = (value, d)
+        self._none_expire_before = earliest
         for key in batch.deletes:
-            self._kv.pop(key, None)
+            kv.pop(key, None)
             self._lists.pop(key, None)
         for key, values in batch.appends.items():
             self._lists.setdefault(key, []).extend(values)

@@ -46,20 +46,22 @@ async def run_stream(
 ) -> list[Prediction]:
     """Feed ("event", e) / ("feedback", f) items in order, batching consecutive items of a kind."""
     preds: list[Prediction] = []
+    score, learn = loop.score_batch, loop.learn_batch
     kind, buf = None, []
-
-    async def flush() -> None:
-        if kind == "event":
-            preds.extend(await loop.score_batch(buf))
-        elif kind == "feedback":
-            await loop.learn_batch(buf)
-
+    # per item and per batch work is kept small here: interleaved events and labels make
+    # batches of one or two items (each batch is one loop call, as live)
     for k, rec in stream:
         if k != kind or len(buf) >= batch:
-            await flush()
+            if kind == "event":
+                preds.extend(await score(buf))
+            elif kind == "feedback":
+                await learn(buf)
             kind, buf = k, []
         buf.append(rec)
-    await flush()
+    if kind == "event":
+        preds.extend(await score(buf))
+    elif kind == "feedback":
+        await learn(buf)
     return preds
 
 

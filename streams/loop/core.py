@@ -83,6 +83,24 @@ class Outbox:
         return len(self._items)
 
 
+class _LoopLock(asyncio.Lock):
+    """asyncio.Lock, entered and left without the extra coroutine and calls when it is free
+    and nobody waits: every batch takes it, and in-process runs make batches of one or two
+    items. Anything else goes through asyncio.Lock's own code."""
+
+    async def __aenter__(self) -> None:
+        if not self._locked and not self._waiters:
+            self._locked = True
+            return
+        await self.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._locked and not self._waiters:
+            self._locked = False
+            return
+        self.release()
+
+
 class OnlineLoop:
     def __init__(
         self,
@@ -127,7 +145,7 @@ class OnlineLoop:
         # This process's role: one learner per model (the owner of the feedback partition)
         # learns, decides and checkpoints; other workers only score, following its checkpoints.
         self.is_learner = True
-        self.lock = asyncio.Lock()  # model mutation + its log write happen in one order
+        self.lock = _LoopLock()  # model mutation + its log write happen in one order
         self.log_len = 0  # learn-log entries written since the last checkpoint
         self.dirty = False  # models changed since the last checkpoint
         self.checkpoint_id: bytes | None = None
@@ -143,21 +161,33 @@ class OnlineLoop:
     # ------------------------------------------------------------------ store access
     async def io(self, op: Callable[[], Awaitable[T]], what: str) -> T:
         """Retry a store operation with capped backoff: a Redis restart stalls, never crashes."""
+        try:
+            return await op()
+        except self.backend.transient_errors as exc:
+            self._on_store_error(what, exc)
+        return await self._retry(op, what)
+
+    async def _retry(self, op: Callable[[], Awaitable[T]], what: str) -> T:
+        """After a failed first attempt: back off, try again, until it succeeds."""
         delay = 0.05
         while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
             try:
                 return await op()
             except self.backend.transient_errors as exc:
                 self._on_store_error(what, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
 
     async def write(self, wb: WriteBatch, what: str) -> dict[str, bytes | None]:
         """A write under the loop's lock, applied at most once however often it is retried:
         a Redis stopped mid-write may execute it without answering, and a blind retry would
         append the learn log twice or lose the parked labels the first attempt took."""
         wb.receipt = (self._receipt_key, str(next(self._receipt_seq)))
-        return await self.io(lambda: self.backend.write_batch(wb), what)
+        try:  # the first attempt without a closure: this runs once or twice per batch
+            return await self.backend.write_batch(wb)
+        except self.backend.transient_errors as exc:
+            self._on_store_error(what, exc)
+        return await self._retry(lambda: self.backend.write_batch(wb), what)
 
     def _on_store_error(self, what: str, exc: BaseException) -> None:
         self.counters.store_retries += 1
