@@ -83,24 +83,6 @@ class Outbox:
         return len(self._items)
 
 
-class _LoopLock(asyncio.Lock):
-    """asyncio.Lock, entered and left without the extra coroutine and calls when it is free
-    and nobody waits: every batch takes it, and in-process runs make batches of one or two
-    items. Anything else goes through asyncio.Lock's own code."""
-
-    async def __aenter__(self) -> None:
-        if not self._locked and not self._waiters:
-            self._locked = True
-            return
-        await self.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._locked and not self._waiters:
-            self._locked = False
-            return
-        self.release()
-
-
 class OnlineLoop:
     def __init__(
         self,
@@ -145,7 +127,7 @@ class OnlineLoop:
         # This process's role: one learner per model (the owner of the feedback partition)
         # learns, decides and checkpoints; other workers only score, following its checkpoints.
         self.is_learner = True
-        self.lock = _LoopLock()  # model mutation + its log write happen in one order
+        self.lock = asyncio.Lock()  # model mutation + its log write happen in one order
         self.log_len = 0  # learn-log entries written since the last checkpoint
         self.dirty = False  # models changed since the last checkpoint
         self.checkpoint_id: bytes | None = None
