@@ -177,18 +177,22 @@ def _pack_numbers2(out: bytearray, nums: Sequence[float], tries: Sequence[int]) 
     numbers, then the decimals: each number in the narrowest form that reads back as the same
     float64 (-0.0 stays float). A decimal is tried only where ``tries`` says (the test costs
     more than the rest); returns the kinds ('d', 'f', 'b', 'v' per number)."""
-    kinds = []
+    kinds: list[str] = []
     fixed: list[float | int] = []
     decs = bytearray()
-    get = _I8.get
+    get, kind, put = _I8.get, kinds.append, fixed.append
     for v, w, dec in zip(nums, _f32_round_trip(nums), tries):
         if w == v:  # float32 holds it (int8 ones included; inf too)
             i = get(v)
             if i is not None and (i or _copysign(1.0, v) > 0):
-                kinds.append("b")
-                fixed.append(i)
+                kind("b")
+                put(i)
                 continue
             short = _SHORT_DEC
+        elif not dec:  # the common case for computed features: float64
+            kind("d")
+            put(v)
+            continue
         else:
             short = _DEC_MAX
         if dec and v and -_DEC_LIM < v < _DEC_LIM:  # not 0.0/-0.0, not inf/nan
@@ -200,14 +204,14 @@ def _pack_numbers2(out: bytearray, nums: Sequence[float], tries: Sequence[int]) 
                     k -= 1
                 z = (((m << 1) if m >= 0 else ((-m << 1) - 1)) << 3) | k
                 if z < short and m / _POW10[k] == v:
-                    kinds.append("v")
+                    kind("v")
                     while z > 0x7F:
                         decs.append((z & 0x7F) | 0x80)
                         z >>= 7
                     decs.append(z)
                     continue
-        kinds.append("f" if w == v else "d")
-        fixed.append(v)
+        kind("f" if w == v else "d")
+        put(v)
     fmt = "".join(kinds)
     got = _by_fmt2.get(fmt)
     if got is None:
@@ -277,7 +281,7 @@ def _same(a: Any, b: float) -> bool:
     return type(a) is float and a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
 
 
-def _binary_form(score: float, pv: list[Any]) -> int:
+def _binary_form(score: float, pv: Sequence[Any]) -> int:
     if len(pv) == 2:
         c = 1.0 - score
         if _same(pv[1], score) and _same(pv[0], c):
@@ -393,9 +397,15 @@ class ServedCodec:
                     or type(proba) is not dict or len(m) != 4:
                 raise TypeError("model entry not compact")
             nums.append(score)
-            form = _binary_form(score, tuple(proba.values()))
+            pv = tuple(proba.values())
+            if len(pv) != 2:
+                form = _P_STORED
+            elif pv[1] is score and type(pv[0]) is float and pv[0] and pv[0] == 1.0 - score:
+                form = _P_COMPLEMENT_FIRST  # River's binary classifiers: checked without calls
+            else:
+                form = _binary_form(score, pv)
             if not form:
-                nums += proba.values()
+                nums += pv
             models.append((v, tuple(proba)))
             # one byte: probability form and the predicted label's tag; then n (the first
             # model's, then each other's as a difference from it: shadows learn the same labels)
@@ -549,7 +559,11 @@ class ServedCodec:
         n0 = -1
         for _, keys in models:
             head = b[pos]
-            n, pos = _get_varint(b, pos + 1)
+            n = b[pos + 1]
+            if n < 0x80:
+                pos += 2
+            else:
+                n, pos = _get_varint(b, pos + 1)
             if n0 < 0:
                 n0 = n
             else:

@@ -215,6 +215,9 @@ def test_open_ended_names_go_inline_past_the_interning_cap() -> None:
     raw, new = c.encode(_rec({"brand-new": 2.0}))
     assert new is None and raw[0] & served.INLINE_LAYOUT
     assert ServedCodec().decode(raw) == _rec({"brand-new": 2.0})  # no layout key needed
+    flagged = ServedCodec.flagged(raw)
+    assert ServedCodec.is_learned(flagged) and not ServedCodec.is_learned(raw)
+    assert ServedCodec.needs(flagged) is None and ServedCodec().decode(flagged) == _rec({"brand-new": 2.0})
     assert len(c.by_layout) == MAX_LAYOUTS
 
 
