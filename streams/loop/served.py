@@ -149,7 +149,6 @@ _DEC_MAX = 1 << 49
 _by_fmt2: dict[str, tuple[struct.Struct, bytes]] = {}
 _plans: dict[tuple[bytes, int], tuple[struct.Struct, int, Any]] = {}
 _copysign = math.copysign
-_FLOAT_ONLY = {float}
 _ALWAYS = itertools.repeat(True)
 DECIMAL_PROBE_EVERY = 64  # records of one layout between two probes of every position for decimals
 
@@ -427,7 +426,7 @@ class ServedCodec:
                 heads.append(n)
             else:
                 _put_varint(heads, n)
-        if set(map(type, nums)) != _FLOAT_ONLY:
+        if list(map(type, nums)).count(float) != len(nums):  # exactly float (no int, bool, subclass)
             raise TypeError("not a float")
         layout: Layout = (tuple(x), tuple(models))
         digest = self.by_layout.get(layout)

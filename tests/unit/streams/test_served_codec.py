@@ -153,7 +153,8 @@ def test_json_written_before_the_compact_encoding_is_still_read() -> None:
 
 def test_records_the_compact_form_cannot_hold_exactly_fall_back_to_flagged_json() -> None:
     c = ServedCodec()
-    for rec in (_rec({"a": 1}), _rec({"a": "x"}), _rec({"a": 1.0}, t=1.5),
+    for rec in (_rec({"a": 1}), _rec({"a": "x"}), _rec({"a": True}), _rec({"a": 0.5, "b": 2**40}),
+                _rec({"a": 1.0}, t=1.5),
                 {**_rec({"a": 1.0}), "m": {"1": {"score": None, "pred": None, "proba": {}, "n": 0}}}):
         raw, new = c.encode(rec)
         assert raw[0] == served.JSON_FLAGGED and new is None
