@@ -44,18 +44,103 @@ def test_random_floats_round_trip_bit_for_bit_and_smaller_than_json() -> None:
                                         for _ in range(14)]
         rec = _rec({f"f{j}": v for j, v in enumerate(vals)})
         raw, _ = c.encode(rec)
-        assert raw[0] == served.COMPACT
+        assert raw[0] & 0xFC == served.PACKED
         _same(rec, c.decode(raw))
         if i:
             assert len(raw) < len(orjson.dumps(rec)) / 2
 
 
-def test_integral_and_float32_values_take_one_and_four_bytes() -> None:
-    c = ServedCodec()
+def test_integral_float32_and_short_decimal_values_take_one_four_and_few_bytes() -> None:
     names = [f"f{j}" for j in range(8)]
-    small, _ = c.encode(_rec(dict.fromkeys(names, 1.0)))
-    wide, _ = c.encode(_rec(dict.fromkeys(names, 0.1)))
+    f32 = struct.unpack("<f", struct.pack("<f", 0.1))[0]  # exact in float32, not a short decimal
+    small, wide, single, dec = (ServedCodec().encode(_rec(dict.fromkeys(names, v)))[0]
+                                for v in (1.0, 0.1 + 0.2, f32, 42.37))
     assert len(wide) - len(small) == 8 * 7  # int8 vs float64
+    assert len(single) - len(small) == 8 * 3  # float32
+    assert len(dec) - len(small) == 8 * 2  # 42.37: varint(zigzag(4237) << 3 | 2), 3 bytes
+
+
+def test_short_decimals_round_trip_bit_for_bit() -> None:
+    rng = random.Random(11)
+    c = ServedCodec()
+    vals = [42.37, -42.37, 0.1, 0.3, 1e-6, 2.5e-6, 123456.789, 1e9 + 0.5, 5e8, -7.25, 4503.599627370496,
+            0.1 + 0.2, 1e-7, 5e-324, 1 / 3, 2.0**-20]
+    for i in range(400):
+        x = {f"f{j}": v for j, v in enumerate(vals)} if i == 0 else \
+            {f"f{j}": rng.randint(-10**9, 10**9) / 10.0**rng.randint(0, 8) for j in range(16)}
+        raw, _ = c.encode(_rec(x))
+        _same(_rec(x), c.decode(raw))
+
+
+def test_decimals_are_found_where_they_appear_later_in_a_layout() -> None:
+    """Decimals are tried only at positions where a probe saw one; a position that starts
+    holding decimals is found by the next probe, and every record decodes exactly meanwhile."""
+    c = ServedCodec()
+    sizes = []
+    for i in range(2 * served.DECIMAL_PROBE_EVERY + 2):
+        x = {"a": 0.1 + 0.2 if i < 3 else 12.5 + i / 100, "b": 1.0 / (i + 3)}
+        raw, _ = c.encode(_rec(x))
+        _same(_rec(x), c.decode(raw))
+        sizes.append(len(raw))
+    assert sizes[-1] < sizes[3] - 4  # float64 (8 bytes) at first, then a 3-byte decimal
+
+
+def test_shadow_counts_are_stored_relative_to_the_first_model() -> None:
+    c = ServedCodec()
+    for n1, n2, n3 in ((0, 0, 0), (17466, 17466, 17000), (5, 900, 0), (2**40, 3, 2**40 + 1)):
+        rec = _rec({"a": 1.0})
+        rec["m"]["1"]["n"], rec["m"]["2"]["n"] = n1, n2
+        rec["m"]["3"] = {**rec["m"]["2"], "n": n3}
+        raw, _ = c.encode(rec)
+        assert c.decode(raw) == rec
+
+
+def test_event_times_beyond_six_bytes_fall_back_to_json() -> None:
+    c = ServedCodec()
+    for t in (-3, 0, 2**47 - 1, -(2**47)):
+        raw, _ = c.encode(_rec({"a": 1.0}, t=t))
+        assert raw[0] & 0xFC == served.PACKED and c.decode(raw) == _rec({"a": 1.0}, t=t)
+    raw, _ = c.encode(_rec({"a": 1.0}, t=2**47))
+    assert raw[0] == served.JSON_FLAGGED and c.decode(raw) == _rec({"a": 1.0}, t=2**47)
+
+
+# 0x01 records as the previous encoder wrote them (they stay in Redis for the served TTL)
+_V1_LAYOUT = (b'[["amount","category=travel","hour","ent_log_count","neg0","big","f32"],'
+              b'[["1",["False","True"]],["2",["fraud","ok"]]]]')
+_V1_DIGEST = bytes.fromhex("82548fc6ee3c4b96")
+_V1_RECORD = bytes.fromhex(
+    "010082548fc6ee3c4b96dad4849bfa6202ba880101010300050566726175642800008fc2f5285c2f45400106338dedf741"
+    "c0f93f0000000000000080355800662deb517e000000000000e03f781a4133db2c773f000000000000d03f000000000000d0"
+    "3f666666666666e63f")
+_V1_DECODED = {"x": {"amount": 42.37, "category=travel": 1.0, "hour": 6.0, "ent_log_count": 1.6094379124341003,
+                     "neg0": -0.0, "big": 3e300, "f32": 0.5},
+               "t": 1700030092589,
+               "m": {"1": {"score": 0.005658012629345614, "pred": False,
+                           "proba": {"False": 0.9943419873706544, "True": 0.005658012629345614}, "n": 17466},
+                     "2": {"score": 0.25, "pred": "fraud", "proba": {"fraud": 0.25, "ok": 0.7}, "n": 3}},
+               "s": 2}
+_V1_INLINE = bytes.fromhex(
+    "0102255b5b226272616e642d6e6577222c227a225d2c5b5b2237222c5b2230222c2231225d5d5d5d05070001030211000020"
+    "409a9999999999b93f0000003f")
+
+
+def test_compact_records_of_the_previous_encoding_are_still_read_and_flagged() -> None:
+    c = ServedCodec()
+    assert ServedCodec.needs(_V1_RECORD) == _V1_DIGEST
+    c.learn_layout(_V1_DIGEST, _V1_LAYOUT)
+    _same(_V1_DECODED, c.decode(_V1_RECORD))
+    assert math.copysign(1.0, c.decode(_V1_RECORD)["x"]["neg0"]) < 0
+    assert ServedCodec.can_flag(_V1_RECORD) and not ServedCodec.is_learned(_V1_RECORD)
+    flagged = ServedCodec.flagged(_V1_RECORD)
+    assert ServedCodec.is_learned(flagged) and flagged[1] == 0x01 and c.decode(flagged) == c.decode(_V1_RECORD)
+    assert ServedCodec.needs(_V1_INLINE) is None
+    assert ServedCodec().decode(_V1_INLINE) == {
+        "x": {"brand-new": 2.5, "z": 0.1}, "t": -3, "s": 7,
+        "m": {"7": {"score": 0.5, "pred": 1, "proba": {"0": 0.5, "1": 0.5}, "n": 0}}}
+    # the same record written now is smaller, and decodes the same
+    raw, _ = c.encode(_V1_DECODED)
+    assert raw[0] == served.PACKED and len(raw) < len(_V1_RECORD) - 8
+    _same(_V1_DECODED, c.decode(raw))
 
 
 def test_json_written_before_the_compact_encoding_is_still_read() -> None:
@@ -68,7 +153,8 @@ def test_json_written_before_the_compact_encoding_is_still_read() -> None:
 
 def test_records_the_compact_form_cannot_hold_exactly_fall_back_to_flagged_json() -> None:
     c = ServedCodec()
-    for rec in (_rec({"a": 1}), _rec({"a": "x"}), _rec({"a": 1.0}, t=1.5),
+    for rec in (_rec({"a": 1}), _rec({"a": "x"}), _rec({"a": True}), _rec({"a": 0.5, "b": 2**40}),
+                _rec({"a": 1.0}, t=1.5),
                 {**_rec({"a": 1.0}), "m": {"1": {"score": None, "pred": None, "proba": {}, "n": 0}}}):
         raw, new = c.encode(rec)
         assert raw[0] == served.JSON_FLAGGED and new is None
@@ -128,8 +214,11 @@ def test_open_ended_names_go_inline_past_the_interning_cap() -> None:
     for i in range(MAX_LAYOUTS):
         c.encode(_rec({f"k{i}": 1.0}))
     raw, new = c.encode(_rec({"brand-new": 2.0}))
-    assert new is None and raw[1] & served.INLINE_LAYOUT
+    assert new is None and raw[0] & served.INLINE_LAYOUT
     assert ServedCodec().decode(raw) == _rec({"brand-new": 2.0})  # no layout key needed
+    flagged = ServedCodec.flagged(raw)
+    assert ServedCodec.is_learned(flagged) and not ServedCodec.is_learned(raw)
+    assert ServedCodec.needs(flagged) is None and ServedCodec().decode(flagged) == _rec({"brand-new": 2.0})
     assert len(c.by_layout) == MAX_LAYOUTS
 
 
@@ -160,7 +249,7 @@ def test_binary_probabilities_are_derived_from_the_score_only_when_exactly_so() 
     derived = _rec({"a": 1.0})
     derived["m"] = {"1": {"score": s, "pred": False, "proba": {"False": 1.0 - s, "True": s}, "n": 3}}
     stored = _rec({"a": 1.0})
-    stored["m"] = {"1": {"score": s, "pred": False, "proba": {"False": 0.75, "True": s}, "n": 3}}
+    stored["m"] = {"1": {"score": s, "pred": False, "proba": {"False": math.pi / 4, "True": s}, "n": 3}}
     swapped = _rec({"a": 1.0})
     swapped["m"] = {"1": {"score": s, "pred": True, "proba": {"yes": s, "no": 1.0 - s}, "n": 3}}
     raws = [c.encode(r)[0] for r in (derived, stored, swapped)]
