@@ -148,6 +148,8 @@ class Task:
     # ------------------------------------------------------------------ labels and models
     def check_label(self, y: Any) -> Any:
         """The label as the model should learn it, or ValueError with a one-line reason."""
+        if type(y) is bool and self.kind == "binary" and self.classes is None:
+            return y  # the common case, per label: what the checks below return for it
         if self.kind == "regression":
             if isinstance(y, (bool, np.bool_)) or not isinstance(y, numbers.Real):
                 raise ValueError(f"regression label must be a finite number, got {type(y).__name__} {y!r}")
