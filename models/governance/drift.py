@@ -169,9 +169,11 @@ class ConceptDriftDetector:
         self.seg_n += 1
         if self.alpha is not None and self.n > self.grace:  # a learning model's errors are no baseline
             self._block(error)
-        self.detector.update(error)
+        det = self.detector
+        det.update(error)
+        drift = det.drift_detected  # read once: nothing below updates the detector
         quiet = self.n <= self.grace or self.n - self.last_alarm < self.min_gap
-        if self.alpha is not None and (self.n == self.grace or quiet and self.detector.drift_detected):
+        if self.alpha is not None and (self.n == self.grace or quiet and drift):
             # the "before" level starts after warm-up and after any change seen while quiet:
             # a young model's high early error would hide a later rise
             self.seg_sum, self.seg_n = sum(self.recent), len(self.recent)
@@ -186,7 +188,7 @@ class ConceptDriftDetector:
                     return self._alarm(change)
         if self.pending is not None:
             return self._confirm(error)
-        if self.detector.drift_detected and not quiet:
+        if drift and not quiet:
             change = self._change()
             if change > 0 and self.alpha is not None:
                 # confirm it with a test the budget pays for: now, and as the errors after
@@ -195,7 +197,7 @@ class ConceptDriftDetector:
                 self.pending = [self.seg_sum - sum(self.recent), self.seg_n - k, sum(self.recent), k, k, 0]
                 return self._confirm(None)
             return self._alarm(change)
-        warning = bool(getattr(self.detector, "warning_detected", False))
+        warning = bool(getattr(det, "warning_detected", False))
         if warning and not self.in_warning and not quiet:
             self.in_warning = True
             return DriftEvent(f"concept:{self.name}", None, self._change(), self.n, "warning")
