@@ -634,11 +634,14 @@ class BiasMonitor:
         if learned is not None and learned < self.warmup:
             self.young = True  # a young model is biased because it is young, not because the world moved
         self.count += 1
-        self.sum_score += float(score)
-        self.sum_label += float(label)
-        r = float(score) - float(label)
+        score, label = float(score), float(label)  # converted once per label, not three times
+        self.sum_score += score
+        self.sum_label += label
+        r = score - label
         self.sum_sq += r * r
-        b = self.blocks if self.blocks is not None else [0.0, 0, 0.0, 0.0, 0]
+        b = self.blocks
+        if b is None:
+            b = self.blocks = [0.0, 0, 0.0, 0.0, 0]
         b[0] += r
         b[1] += 1
         if b[1] == 50:
@@ -646,7 +649,6 @@ class BiasMonitor:
             b[3] += (b[0] / 50) ** 2
             b[4] += 1
             b[0], b[1] = 0.0, 0
-        self.blocks = b
         if self.count < self.window:
             return None
         n, sq = self.count, self.sum_sq

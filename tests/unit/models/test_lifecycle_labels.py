@@ -91,3 +91,44 @@ def test_an_in_process_run_with_the_lifecycle_is_unchanged():
     assert list(fast.outbox) == list(ref.outbox)
     assert _monitor(fast.lifecycle) == _monitor(ref.lifecycle)
     assert fast.lifecycle.labels.n > 3000
+
+
+def _old_bias_update(self, score, label, learned=None):
+    """BiasMonitor.update as it was (three float conversions per label) up to a window's end
+    (that part did not change), for comparison."""
+    self.n += 1
+    if learned is not None and learned < self.warmup:
+        self.young = True
+    self.count += 1
+    self.sum_score += float(score)
+    self.sum_label += float(label)
+    r = float(score) - float(label)
+    self.sum_sq += r * r
+    b = self.blocks if self.blocks is not None else [0.0, 0, 0.0, 0.0, 0]
+    b[0] += r
+    b[1] += 1
+    if b[1] == 50:
+        b[2] += b[0] / 50
+        b[3] += (b[0] / 50) ** 2
+        b[4] += 1
+        b[0], b[1] = 0.0, 0
+    self.blocks = b
+    assert self.count < self.window, "only called before a window's last label"
+    return None
+
+
+def test_bias_monitor_state_and_events_equal_the_old_update():
+    from streamlearn.models.governance.drift import BiasMonitor
+
+    rng = random.Random(2)
+    new, old = BiasMonitor(window=300, alpha=0.01, warmup=50), BiasMonitor(window=300, alpha=0.01, warmup=50)
+    fired = 0
+    for t in range(20000):
+        score = rng.random() * (0.4 if t < 9000 else 1.0)
+        label = float(rng.random() < 0.2)
+        a = new.update(score, label, t)
+        # the window's last label: the current method (its end-of-window part is unchanged)
+        b = _old_bias_update(old, score, label, t) if old.count + 1 < old.window else old.update(score, label, t)
+        assert a == b and new == old
+        fired += a is not None
+    assert fired > 0
