@@ -22,12 +22,17 @@ from __future__ import annotations
 
 import copyreg
 import math
+import threading
 from bisect import bisect_left
 from typing import Any
 
 from river import metrics
 
 _EXACT = 2.0**53  # integer-valued floats below this add exactly
+# Counting and applying the counts must not interleave: the model registry reads metric
+# values from an executor thread while the event loop learns. One lock for all (reentrant:
+# River's get reads .cms, which applies the counts), uncontended in practice.
+_LOCK = threading.RLock()
 
 
 class FastROCAUC(metrics.ROCAUC):
@@ -38,20 +43,26 @@ class FastROCAUC(metrics.ROCAUC):
     def update(self, y_true: Any, y_pred: Any, w: float = 1.0) -> None:
         p = y_pred.get(True, 0.0) if isinstance(y_pred, dict) else y_pred
         if w != 1.0 or type(p) not in (float, int):  # e.g. a numpy scalar or a weight: River's code
-            self._flush()
-            super().update(y_true, y_pred, w)
+            with _LOCK:
+                self._flush()
+                super().update(y_true, y_pred, w)
             return
         key = (y_true == self.pos_val, bisect_left(self.thresholds, p))
-        pending = self._pending
-        if pending is None:
-            pending = self._pending = {}
-        pending[key] = pending.get(key, 0) + 1
+        with _LOCK:
+            pending = self._pending
+            if pending is None:
+                pending = self._pending = {}
+            pending[key] = pending.get(key, 0) + 1
 
     def _flush(self) -> None:
-        pending = self._pending
-        if not pending:
-            return
-        self._pending = None
+        with _LOCK:
+            pending = self._pending
+            if not pending:
+                return
+            self._pending = None
+            self._apply(pending)
+
+    def _apply(self, pending: dict[tuple[bool, int], int]) -> None:
         cms = self._cms
         for (yt, k), c in pending.items():  # first-seen order: River's key order
             fc = float(c)
@@ -66,12 +77,14 @@ class FastROCAUC(metrics.ROCAUC):
                     cm._total_true_positives += fc
 
     def revert(self, y_true: Any, y_pred: Any, w: float = 1.0) -> None:
-        self._flush()
-        super().revert(y_true, y_pred, w)
+        with _LOCK:
+            self._flush()
+            super().revert(y_true, y_pred, w)
 
     def get(self) -> float:
-        self._flush()
-        return super().get()
+        with _LOCK:  # the value of one consistent state
+            self._flush()
+            return super().get()
 
     @property
     def cms(self) -> list[Any]:
@@ -91,8 +104,9 @@ class FastROCAUC(metrics.ROCAUC):
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         # pickled and copied as River's own class with River's attributes: checkpoints keep their format
-        self._flush()
-        state = {("cms" if k == "_cms" else k): v for k, v in self.__dict__.items() if k != "_pending"}
+        with _LOCK:
+            self._flush()
+            state = {("cms" if k == "_cms" else k): v for k, v in self.__dict__.items() if k != "_pending"}
         return copyreg.__newobj__, (metrics.ROCAUC,), state
 
     def __reduce__(self) -> Any:

@@ -131,3 +131,39 @@ def test_an_old_checkpoint_continues_identically():
 def test_only_binary_tasks_use_it():
     assert type(Task("binary").metrics()["roc_auc"]) is FastROCAUC
     assert "roc_auc" not in Task("regression").metrics()
+
+
+def test_values_read_from_another_thread_while_learning_lose_nothing():
+    # the model registry reads metric values in an executor thread while the loop learns
+    import threading
+
+    rng = random.Random(4)
+    stream = [(rng.random() < 0.3, rng.random()) for _ in range(60000)]
+    river, fast = metrics.ROCAUC(), FastROCAUC()
+    stop = threading.Event()
+    reads = []
+
+    def reader():
+        while not stop.is_set():
+            reads.append(fast.get())
+
+    th = threading.Thread(target=reader)
+    th.start()
+    try:
+        for y, p in stream:
+            fast.update(y, {True: p})
+            river.update(y, {True: p})
+    finally:
+        stop.set()
+        th.join()
+    assert len(reads) > 1
+    # River's get() itself adds zero entries to the matrices (defaultdict reads): the reader
+    # thread called it on one of the two only, so compare the counts, not those zeros
+    assert fast.get() == river.get() and _counts(fast) == _counts(river)
+
+
+def _counts(m: metrics.ROCAUC) -> list:
+    return [(cm.n_samples, cm.total_weight, cm._total_true_positives,
+             {(r, c): v for r, row in cm.data.items() for c, v in row.items() if v},
+             {k: v for k, v in cm.sum_row.items() if v}, {k: v for k, v in cm.sum_col.items() if v})
+            for cm in m.cms]
