@@ -36,7 +36,7 @@ _LOCK = threading.RLock()
 
 
 class FastROCAUC(metrics.ROCAUC):
-    """``river.metrics.ROCAUC``, same numbers, ~20x cheaper per update (see the module doc)."""
+    """``river.metrics.ROCAUC``, same numbers, ~10x cheaper per update (see the module doc)."""
 
     _pending: dict[tuple[bool, int], int] | None = None
 
