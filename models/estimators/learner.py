@@ -27,6 +27,7 @@ from typing import Any
 
 from river import base, metrics
 
+from streamlearn.models.estimators.fast_metrics import fast_rocauc
 from streamlearn.models.estimators.spec import ModelSpec, build_model
 from streamlearn.models.task import Task, infer_task
 
@@ -70,11 +71,13 @@ class Learner:
         self.classifier = self.task.is_classification
         if not self.metrics:
             self.metrics = self.task.metrics()
+        _fast_metrics(self.metrics)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         if self.__dict__.get("task") is None:
             self.task = infer_task(self.model)
+        _fast_metrics(self.__dict__.get("metrics") or {})
 
     def predict(self, x: dict[str, float]) -> Scored:
         task = self.task
@@ -139,6 +142,12 @@ class Learner:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Learner:
         return cls(**state)
+
+
+def _fast_metrics(ms: dict[str, Any]) -> None:
+    """River ROCAUCs (a checkpoint's, a caller's) continue as FastROCAUC: same state, same numbers."""
+    for k, m in ms.items():
+        ms[k] = fast_rocauc(m)
 
 
 def _same_type(pred: Any, y: Any) -> Any:

@@ -169,9 +169,11 @@ class ConceptDriftDetector:
         self.seg_n += 1
         if self.alpha is not None and self.n > self.grace:  # a learning model's errors are no baseline
             self._block(error)
-        self.detector.update(error)
+        det = self.detector
+        det.update(error)
+        drift = det.drift_detected  # read once: nothing below updates the detector
         quiet = self.n <= self.grace or self.n - self.last_alarm < self.min_gap
-        if self.alpha is not None and (self.n == self.grace or quiet and self.detector.drift_detected):
+        if self.alpha is not None and (self.n == self.grace or quiet and drift):
             # the "before" level starts after warm-up and after any change seen while quiet:
             # a young model's high early error would hide a later rise
             self.seg_sum, self.seg_n = sum(self.recent), len(self.recent)
@@ -186,7 +188,7 @@ class ConceptDriftDetector:
                     return self._alarm(change)
         if self.pending is not None:
             return self._confirm(error)
-        if self.detector.drift_detected and not quiet:
+        if drift and not quiet:
             change = self._change()
             if change > 0 and self.alpha is not None:
                 # confirm it with a test the budget pays for: now, and as the errors after
@@ -195,7 +197,7 @@ class ConceptDriftDetector:
                 self.pending = [self.seg_sum - sum(self.recent), self.seg_n - k, sum(self.recent), k, k, 0]
                 return self._confirm(None)
             return self._alarm(change)
-        warning = bool(getattr(self.detector, "warning_detected", False))
+        warning = bool(getattr(det, "warning_detected", False))
         if warning and not self.in_warning and not quiet:
             self.in_warning = True
             return DriftEvent(f"concept:{self.name}", None, self._change(), self.n, "warning")
@@ -632,11 +634,14 @@ class BiasMonitor:
         if learned is not None and learned < self.warmup:
             self.young = True  # a young model is biased because it is young, not because the world moved
         self.count += 1
-        self.sum_score += float(score)
-        self.sum_label += float(label)
-        r = float(score) - float(label)
+        score, label = float(score), float(label)  # converted once per label, not three times
+        self.sum_score += score
+        self.sum_label += label
+        r = score - label
         self.sum_sq += r * r
-        b = self.blocks if self.blocks is not None else [0.0, 0, 0.0, 0.0, 0]
+        b = self.blocks
+        if b is None:
+            b = self.blocks = [0.0, 0, 0.0, 0.0, 0]
         b[0] += r
         b[1] += 1
         if b[1] == 50:
@@ -644,7 +649,6 @@ class BiasMonitor:
             b[3] += (b[0] / 50) ** 2
             b[4] += 1
             b[0], b[1] = 0.0, 0
-        self.blocks = b
         if self.count < self.window:
             return None
         n, sq = self.count, self.sum_sq

@@ -78,6 +78,16 @@ class LifecycleConfig:
         )
 
 
+def _rows_until_check(m: FeatureDriftMonitor) -> int:
+    """Rows the monitor takes until (and with) the one on which its next check runs:
+    warm-up rows, then the reference fills, then the window; 1 if in doubt."""
+    try:
+        n = max(m.warmup - m.n, 0) + max(m.ref_size - m.ref_rows, 0) + (m.win_size - m.cur_rows)
+    except (AttributeError, TypeError):
+        return 1
+    return n if n >= 1 else 1
+
+
 class Lifecycle:
     def __init__(self, config: LifecycleConfig | None = None) -> None:
         self.config = c = config or LifecycleConfig()
@@ -119,12 +129,14 @@ class Lifecycle:
         if champ is None:
             sc.observe(y)
             return
-        lc = sc.loss(y, champ)
-        hit_c = sc.hit(y, champ)
-        for v in models.challengers():
-            pred = served.get(str(v))
-            if pred is not None:
-                self._gate(v).update(lc, sc.loss(y, pred), hit_c, sc.hit(y, pred))
+        challengers = models.challengers()
+        if challengers:  # the champion's loss and hit only feed the gates (pure: skipped without them)
+            lc = sc.loss(y, champ)
+            hit_c = sc.hit(y, champ)
+            for v in challengers:
+                pred = served.get(str(v))
+                if pred is not None:
+                    self._gate(v).update(lc, sc.loss(y, pred), hit_c, sc.hit(y, pred))
         if self.canary_monitor is not None and models.canary is not None:
             arm = "canary" if serving == models.canary.version else "champion"
             pred = served.get(str(serving)) if serving is not None else None
@@ -135,16 +147,40 @@ class Lifecycle:
             self.drift_events.append(ev)
         pair = sc.bias_pair(y, champ)
         if pair is not None:
-            bev = self.bias.update(*pair, champ.get("n"))
+            bev = self.bias.update(pair[0], pair[1], champ.get("n"))
             if bev is not None:
                 self.drift_events.append(bev)
-        labels = getattr(self, "labels", None)  # absent from checkpoints of older versions
+        labels = self.__dict__.get("labels")  # absent from checkpoints of older versions
         if labels is not None and isinstance(y, (bool, int, float)):
-            self.drift_events += labels.update_many(np.array([[float(y)]]))
+            self._label_value(labels, float(y))
         sc.observe(y)  # after the losses: the regression scale only ever uses earlier labels
+
+    # The label monitor takes its labels in chunks: a one-row numpy array per label cost more
+    # than the monitor itself. Chunks give the same state (rows are concatenated) and the
+    # same events in the same place: a chunk ends at the label on which the monitor's next
+    # check is due (the only label that can raise an event), and before anything else reads
+    # or adds to the drift events (decide, on_scored, pickling).
+    def _label_value(self, labels: FeatureDriftMonitor, value: float) -> None:
+        buf = self.__dict__.get("_label_buf")
+        if buf is None:
+            buf = self._label_buf = []
+        buf.append(value)
+        if len(buf) >= _rows_until_check(labels):
+            self._flush_labels()
+
+    def _flush_labels(self) -> None:
+        buf = self.__dict__.get("_label_buf")
+        if buf:
+            self._label_buf = []
+            self.drift_events += self.labels.update_many(np.array(buf, dtype=float).reshape(-1, 1))
+
+    def __getstate__(self) -> dict[str, Any]:
+        self._flush_labels()
+        return {k: v for k, v in self.__dict__.items() if k != "_label_buf"}
 
     def on_scored(self, xs: list[dict[str, float]]) -> None:
         """Served feature vectors, for data drift (one family-wise budget over features)."""
+        self._flush_labels()
         self.drift_events += self.features.update_dicts(xs)
 
     def _gate(self, v: int) -> PromotionGate:
@@ -170,6 +206,7 @@ class Lifecycle:
 
     # ------------------------------------------------------------------ decisions
     def decide(self, models: ModelSet, now_s: float) -> list[Record]:
+        self._flush_labels()
         self._sync(models)
         now_ms = int(now_s * 1000)
         out: list[Record] = []
