@@ -15,15 +15,16 @@ def _score_batches(worker) -> tuple[float, float]:
 
 
 def test_lone_events_are_scored_alone_and_a_backlog_in_large_batches(make_settings, start_worker):
-    # a long window: under take_events every lone event would wait for it; here none does
-    s = make_settings(batch_within_s=5.0)
+    # a one-minute window: Faust's take_events would hold every lone event until its window
+    # ends (up to a minute); a settled batch is handed over when nothing more is queued
+    s = make_settings(batch_within_s=60.0)
     worker = start_worker(s)
     send, preds = Sender(s), TopicReader(s, s.topic_predictions, "prediction")
     lone = make_events(8, seed=11)
     for i, ev in enumerate(lone):
         send.events([ev])
         # the next event is sent only once this one is predicted: nothing else can fill its batch
-        got = preds.wait_count(i + 1, timeout=10.0, key="event_id")
+        got = preds.wait_count(i + 1, timeout=20.0, key="event_id")
         assert got[-1]["event_id"] == ev["event_id"]
     total, count = _score_batches(worker)
     assert (total, count) == (len(lone), len(lone)), "one batch per lone event"
