@@ -87,23 +87,44 @@ def _to_messages(events: Sequence[EventT]) -> list[KafkaRecord]:
 SETTLE_TICKS = 2
 
 
-async def take_settled(stream: StreamT, max_: int, within: float) -> AsyncIterator[list[EventT]]:
-    """Faust's ``stream.take_events(max_, within)`` without its fixed window: a batch is handed
-    over as soon as no more events are waiting inside the process (or it holds ``max_``,
-    or ``within`` has passed since it started to settle).
+def _behind_broker(stream: StreamT) -> Callable[[Sequence[EventT]], bool]:
+    """Whether the broker holds more of a batch's partitions than the batch reaches: the high
+    watermark of the latest fetch reply is past the batch's last offset (a backlog)."""
+    def behind(events: Sequence[EventT]) -> bool:
+        last: dict = {}
+        for ev in events:
+            m = ev.message
+            last[m.tp] = max(last.get(m.tp, -1), m.offset)
+        try:
+            consumer = stream.app.consumer
+            return any((hw := consumer.highwater(tp)) is not None and hw > off + 1 for tp, off in last.items())
+        except Exception:  # noqa: BLE001 - no consumer (a test context) or not assigned: no backlog known
+            return False
+
+    return behind
+
+
+async def take_settled(stream: StreamT, max_: int, within: float,
+                       behind: Callable[[Sequence[EventT]], bool] | None = None) -> AsyncIterator[list[EventT]]:
+    """Faust's ``stream.take_events(max_, within)`` with a window that adapts to the load.
 
     ``take_events`` hands over whatever it holds every ``within`` seconds, so every event
     waited on average half a window, and an idle agent woke ``1/within`` times a second.
-    Here the batch adapts to the load: under a backlog, events queue up while a batch is
-    processed and the next batch takes them all at once (up to ``max_``); at low load an
-    event is scored when it arrives. Idle, the agent sleeps until an event comes.
+    Here a batch is first handed over as soon as no more events are waiting inside the
+    process; it waits for more (until it holds ``max_`` or ``within`` has passed) only when
+    the broker has more of its partitions than it reaches (``behind``, default: the latest
+    fetch's high watermark is past the batch's last offset), i.e. under a backlog, where
+    large batches are what keeps up. At low load an event is scored when it arrives; idle,
+    the agent sleeps until an event comes.
 
     Acknowledgement is the same as ``take_events``: the batch's events are acked only when
     the consumer of the batch comes back for the next one (after its predictions are
     delivered), so an offset is never committed before its event's output is out.
     """
+    behind = behind or _behind_broker(stream)
     events: list[EventT] = []
     arrived = asyncio.Event()  # an event joined the (empty or settling) batch
+    full = asyncio.Event()
     consumed = asyncio.Event()
     consuming: asyncio.Future | None = None
     loop = asyncio.get_running_loop()
@@ -121,6 +142,7 @@ async def take_settled(stream: StreamT, max_: int, within: float) -> AsyncIterat
         events.append(event)
         arrived.set()
         if len(events) >= max_:  # strictly at most max_ per batch
+            full.set()
             consumed.clear()
             await stream.wait(consumed)
         return value
@@ -142,6 +164,9 @@ async def take_settled(stream: StreamT, max_: int, within: float) -> AsyncIterat
                     await asyncio.sleep(0)
                 if len(events) == n:
                     break
+            remaining = deadline - loop.time()
+            if len(events) < max_ and remaining > 0 and behind(events):  # a backlog: fill the batch
+                await stream.wait_for_stopped(full, timeout=remaining)
             consuming = loop.create_future()
             try:
                 yield list(events)
@@ -150,6 +175,7 @@ async def take_settled(stream: StreamT, max_: int, within: float) -> AsyncIterat
                     await stream.ack(event)
                 events.clear()
                 arrived.clear()
+                full.clear()
                 notify(consuming)
                 consumed.set()
     finally:

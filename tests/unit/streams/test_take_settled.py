@@ -54,3 +54,31 @@ def test_lone_events_alone_a_queued_backlog_in_full_batches_acked_after_processi
             assert batches[1][0].message.acked
 
     asyncio.run(scenario())
+
+
+def test_behind_the_broker_a_batch_waits_for_more_up_to_the_window() -> None:
+    """Under a backlog (``behind``: the broker has more than the batch reaches) a batch is not
+    handed over half empty: it waits up to ``within`` for ``max_`` events, as take_events did."""
+    app = faust.App("test-take-settled-behind", store="memory://", autodiscover=False)
+    batches: list[list[int]] = []
+    backlog = {"on": True}
+
+    @app.agent()
+    async def agent(stream):
+        async for events in take_settled(stream, 3, 60.0, behind=lambda evs: backlog["on"]):
+            batches.append([e.value for e in events])
+            yield len(events)
+
+    async def scenario() -> None:
+        async with agent.test_context() as ag:
+            first = asyncio.ensure_future(ag.put(1))
+            await asyncio.sleep(0.3)
+            assert batches == [] and not first.done(), "behind the broker: the batch waits to fill"
+            rest = [asyncio.ensure_future(ag.put(v)) for v in (2, 3)]
+            await asyncio.wait_for(asyncio.gather(first, *rest), 10)
+            assert batches == [[1, 2, 3]]
+            backlog["on"] = False  # caught up: a lone event goes at once
+            await asyncio.wait_for(ag.put(4), 10)
+            assert batches == [[1, 2, 3], [4]]
+
+    asyncio.run(scenario())
