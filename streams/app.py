@@ -124,7 +124,6 @@ async def take_settled(stream: StreamT, max_: int, within: float,
     behind = behind or _behind_broker(stream)
     events: list[EventT] = []
     arrived = asyncio.Event()  # an event joined the (empty or settling) batch
-    full = asyncio.Event()
     consumed = asyncio.Event()
     consuming: asyncio.Future | None = None
     loop = asyncio.get_running_loop()
@@ -142,7 +141,6 @@ async def take_settled(stream: StreamT, max_: int, within: float,
         events.append(event)
         arrived.set()
         if len(events) >= max_:  # strictly at most max_ per batch
-            full.set()
             consumed.clear()
             await stream.wait(consumed)
         return value
@@ -164,9 +162,10 @@ async def take_settled(stream: StreamT, max_: int, within: float,
                     await asyncio.sleep(0)
                 if len(events) == n:
                     break
-            remaining = deadline - loop.time()
-            if len(events) < max_ and remaining > 0 and behind(events):  # a backlog: fill the batch
-                await stream.wait_for_stopped(full, timeout=remaining)
+            # a backlog: more of it into this batch while it lasts (up to max_ and the window)
+            while len(events) < max_ and (remaining := deadline - loop.time()) > 0 and behind(events):
+                arrived.clear()
+                await stream.wait_for_stopped(arrived, timeout=remaining)
             consuming = loop.create_future()
             try:
                 yield list(events)
@@ -175,7 +174,6 @@ async def take_settled(stream: StreamT, max_: int, within: float,
                     await stream.ack(event)
                 events.clear()
                 arrived.clear()
-                full.clear()
                 notify(consuming)
                 consumed.set()
     finally:
