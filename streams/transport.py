@@ -65,15 +65,16 @@ class BatchProducer:
     The worker acknowledges its input only after this returns, so a crash can repeat a
     prediction (consumers deduplicate by event id) but never lose one.
 
-    A small batch (at most ``inline_max`` messages queued: the normal, unloaded case) is
-    flushed on the event loop for at most ``inline_s``: librdkafka sends at once during a
-    flush (no linger) and the broker acknowledges within a millisecond or two, which costs
-    less than a hop to an executor thread and back. A large batch, or one the broker has
-    not acknowledged within ``inline_s``, is waited for in an executor thread, so the loop
-    is never blocked longer than ``inline_s``.
+    A small batch (at most ``inline_max`` messages queued: low load) is flushed on the event
+    loop for at most ``inline_s``: librdkafka sends at once during a flush (no linger) and
+    the broker acknowledges within a millisecond or two, less than a hop to an executor
+    thread and back (flush p50 0.7 against 1.8 ms at 400 events/s). A larger batch (a
+    backlog), or one not acknowledged within ``inline_s``, is waited for in an executor
+    thread so the loop goes on with the other agent meanwhile: inline flushes of batches
+    up to 100 cost ~10% of max-load throughput.
     """
 
-    def __init__(self, producer: Producer, inline_max: int = 100, inline_s: float = 0.005) -> None:
+    def __init__(self, producer: Producer, inline_max: int = 16, inline_s: float = 0.005) -> None:
         self.producer = producer
         self.inline_max, self.inline_s = inline_max, inline_s
         self._errors: list[str] = []
