@@ -204,9 +204,9 @@ class Settings(BaseSettings):
     # --- transport tuning (measured on the embedded broker: README "The embedded broker") --
     batch_max: int = Field(500, ge=1, description="events per batch")
     # A batch is handed over once no more events are queued in the process (streams/app.py
-    # take_settled), so it is as large as the backlog: one event at low load, batch_max under
-    # a backlog. This only caps the time a batch spends settling while events keep coming.
-    batch_within_s: float = Field(0.005, gt=0, description="max wait to fill a batch while events keep arriving")
+    # take_settled): one event at low load. Only while the broker has more (a backlog) does
+    # it wait, up to batch_within_s, to fill to batch_max: large batches keep up under load.
+    batch_within_s: float = Field(0.005, gt=0, description="max wait to fill a batch under a backlog")
     session_timeout_s: float = 6.0
     heartbeat_interval_s: float = 0.5
     max_poll_records: int = 500
