@@ -11,16 +11,18 @@ fetched again), and the fetch wait grows while a long partition starves the fetc
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
 import ssl
 import sys
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import faust
-from faust.types import EventT
+from faust.types import EventT, StreamT
+from mode.utils.futures import notify
 
 from streamlearn.schemas.records import KafkaRecord
 from streamlearn.settings import Settings, SettingsError
@@ -80,6 +82,105 @@ def _to_messages(events: Sequence[EventT]) -> list[KafkaRecord]:
     return out
 
 
+# event-loop turns a batch waits for more events already inside the process (fetched, in
+# Faust's queues) before it is handed over: enough for the stream to drain its queue
+SETTLE_TICKS = 2
+
+
+def _behind_broker(stream: StreamT) -> Callable[[Sequence[EventT]], bool]:
+    """Whether the broker holds more of a batch's partitions than the batch reaches: the high
+    watermark of the latest fetch reply is past the batch's last offset (a backlog)."""
+    def behind(events: Sequence[EventT]) -> bool:
+        last: dict = {}
+        for ev in events:
+            m = ev.message
+            last[m.tp] = max(last.get(m.tp, -1), m.offset)
+        try:
+            consumer = stream.app.consumer
+            return any((hw := consumer.highwater(tp)) is not None and hw > off + 1 for tp, off in last.items())
+        except Exception:  # noqa: BLE001 - no consumer (a test context) or not assigned: no backlog known
+            return False
+
+    return behind
+
+
+async def take_settled(stream: StreamT, max_: int, within: float,
+                       behind: Callable[[Sequence[EventT]], bool] | None = None) -> AsyncIterator[list[EventT]]:
+    """Faust's ``stream.take_events(max_, within)`` with a window that adapts to the load.
+
+    ``take_events`` hands over whatever it holds every ``within`` seconds, so every event
+    waited on average half a window, and an idle agent woke ``1/within`` times a second.
+    Here a batch is first handed over as soon as no more events are waiting inside the
+    process; it waits for more (until it holds ``max_`` or ``within`` has passed) only when
+    the broker has more of its partitions than it reaches (``behind``, default: the latest
+    fetch's high watermark is past the batch's last offset), i.e. under a backlog, where
+    large batches are what keeps up. At low load an event is scored when it arrives; idle,
+    the agent sleeps until an event comes.
+
+    Acknowledgement is the same as ``take_events``: the batch's events are acked only when
+    the consumer of the batch comes back for the next one (after its predictions are
+    delivered), so an offset is never committed before its event's output is out.
+    """
+    behind = behind or _behind_broker(stream)
+    events: list[EventT] = []
+    arrived = asyncio.Event()  # an event joined the (empty or settling) batch
+    consumed = asyncio.Event()
+    consuming: asyncio.Future | None = None
+    loop = asyncio.get_running_loop()
+
+    async def add(value):  # noqa: ANN001, ANN202 - a Faust stream processor
+        nonlocal consuming
+        if consuming is not None:  # a batch is out: wait until it is processed and acked
+            try:
+                await consuming
+            finally:
+                consuming = None
+        event = stream.current_event
+        if event is None:
+            raise RuntimeError("take buffer found current_event is None")
+        events.append(event)
+        arrived.set()
+        if len(events) >= max_:  # strictly at most max_ per batch
+            consumed.clear()
+            await stream.wait(consumed)
+        return value
+
+    enable_acks = stream.enable_acks
+    stream.enable_acks = False  # acked by hand below, after the batch is processed
+    stream.add_processor(add)
+    stream._enable_passive(aiter(stream.channel))  # noqa: SLF001 - as take_events does
+    try:
+        while not stream.should_stop:
+            if not events:
+                arrived.clear()
+                await stream.wait_for_stopped(arrived, timeout=1.0)  # no timer while idle
+                continue
+            deadline = loop.time() + within
+            while len(events) < max_ and loop.time() < deadline:
+                n = len(events)
+                for _ in range(SETTLE_TICKS):
+                    await asyncio.sleep(0)
+                if len(events) == n:
+                    break
+            # a backlog: more of it into this batch while it lasts (up to max_ and the window)
+            while len(events) < max_ and (remaining := deadline - loop.time()) > 0 and behind(events):
+                arrived.clear()
+                await stream.wait_for_stopped(arrived, timeout=remaining)
+            consuming = loop.create_future()
+            try:
+                yield list(events)
+            finally:
+                for event in events:
+                    await stream.ack(event)
+                events.clear()
+                arrived.clear()
+                notify(consuming)
+                consumed.set()
+    finally:
+        stream.enable_acks = enable_acks
+        stream._processors.remove(add)  # noqa: SLF001
+
+
 def _fatal(what: str, exc: BaseException) -> None:
     # Crash-only: an agent that dies while the process lives on would silently stop
     # scoring. State is checkpointed, so exiting and being restarted is safe.
@@ -124,7 +225,7 @@ def create_app(settings: Settings, runtime: WorkerRuntime | None = None,
     def batch_agent(name: str, handler: Callable[[list[KafkaRecord]], Awaitable[int]]):
         async def agent(stream):
             try:
-                async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
+                async for events in take_settled(stream, settings.batch_max, settings.batch_within_s):
                     await handler(_to_messages(events))
             except Exception as exc:  # noqa: BLE001 - anything here is a bug or an outage
                 _fatal(name, exc)
@@ -194,7 +295,7 @@ def run_worker(settings: Settings, loglevel: str = "info",
     except SettingsError as exc:
         raise SystemExit(f"streamlearn worker: {exc}") from None
     _patch_leave_group_generation_zero()
-    guard = _patch_fetch_max_wait(settings.fetch_max_wait_ms)
+    guard = _patch_fetch_max_wait(settings.fetch_max_wait_ms, settings.fetch_min_wait_ms)
     app, runtime = create_app(settings, retrain=retrain)
     guard.on_gap = lambda topic, partition, expected, got: runtime.metrics.offset_gap(topic)
     for topic in (settings.topic_events, settings.topic_feedback):
@@ -236,15 +337,18 @@ def _patch_leave_group_generation_zero() -> None:
     cls._streamlearn_leave_patch = True
 
 
-def _patch_fetch_max_wait(ms: int) -> GapGuard:
+def _patch_fetch_max_wait(ms: int, low_ms: int | None = None) -> GapGuard:
     """Faust hard-codes ``fetch_max_wait_ms=1500``; an idle topic in the same fetch then
     holds back a busy one, which showed as ~0.4 s median latency at 2k events/s.
 
-    ``ms`` is the short wait; the fetcher lengthens it when the embedded broker starves a
-    long partition, and guards every partition against offset gaps (:func:`_patch_fetcher`).
+    ``ms`` is the wait while idle, ``low_ms`` (default ``ms``) the wait while records flow;
+    the fetcher lengthens it when the embedded broker starves a long partition, and guards
+    every partition against offset gaps (:func:`_patch_fetcher`, :class:`AdaptiveWait`).
     """
     from faust.transport.drivers import aiokafka as driver
 
+    global _FETCH_LOW_MS
+    _FETCH_LOW_MS = low_ms
     guard = _patch_fetcher()
 
     base = getattr(driver.aiokafka, "_streamlearn_base", driver.aiokafka.AIOKafkaConsumer)
@@ -262,6 +366,8 @@ def _patch_fetch_max_wait(ms: int) -> GapGuard:
 # One guard for the process's aiokafka fetchers (a worker has one consumer); the worker
 # points its ``on_gap`` at its metrics.
 FETCH_GUARD = GapGuard(name="worker")
+# the fetch wait while records flow (``fetch_min_wait_ms``), set by _patch_fetch_max_wait
+_FETCH_LOW_MS: int | None = None
 
 
 def _patch_fetcher() -> GapGuard:
@@ -276,9 +382,10 @@ def _patch_fetcher() -> GapGuard:
       otherwise only compaction, not used on our topics, makes a legitimate jump. A hole
       still open after the guard's timeout ends the worker (exit 70, one log line): a
       restart re-reads from the committed offset.
-    * **Fetch starvation.** After each fetch reply, the next request's max wait adapts
+    * **Fetch wait.** After each fetch reply, the next request's max wait adapts
       (:class:`AdaptiveWait`): doubled when a partition came back empty below its high
-      watermark, halved back to the configured wait otherwise.
+      watermark (starvation), halved towards ``fetch_min_wait_ms`` while records flow, and
+      back to ``fetch_max_wait_ms`` once idle.
     """
     from aiokafka.consumer import fetcher as f
 
@@ -331,7 +438,8 @@ def _patch_fetcher() -> GapGuard:
     async def _proc_fetch_request(self, assignment, node_id, request):
         wait = self.__dict__.get("_streamlearn_wait")
         if wait is None:
-            wait = self._streamlearn_wait = AdaptiveWait(self._fetch_max_wait_ms, MAX_FETCH_WAIT_MS)
+            wait = self._streamlearn_wait = AdaptiveWait(self._fetch_max_wait_ms, MAX_FETCH_WAIT_MS,
+                                                         low_ms=_FETCH_LOW_MS)
         asked = [(f.TopicPartition(topic, p), offset) for topic, parts in request.topics for p, offset, _ in parts]
         result = await base_proc(self, assignment, node_id, request)
         if assignment.active:
@@ -342,7 +450,7 @@ def _patch_fetcher() -> GapGuard:
             data, starved = partitions_behind(rows)
             before = wait.current_ms
             self._fetch_max_wait_ms = wait.update(data, starved)
-            if self._fetch_max_wait_ms > before and wait.starved % 100 == 1:
+            if starved and self._fetch_max_wait_ms > before and wait.starved % 100 == 1:
                 log.info("fetch came back empty below the high watermark (long partition on the embedded "
                          "broker?): max wait %d -> %d ms", before, self._fetch_max_wait_ms)
         return result

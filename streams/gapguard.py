@@ -21,7 +21,8 @@ and costs a comparison per record.
 listing when the fetch's maximum wait has passed, so on a long partition (tens of thousands
 of batches) a short wait returns nothing although the high watermark says data is there.
 :class:`AdaptiveWait` lengthens the wait only when that happens (an empty reply below the
-high watermark) and shortens it again once data flows, so normal latency keeps the short wait.
+high watermark) and shortens it again once data flows, so normal latency keeps the short wait;
+while records flow it is shorter still (``low_ms``), and lengthens back to the base wait once idle.
 
 >>> seen = []
 >>> g = GapGuard(timeout_s=5, clock=lambda: 0.0, on_gap=lambda t, p, exp, got: seen.append((t, p, exp, got)))
@@ -195,24 +196,55 @@ class GapGuard:
 
 
 class AdaptiveWait:
-    """The fetch's maximum wait: ``base_ms`` while data flows, doubled (up to ``max_ms``) after a
-    reply that was empty although the partition had data beyond the position (``behind``),
-    halved back towards ``base_ms`` after any other reply (data, or idle: nothing beyond the
-    position). tansu answers as soon as it finds data, so a long wait costs nothing while
-    behind, but an idle long poll may last the whole wait: hence back to short when idle."""
+    """The fetch's maximum wait, adapted to the load.
 
-    def __init__(self, base_ms: int, max_ms: int = 1000) -> None:
+    * **Flowing** (a reply with data): halved towards ``low_ms``. On the embedded broker a
+      record that arrives while a fetch waits is seen only when that wait ends (tansu
+      rescans storage after the wait, it is not woken by the produce), so the wait is
+      added to the latency of every event that arrives between fetches: keep it short
+      while records flow. (Apache Kafka answers a waiting fetch as soon as a record
+      arrives; there a short wait costs only more fetch requests while data flows.)
+    * **Idle** (an empty reply with nothing beyond the position): after ``idle_after_ms``
+      of waits in a row without data, doubled back to ``base_ms``, so an idle worker
+      polls at the base rate, not every ``low_ms``.
+    * **Starved** (an empty reply although the partition had data beyond the position,
+      ``behind``: tansu ran out of wait while listing a long partition's batches): doubled
+      up to ``max_ms``; any other reply halves it back towards ``base_ms`` first. tansu
+      answers as soon as it finds data, so a long wait costs nothing while behind.
+
+    ``low_ms`` defaults to ``base_ms``: one fixed wait, the starvation guard alone.
+
+    >>> w = AdaptiveWait(20, 5000, low_ms=2, idle_after_ms=50)
+    >>> [w.update(got_data=True) for _ in range(4)]                     # records flow: short
+    [10, 5, 2, 2]
+    >>> [w.update(got_data=False) for _ in range(28)][22:]              # 50 ms idle, then back to 20
+    [2, 2, 4, 8, 16, 20]
+    """
+
+    def __init__(self, base_ms: int, max_ms: int = 1000, *, low_ms: int | None = None,
+                 idle_after_ms: int = 50) -> None:
         self.base_ms = base_ms
         self.max_ms = max(max_ms, base_ms)
+        self.low_ms = base_ms if low_ms is None else max(1, min(low_ms, base_ms))
+        self.idle_after_ms = idle_after_ms
         self.current_ms = base_ms
         self.starved = 0  # empty replies below the high watermark
+        self._idle_ms = 0  # waits in a row that came back empty (an estimate of the idle time)
 
     def update(self, got_data: bool, behind: bool = False) -> int:
         if not got_data and behind:
             self.starved += 1
+            self._idle_ms = 0
             self.current_ms = min(self.max_ms, self.current_ms * 2)
-        else:
+        elif got_data:
+            self._idle_ms = 0
+            self.current_ms = max(self.low_ms, self.current_ms // 2)
+        elif self.current_ms > self.base_ms:  # done starving: back towards the base wait
             self.current_ms = max(self.base_ms, self.current_ms // 2)
+        else:
+            self._idle_ms += self.current_ms
+            if self._idle_ms >= self.idle_after_ms:
+                self.current_ms = min(self.base_ms, self.current_ms * 2)
         return self.current_ms
 
 

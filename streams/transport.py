@@ -60,14 +60,23 @@ def make_producer(settings: Settings, **extra) -> Producer:
 
 
 class BatchProducer:
-    """Produces a batch and waits until the broker has it, off the event loop.
+    """Produces a batch and waits until the broker has it.
 
     The worker acknowledges its input only after this returns, so a crash can repeat a
     prediction (consumers deduplicate by event id) but never lose one.
+
+    A small batch (at most ``inline_max`` messages queued: low load) is flushed on the event
+    loop for at most ``inline_s``: librdkafka sends at once during a flush (no linger) and
+    the broker acknowledges within a millisecond or two, less than a hop to an executor
+    thread and back (flush p50 0.7 against 1.8 ms at 400 events/s). A larger batch (a
+    backlog), or one not acknowledged within ``inline_s``, is waited for in an executor
+    thread so the loop goes on with the other agent meanwhile: inline flushes of batches
+    up to 100 cost ~10% of max-load throughput.
     """
 
-    def __init__(self, producer: Producer) -> None:
+    def __init__(self, producer: Producer, inline_max: int = 16, inline_s: float = 0.005) -> None:
         self.producer = producer
+        self.inline_max, self.inline_s = inline_max, inline_s
         self._errors: list[str] = []
 
     def _on_delivery(self, err, msg) -> None:
@@ -83,7 +92,11 @@ class BatchProducer:
                 self.producer.poll(0.05)
 
     async def flush(self, timeout: float = 60.0) -> None:
-        remaining = await asyncio.get_running_loop().run_in_executor(None, self.producer.flush, timeout)
+        remaining = len(self.producer)
+        if remaining <= self.inline_max:
+            remaining = self.producer.flush(min(timeout, self.inline_s))
+        if remaining:
+            remaining = await asyncio.get_running_loop().run_in_executor(None, self.producer.flush, timeout)
         if remaining:
             raise RuntimeError(f"{remaining} messages not delivered within {timeout}s")
         if self._errors:

@@ -6,8 +6,8 @@
 * ``ceiling``: consumes the events topic as raw bytes in ``stream.take()`` batches and only
   counts: what Faust + aiokafka + the broker can deliver on this machine.
 * ``transport``: the transport ceiling, the same message traffic as the worker and no other
-  work: the events *and* the feedback topic as raw bytes in the worker's ``take_events()``
-  batches, and per event one message produced through the worker's producer path
+  work: the events *and* the feedback topic as raw bytes in the worker's batches
+  (``streams.app.take_settled``), and per event one message produced through the worker's producer path
   (:class:`~streamlearn.streams.transport.BatchProducer`, flushed per batch before the next).
 * ``batch``: a prototype, not Faust: the worker's own runtime fed by a confluent-kafka batch
   consumer, to show side by side what the pipeline does without Faust's per-message delivery.
@@ -56,7 +56,7 @@ def faust_app(settings: Settings) -> faust.App:
     )
 
     _patch_leave_group_generation_zero()
-    _patch_fetch_max_wait(settings.fetch_max_wait_ms)
+    _patch_fetch_max_wait(settings.fetch_max_wait_ms, settings.fetch_min_wait_ms)
     return faust.App(
         settings.app_id,
         **transport_options(settings),
@@ -142,9 +142,11 @@ def transport_app(settings: Settings) -> faust.App:
     out = BatchProducer(make_producer(settings))
     topic_out = settings.topic_predictions
 
+    from streamlearn.streams.app import take_settled  # the worker's batching
+
     @app.agent(raw_topic(app, settings.topic_events), name="score")
     async def score(stream) -> None:
-        async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
+        async for events in take_settled(stream, settings.batch_max, settings.batch_within_s):
             rep.first()
             for ev in events:
                 out.produce(topic_out, ev.message.value, ev.message.key)
@@ -153,7 +155,7 @@ def transport_app(settings: Settings) -> faust.App:
 
     @app.agent(raw_topic(app, settings.topic_feedback), name="learn")
     async def learn(stream) -> None:
-        async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
+        async for events in take_settled(stream, settings.batch_max, settings.batch_within_s):
             await rep.labels(len(events))
 
     return app

@@ -98,6 +98,31 @@ def test_adaptive_wait_grows_only_when_starved_below_the_high_watermark():
     assert partitions_behind([(10, None, False)]) == (False, False)
 
 
+
+def test_adaptive_wait_is_short_while_records_flow_and_back_to_base_when_idle():
+    """Flowing: the wait drops to ``low_ms`` (tansu sees a record only when a wait ends);
+    idle for ``idle_after_ms``: back to the base wait (idle polls stay at the base rate);
+    starvation still grows it past the base and comes back down through it."""
+    w = AdaptiveWait(20, 500, low_ms=2, idle_after_ms=50)
+    assert [w.update(got_data=True) for _ in range(4)] == [10, 5, 2, 2]
+    # short gaps between records (a few empty replies) keep it short
+    for _ in range(10):
+        assert [w.update(got_data=False) for _ in range(5)] == [2] * 5
+        assert w.update(got_data=True) == 2
+    idle = [w.update(got_data=False) for _ in range(40)]
+    assert idle[:24] == [2] * 24 and idle[24:28] == [4, 8, 16, 20] and set(idle[28:]) == {20}
+    assert w.update(got_data=True) == 10  # flowing again: halved towards low
+    # a long partition starves the short wait: the guard grows it as before, from wherever it is
+    w2 = AdaptiveWait(20, 500, low_ms=2)
+    w2.update(got_data=True), w2.update(got_data=True), w2.update(got_data=True)
+    assert w2.current_ms == 2
+    assert [w2.update(got_data=False, behind=True) for _ in range(9)] == [4, 8, 16, 32, 64, 128, 256, 500, 500]
+    assert w2.update(got_data=True) == 250
+    assert [w2.update(got_data=False) for _ in range(4)] == [125, 62, 31, 20], "idle: back to base, not below"
+    assert w2.starved == 9
+    # low_ms is clamped to [1, base]
+    assert AdaptiveWait(20, 500, low_ms=50).low_ms == 20 and AdaptiveWait(20, 500, low_ms=0).low_ms == 1
+
 def _batch(base: int, n: int, control: bool = False) -> bytes:
     b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=int(control), producer_id=-1,
                                   producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
