@@ -13,7 +13,7 @@ On an embedded broker and Redis it starts itself, over one generated stream
 5. ``faust-ceiling``: a Faust agent that only counts raw events in ``take()`` batches;
 6. ``transport-ceiling``: the worker's message traffic and nothing else: a Faust app with the
    worker's transport settings consuming the events and the feedback topic (raw bytes,
-   ``take_events()``) and producing one message per event through the worker's producer path;
+   the worker's ``take_settled`` batches) and producing one message per event through the worker's producer path;
 7. ``batch-consumer``: a prototype, not Faust: the worker's runtime (decode, OnlineLoop,
    Redis, producer) fed by a confluent-kafka batch consumer, to show what Faust costs;
 8. ``learner``: the events scored first, then only their labels streamed to the worker (the
@@ -249,7 +249,8 @@ KEY_FRAMES = ("WorkerRuntime.on_events", "WorkerRuntime.on_feedback", "OnlineLoo
               "Learner.learn", "BatchProducer.produce", "BatchProducer.flush", "AvroCodec.encoder.<locals>.encode",
               "AvroCodec.decode", "RedisBackend.read_many", "RedisBackend.write_batch",
               "RedisBackend.park_unless_present", "_dumps", "dumps", "loads", "_to_messages", "Service.wait_first",
-              "Stream.take_events", "Metrics.loop_batch", "Metrics.predictions_delivered", "Metrics.sync_counters")
+              "Stream.take_events", "take_settled", "Metrics.loop_batch", "Metrics.predictions_delivered",
+              "Metrics.sync_counters")
 
 
 def _category(frames: list[str]) -> str:
