@@ -362,6 +362,30 @@ def _layout_from_json(raw: bytes) -> Layout:
     return tuple(names), tuple((v, tuple(keys)) for v, keys in models)
 
 
+
+def _record(names: tuple[str, ...], models: tuple[tuple[str, tuple[str, ...]], ...],
+            heads: list[tuple[int, int, Any]], nums: Sequence[float], t: int, s: int) -> dict[str, Any]:
+    """The decoded record from a layout, each model's (count, probability form, predicted
+    label) and the numbers (features in order, then per model its score and any stored
+    probabilities): the same for every binary encoding."""
+    x = dict(zip(names, nums))
+    i = len(names)
+    per_model: dict[str, Any] = {}
+    for (v, keys), (n, form, pred) in zip(models, heads):
+        score = nums[i]
+        if form == _P_COMPLEMENT_FIRST:
+            proba = dict(zip(keys, (1.0 - score, score)))
+            i += 1
+        elif form == _P_SCORE_FIRST:
+            proba = dict(zip(keys, (score, 1.0 - score)))
+            i += 1
+        else:
+            proba = dict(zip(keys, nums[i + 1:i + 1 + len(keys)]))
+            i += 1 + len(keys)
+        per_model[v] = {"score": score, "pred": pred, "proba": proba, "n": n}
+    return {"x": x, "t": t, "m": per_model, "s": s}
+
+
 class ServedCodec:
     """Encodes/decodes served records; interns layouts (per process cache + Redis keys)."""
 
@@ -522,23 +546,7 @@ class ServedCodec:
             heads.append((n, form, pred))
             count += 1 if form else 1 + len(keys)
         nums, pos = _unpack_numbers(b, pos, count)
-        nx = len(names)
-        x = dict(zip(names, nums[:nx]))
-        i = nx
-        per_model: dict[str, Any] = {}
-        for (v, keys), (n, form, pred) in zip(models, heads):
-            score = nums[i]
-            if form == _P_COMPLEMENT_FIRST:
-                proba = dict(zip(keys, (1.0 - score, score)))
-                i += 1
-            elif form == _P_SCORE_FIRST:
-                proba = dict(zip(keys, (score, 1.0 - score)))
-                i += 1
-            else:
-                proba = dict(zip(keys, nums[i + 1:i + 1 + len(keys)]))
-                i += 1 + len(keys)
-            per_model[v] = {"score": score, "pred": pred, "proba": proba, "n": n}
-        return {"x": x, "t": _unzigzag(zt), "m": per_model, "s": s}
+        return _record(names, models, heads, nums, _unzigzag(zt), s)
 
     def _decode_packed(self, b: bytes) -> dict[str, Any]:
         if b[0] & INLINE_LAYOUT:
@@ -576,23 +584,7 @@ class ServedCodec:
             heads.append((n, form, pred))
             count += 1 if form else 1 + len(keys)
         nums, pos = _unpack_numbers2(b, pos, count)
-        nx = len(names)
-        x = dict(zip(names, nums))
-        i = nx
-        per_model: dict[str, Any] = {}
-        for (v, keys), (n, form, pred) in zip(models, heads):
-            score = nums[i]
-            if form == _P_COMPLEMENT_FIRST:
-                proba = dict(zip(keys, (1.0 - score, score)))
-                i += 1
-            elif form == _P_SCORE_FIRST:
-                proba = dict(zip(keys, (score, 1.0 - score)))
-                i += 1
-            else:
-                proba = dict(zip(keys, nums[i + 1:i + 1 + len(keys)]))
-                i += 1 + len(keys)
-            per_model[v] = {"score": score, "pred": pred, "proba": proba, "n": n}
-        return {"x": x, "t": t, "m": per_model, "s": s}
+        return _record(names, models, heads, nums, t, s)
 
     # ---------------------------------------------------------------- the learned flag
     @staticmethod
