@@ -524,17 +524,19 @@ class ServedCodec:
             return loads(raw[2:])
         return loads(raw)  # JSON written before the compact encoding
 
+    def _layout_at(self, b: bytes, pos: int, inline: bool) -> tuple[Layout, int]:
+        """The record's layout at ``pos`` (inline JSON, or an 8-byte digest of a known one)
+        and the position after it: the same in every binary encoding."""
+        if inline:
+            n, pos = _get_varint(b, pos)
+            return _layout_from_json(b[pos:pos + n]), pos + n
+        layout = self.by_digest.get(b[pos:pos + 8])
+        if layout is None:
+            raise MissingLayout(b[pos:pos + 8].hex())
+        return layout, pos + 8
+
     def _decode_compact(self, b: bytes) -> dict[str, Any]:
-        if b[1] & INLINE_LAYOUT:
-            n, pos = _get_varint(b, 2)
-            layout = _layout_from_json(b[pos:pos + n])
-            pos += n
-        else:
-            layout = self.by_digest.get(b[2:10])  # type: ignore[assignment]
-            if layout is None:
-                raise MissingLayout(b[2:10].hex())
-            pos = 10
-        names, models = layout
+        (names, models), pos = self._layout_at(b, 2, bool(b[1] & INLINE_LAYOUT))
         zt, pos = _get_varint(b, pos)
         s, pos = _get_varint(b, pos)
         heads = []
@@ -549,16 +551,7 @@ class ServedCodec:
         return _record(names, models, heads, nums, _unzigzag(zt), s)
 
     def _decode_packed(self, b: bytes) -> dict[str, Any]:
-        if b[0] & INLINE_LAYOUT:
-            n, pos = _get_varint(b, 1)
-            layout = _layout_from_json(b[pos:pos + n])
-            pos += n
-        else:
-            layout = self.by_digest.get(b[1:9])  # type: ignore[assignment]
-            if layout is None:
-                raise MissingLayout(b[1:9].hex())
-            pos = 9
-        names, models = layout
+        (names, models), pos = self._layout_at(b, 1, bool(b[0] & INLINE_LAYOUT))
         t = int.from_bytes(b[pos:pos + 6], "little", signed=True)
         s, pos = _get_varint(b, pos + 6)
         heads = []
