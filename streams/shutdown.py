@@ -23,11 +23,13 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
 
 EXIT_UNGRACEFUL_STOP = 128 + signal.SIGTERM
+EXIT_AGENT_CRASHED = 70
 STORE_PING_TIMEOUT_S = 1.5
 COMMIT_TIMEOUT_S = 2.0
 
@@ -85,3 +87,11 @@ class StopGuard:
     def cancel(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+
+
+def fatal(what: str, exc: BaseException) -> None:
+    # Crash-only: an agent that dies while the process lives on would silently stop
+    # scoring. State is checkpointed, so exiting and being restarted is safe.
+    log.critical("%s crashed: %r\n%s", what, exc, "".join(traceback.format_exception(exc)))
+    sys.stderr.flush()
+    os._exit(EXIT_AGENT_CRASHED)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web as aioweb
@@ -40,20 +39,12 @@ from streamlearn.schemas.validation import decode_event
 if TYPE_CHECKING:
     import faust
 
+    from streamlearn.streams.consumer import BatchConsumer, GroupState
     from streamlearn.streams.worker import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 2.0  # per dependency check: a hung dependency must not hang the probe
-
-
-@dataclass
-class GroupState:
-    """Consumer-group membership as the rebalance signals report it."""
-
-    joined: bool = False  # got an assignment at least once
-    rebalancing: bool = False
-    partitions: int = 0
 
 
 def _runtime(view: web.View) -> WorkerRuntime:
@@ -65,29 +56,6 @@ def _count(view: web.View, endpoint: str, code: int) -> None:
 
 
 # ------------------------------------------------------------------ metrics
-def consumer_offsets(app: faust.App) -> list[tuple[str, int, int | None, int | None]]:
-    """``(topic, partition, fetch high watermark, committed offset)`` per assigned partition.
-
-    The high watermark comes from the last fetch response (reliable on tansu, unlike
-    ListOffsets "latest"); the committed offset is Faust's record of the group's commits,
-    seeded from the broker on assignment.
-    """
-    consumer = app.consumer
-    try:
-        assignment = consumer.assignment()
-    except Exception:  # noqa: BLE001 - consumer thread not started yet
-        return []
-    committed = getattr(consumer, "_committed_offset", {})
-    rows = []
-    for tp in sorted(assignment):
-        try:
-            highwater = consumer.highwater(tp)
-        except Exception:  # noqa: BLE001 - no fetch yet for this partition
-            highwater = None
-        rows.append((tp.topic, tp.partition, highwater, committed.get(tp)))
-    return rows
-
-
 def champion_bias(loop: Any) -> float | None:
     """Mean served score minus mean label over the bias monitor's current window, if any.
 
@@ -112,7 +80,7 @@ def refresh_metrics(app: faust.App, runtime: WorkerRuntime) -> None:
         bias = champion_bias(runtime.loop)
         if bias is not None:
             m.set_prediction_bias(models.name, models.champion, "champion", bias)
-    m.set_consumer_offsets(consumer_offsets(app))
+    m.set_consumer_offsets(app.streamlearn_intake.offsets())  # type: ignore[attr-defined]
 
 
 class MetricsView(web.View):
@@ -133,7 +101,7 @@ class HealthView(web.View):
 
 async def readiness(app: faust.App, runtime: WorkerRuntime) -> tuple[bool, dict[str, Any]]:
     """Check each dependency; the reasons say what is wrong in words an operator can act on."""
-    group: GroupState = app.streamlearn_group  # type: ignore[attr-defined]
+    group: GroupState = app.streamlearn_intake.group  # type: ignore[attr-defined]
     checks: dict[str, bool] = {}
     reasons: list[str] = []
 
@@ -290,19 +258,9 @@ VIEWS = {"/metrics": MetricsView, "/health": HealthView, "/ready": ReadyView, "/
          "/score": ScoreView}
 
 
-def install(app: faust.App, runtime: WorkerRuntime) -> None:
-    """Register the views on ``app`` (which serves ``runtime``) and follow group membership."""
-    group = GroupState()
-    app.streamlearn_group = group  # type: ignore[attr-defined]
-
-    async def on_assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:  # noqa: ARG001
-        group.joined, group.rebalancing, group.partitions = True, False, len(assigned)
-
-    async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:  # noqa: ARG001
-        group.rebalancing = True
-
-    app.on_partitions_assigned.connect(on_assigned)
-    app.on_partitions_revoked.connect(on_revoked)
+def install(app: faust.App, runtime: WorkerRuntime, intake: BatchConsumer) -> None:
+    """Register the views on ``app`` (which serves ``runtime``, fed by ``intake``)."""
+    app.streamlearn_intake = intake  # type: ignore[attr-defined] - group state and offsets
     app.web.web_app.middlewares.append(json_errors)
     app.web.web_app[RUNTIME_KEY] = runtime  # for the middleware's request count
     for path, view in VIEWS.items():

@@ -11,14 +11,12 @@ On an embedded broker and Redis it starts itself, over one generated stream
 3. ``naive``: a per-event Faust agent (``streamlearn/tools/bench_apps.py``);
 4. ``backtest``: the replay path (``replay.inprocess.run_stream``: OnlineLoop + MemoryBackend);
 5. ``faust-ceiling``: a Faust agent that only counts raw events in ``take()`` batches;
-6. ``transport-ceiling``: the worker's message traffic and nothing else: a Faust app with the
-   worker's transport settings consuming the events and the feedback topic (raw bytes,
-   the worker's ``take_settled`` batches) and producing one message per event through the worker's producer path;
-7. ``batch-consumer``: a prototype, not Faust: the worker's runtime (decode, OnlineLoop,
-   Redis, producer) fed by a confluent-kafka batch consumer, to show what Faust costs;
-8. ``learner``: the events scored first, then only their labels streamed to the worker (the
+6. ``transport-ceiling``: the worker's message traffic and nothing else: the worker's own
+   consumer (``streams.consumer.BatchConsumer``) on the events and the feedback topic (raw
+   bytes) producing one message per event through the worker's producer path;
+7. ``learner``: the events scored first, then only their labels streamed to the worker (the
    model's single learner, the part that does not scale out): labels/s and CPU per label;
-9. ``scale-out``: end-to-end on 2 event partitions with 1 worker, then with 2 workers (one
+8. ``scale-out``: end-to-end on 2 event partitions with 1 worker, then with 2 workers (one
    of them the learner): the scaling factor measured, not assumed.
 
 Broker variants are timed from the first event produced to the last prediction seen with
@@ -70,9 +68,9 @@ from streamlearn.tools.harness import (
     wait_until,
 )
 
-VARIANTS = ("bare", "end-to-end", "naive", "backtest", "faust-ceiling", "transport-ceiling", "batch-consumer",
+VARIANTS = ("bare", "end-to-end", "naive", "backtest", "faust-ceiling", "transport-ceiling",
             "learner", "scale-out")
-BROKER_VARIANTS = ("faust-ceiling", "transport-ceiling", "end-to-end", "naive", "batch-consumer", "learner",
+BROKER_VARIANTS = ("faust-ceiling", "transport-ceiling", "end-to-end", "naive", "learner",
                    "scale-out")
 DEFAULT_EVENTS = 300_000  # >= 20 s for the fastest broker variant (Faust ceiling ~15k/s) on 2 cores
 
@@ -455,8 +453,7 @@ class Bench:
             if kind in ("end-to-end", "learner"):
                 procs.append(WorkerProcess(env, log_path).start())
             else:
-                app = {"naive": "naive", "faust-ceiling": "ceiling", "transport-ceiling": "transport",
-                       "batch-consumer": "batch"}[kind]
+                app = {"naive": "naive", "faust-ceiling": "ceiling", "transport-ceiling": "transport"}[kind]
                 procs.append(ChildProcess(["streamlearn.tools.bench_apps", app], env, log_path).start())
         topics = (s.topic_events,) if kind == "faust-ceiling" else (s.topic_events, s.topic_feedback)
         return procs, topics
@@ -538,7 +535,7 @@ class Bench:
                     elif kind == "transport-ceiling":
                         if st.get("t_events_done") and st.get("t_labels_done"):
                             t_pred, t_labels = st["t_events_done"], st["t_labels_done"]
-                    elif st.get("t_labels_done"):  # naive, batch-consumer
+                    elif st.get("t_labels_done"):  # naive
                         t_labels = st["t_labels_done"]
                 for p in procs:
                     if p.proc.poll() is not None:
@@ -776,12 +773,11 @@ def render(report: dict[str, Any]) -> str:
     lines.append(" CPU us/ev: its CPU time per event (with the event's label), the figure least distorted by other"
                  " load on the machine.")
     lines.append(" transport-ceiling: the worker's messages (events and labels in, one message out per event)"
-                 " through Faust with no other work.")
+                 " through the worker's consumer and producer with no other work.")
     lines.append(" learner: events scored first, then the labels alone to the model's learner: labels, labels/s,"
                  " CPU us per label.")
-    lines.append(" scale-out: end-to-end on 2 event partitions, 1 worker then 2 (one of them the learner), CPU summed.")
-    lines.append(" batch-consumer: a prototype, the worker's runtime fed by a confluent-kafka batch consumer,"
-                 " no Faust.)")
+    lines.append(" scale-out: end-to-end on 2 event partitions, 1 worker then 2 (one of them the learner),"
+                 " CPU summed.)")
     e2e = v.get("end-to-end")
     if e2e:
         c = e2e["cpu"]
@@ -969,7 +965,6 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = lambda m: print(m, 
             "end-to-end/naive": ratio(variants.get("end-to-end"), variants.get("naive")),
             "backtest/bare": ratio(variants.get("backtest"), variants.get("bare")),
             "faust-ceiling/bare": ratio(variants.get("faust-ceiling"), variants.get("bare")),
-            "batch-consumer/end-to-end": ratio(variants.get("batch-consumer"), variants.get("end-to-end")),
         },
     }
     report["targets"] = targets(variants)

@@ -1,22 +1,20 @@
-"""The extra Faust apps ``streamlearn bench`` compares the worker with (run as subprocesses).
+"""The extra apps ``streamlearn bench`` compares the worker with (run as subprocesses).
 
 * ``naive``: the per-event design a user writes first. Same decoding and validation, same
   feature view, same model and metrics (:class:`~streamlearn.models.estimators.learner.Learner`), but
   one Redis round trip per read and per write and one ``await topic.send`` per prediction.
-* ``ceiling``: consumes the events topic as raw bytes in ``stream.take()`` batches and only
-  counts: what Faust + aiokafka + the broker can deliver on this machine.
+* ``ceiling``: a Faust agent that consumes the events topic as raw bytes in ``stream.take()``
+  batches and only counts: what Faust's per-message delivery + the broker can do here.
 * ``transport``: the transport ceiling, the same message traffic as the worker and no other
-  work: the events *and* the feedback topic as raw bytes in the worker's batches
-  (``streams.app.take_settled``), and per event one message produced through the worker's producer path
-  (:class:`~streamlearn.streams.transport.BatchProducer`, flushed per batch before the next).
-* ``batch``: a prototype, not Faust: the worker's own runtime fed by a confluent-kafka batch
-  consumer, to show side by side what the pipeline does without Faust's per-message delivery.
+  work: the worker's own consumer (:class:`~streamlearn.streams.consumer.BatchConsumer`) on
+  the events *and* the feedback topic, and per event one message produced through the worker's
+  producer path (:class:`~streamlearn.streams.transport.BatchProducer`, flushed per batch).
 
-Both use the worker's transport settings and patches (``streams/app.py``), so the only
-difference to the worker is what happens per event. Each reports to Redis, under
+The Faust apps use the transport settings the worker used while it consumed through Faust
+(below) and the worker's aiokafka patches, so what differs is what happens per event. Each reports to Redis, under
 ``<prefix>:bench:status``, how far it got and when it was done (wall clock), and writes the
 worker status key the demo's ``worker_assigned`` reads, so the harness waits the same way
-for every app. Run: ``python -m streamlearn.tools.bench_apps naive|ceiling|batch`` with the settings in
+for every app. Run: ``python -m streamlearn.tools.bench_apps naive|ceiling|transport`` with the settings in
 the environment plus ``STREAMLEARN_BENCH_EXPECT`` (events) and ``STREAMLEARN_BENCH_LABELS``.
 """
 
@@ -26,6 +24,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import sys
 import time
 from typing import Any
@@ -44,24 +43,60 @@ def status_key(settings: Settings) -> str:
     return f"{settings.redis_prefix}:bench:status"
 
 
+def _credentials(settings: Settings):
+    proto = settings.kafka_security_protocol
+    if proto == "PLAINTEXT":
+        return None
+    ctx = ssl.create_default_context(cafile=settings.kafka_ssl_cafile) if "SSL" in proto else None
+    if proto.startswith("SASL"):
+        pw = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username, password=pw,
+            mechanism=settings.kafka_sasl_mechanism or "PLAIN", ssl_context=ctx,
+        )
+    return faust.SSLCredentials(ctx)
+
+
 def faust_app(settings: Settings) -> faust.App:
-    """A Faust app with exactly the worker's transport settings (streams/app.py create_app).
+    """A Faust app with the transport settings the worker had while it consumed through Faust
+    streams (the worker's own consumer takes the same values: streams/consumer.py)."""
+    from streamlearn.streams.consumer import patch_aiokafka
 
-    The transport options are the worker's own (``streams.app.transport_options``).
-    """
-    from streamlearn.streams.app import (
-        _patch_fetch_max_wait,
-        _patch_leave_group_generation_zero,
-        transport_options,
-    )
-
-    _patch_leave_group_generation_zero()
-    _patch_fetch_max_wait(settings.fetch_max_wait_ms, settings.fetch_min_wait_ms)
+    patch_aiokafka(settings.fetch_min_wait_ms)
+    _fetch_wait_in_faust(settings.fetch_max_wait_ms)
     return faust.App(
         settings.app_id,
-        **transport_options(settings),
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=_credentials(settings),
+        store="memory://",
+        autodiscover=False,
+        topic_disable_leader=True,
+        topic_allow_declare=False,  # topics are created by ensure_topics with our partition count
+        topic_partitions=settings.topic_partitions,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        broker_max_poll_records=settings.max_poll_records,
+        broker_max_poll_interval=settings.max_poll_interval_s,
+        producer_linger=0.005,
         web_enabled=False,  # the programmatic faust.Worker honours this (the CLI does not)
     )
+
+
+def _fetch_wait_in_faust(ms: int) -> None:
+    """Faust hard-codes ``fetch_max_wait_ms=1500``; an idle topic in the same fetch then
+    holds back a busy one (~0.4 s median latency at 2k events/s): use the worker's wait."""
+    from faust.transport.drivers import aiokafka as driver
+
+    base = getattr(driver.aiokafka, "_streamlearn_base", driver.aiokafka.AIOKafkaConsumer)
+
+    class Consumer(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args, **kwargs) -> None:
+            kwargs["fetch_max_wait_ms"] = ms
+            super().__init__(*args, **kwargs)
+
+    driver.aiokafka._streamlearn_base = base
+    driver.aiokafka.AIOKafkaConsumer = Consumer
 
 
 def raw_topic(app: faust.App, name: str) -> faust.TopicT:
@@ -131,34 +166,60 @@ def ceiling_app(settings: Settings) -> faust.App:
     return app
 
 
-def transport_app(settings: Settings) -> faust.App:
-    """The worker's message traffic without its work: consume events and labels, produce one
-    message per event (the event's own bytes, about a prediction's size) and flush per batch."""
+async def transport(settings: Settings) -> None:
+    """The worker's message traffic without its work: its consumer on events and labels, one
+    message produced per event (the event's own bytes, about a prediction's size), flushed
+    per batch as the worker does."""
+    from streamlearn.streams.consumer import BatchConsumer, patch_aiokafka
     from streamlearn.streams.transport import BatchProducer, make_producer
 
-    app = faust_app(settings)
+    patch_aiokafka(settings.fetch_min_wait_ms)
     rep = Reporter(settings, aioredis.Redis.from_url(settings.redis_url))
-    _common(app, rep)
     out = BatchProducer(make_producer(settings))
     topic_out = settings.topic_predictions
 
-    from streamlearn.streams.app import take_settled  # the worker's batching
+    async def score(records: list) -> int:
+        rep.first()
+        for r in records:
+            out.produce(topic_out, r.value, r.key)
+        await out.flush()
+        await rep.events(len(records))
+        return len(records)
 
-    @app.agent(raw_topic(app, settings.topic_events), name="score")
-    async def score(stream) -> None:
-        async for events in take_settled(stream, settings.batch_max, settings.batch_within_s):
-            rep.first()
-            for ev in events:
-                out.produce(topic_out, ev.message.value, ev.message.key)
-            await out.flush()
-            await rep.events(len(events))
+    async def learn(records: list) -> int:
+        await rep.labels(len(records))
+        return len(records)
 
-    @app.agent(raw_topic(app, settings.topic_feedback), name="learn")
-    async def learn(stream) -> None:
-        async for events in take_settled(stream, settings.batch_max, settings.batch_within_s):
-            await rep.labels(len(events))
+    async def revoked() -> None:
+        pass
 
-    return app
+    intake = BatchConsumer(settings, {settings.topic_events: score, settings.topic_feedback: learn},
+                           on_assigned=rep.assigned, on_revoked=revoked)
+    await _serve(intake, rep)
+
+
+async def _serve(intake, rep: Reporter, tick=None) -> None:  # noqa: ANN001
+    """Run ``intake`` until SIGTERM/SIGINT, publishing progress every 0.5 s."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await intake.start()
+    run = asyncio.ensure_future(intake.run())
+    try:
+        while not stop.is_set() and not run.done():
+            try:
+                await asyncio.wait_for(stop.wait(), 0.5)
+            except TimeoutError:
+                pass
+            await rep.publish()
+            if tick is not None:
+                await tick()
+        if run.done():
+            run.result()  # a handler raised: let it show
+    finally:
+        await intake.stop()
+        await run
 
 
 def naive_app(settings: Settings) -> faust.App:
@@ -231,77 +292,16 @@ def naive_app(settings: Settings) -> faust.App:
     return app
 
 
-async def batch_consumer(settings: Settings) -> None:
-    """Prototype: the worker's own runtime (decode -> OnlineLoop -> Redis -> produce) fed by a
-    confluent-kafka consumer in batches of ``max_poll_records``, no Faust. Not production code:
-    no web API, no rebalance hand-over; it answers "how fast is the pipeline without Faust's
-    per-message delivery" side by side with the real worker."""
-    from confluent_kafka import Consumer
-
-    from streamlearn.schemas.records import KafkaRecord
-    from streamlearn.streams.worker import WorkerRuntime
-
-    runtime = WorkerRuntime(settings)
-    rep = Reporter(settings, aioredis.Redis.from_url(settings.redis_url))
-    await runtime.start()
-    assigned: list[tuple[str, int]] = []
-    consumer = Consumer(settings.confluent_config(**{
-        "group.id": settings.app_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
-        "session.timeout.ms": int(settings.session_timeout_s * 1000),
-        "heartbeat.interval.ms": int(settings.heartbeat_interval_s * 1000),
-        "fetch.wait.max.ms": settings.fetch_max_wait_ms,
-    }))
-    consumer.subscribe([settings.topic_events, settings.topic_feedback],
-                       on_assign=lambda c, parts: assigned.extend((p.topic, p.partition) for p in parts))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):  # finish the batch, checkpoint, commit
-        loop.add_signal_handler(sig, stop.set)
-    announced, next_ckpt, next_status = False, time.monotonic(), time.monotonic()
-    try:
-        while not stop.is_set():
-            msgs = consumer.consume(settings.max_poll_records, settings.batch_within_s)
-            if assigned and not announced:
-                announced = True
-                await runtime.on_assigned(sorted(assigned))
-                await rep.assigned(sorted(assigned))
-            events = [m for m in msgs if not m.error() and m.topic() == settings.topic_events]
-            labels = [m for m in msgs if not m.error() and m.topic() == settings.topic_feedback]
-            if events:
-                rep.first()
-                await runtime.on_events([KafkaRecord("event", m.topic(), m.partition(), m.offset(), m.timestamp()[1],
-                                                             key=m.key(), value=m.value()) for m in events])
-                await rep.events(len(events))
-            if labels:
-                await runtime.on_feedback([KafkaRecord("feedback", m.topic(), m.partition(), m.offset(),
-                                                               m.timestamp()[1], key=m.key(), value=m.value())
-                                            for m in labels])
-            if msgs:
-                consumer.commit(asynchronous=True)  # after the outputs were delivered: at least once
-            learned = runtime.loop.counters.labels_learned
-            if learned > rep.state["labels"]:
-                await rep.labels(learned - rep.state["labels"])
-            now = time.monotonic()
-            if now >= next_ckpt:
-                next_ckpt = now + settings.checkpoint_interval_s
-                await runtime.checkpoint()
-            if now >= next_status:
-                next_status = now + 0.5
-                await rep.publish()
-    finally:
-        await runtime.close()
-        consumer.close()
-
-
-APPS = {"naive": naive_app, "ceiling": ceiling_app, "transport": transport_app}
+APPS = {"naive": naive_app, "ceiling": ceiling_app}
+PROGRAMS = {"transport": transport}
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or argv[0] not in (*APPS, "batch"):
-        sys.exit(f"usage: python -m streamlearn.tools.bench_apps {{{'|'.join((*APPS, 'batch'))}}}")
-    if argv[0] == "batch":
-        asyncio.run(batch_consumer(Settings()))
+    if len(argv) != 1 or argv[0] not in (*APPS, *PROGRAMS):
+        sys.exit(f"usage: python -m streamlearn.tools.bench_apps {{{'|'.join((*APPS, *PROGRAMS))}}}")
+    if argv[0] in PROGRAMS:
+        asyncio.run(PROGRAMS[argv[0]](Settings()))
         return
     app = APPS[argv[0]](Settings())
     worker = faust.Worker(app, loglevel="warning", quiet=True, override_logging=True)

@@ -34,13 +34,12 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaConnectionError
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
-from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 from streamlearn.featurestore.keys import Keys
 from streamlearn.models import artifacts
 from streamlearn.sdk import EventProducer, PredictionConsumer
 from streamlearn.settings import Settings
-from streamlearn.streams.app import _credentials
+from streamlearn.streams.consumer import client_security
 from streamlearn.streams.transport import topic_names
 from streamlearn.tools.harness import free_port
 from streamlearn.tools.infra import start_broker, start_redis
@@ -210,10 +209,10 @@ def confluent_metadata(conf: dict, timeout: float = 3.0) -> list[str]:
 
 
 def aiokafka_metadata(settings: Settings, timeout: float = 5.0) -> list[str]:
-    """The same through aiokafka, with the arguments Faust derives from ``settings``."""
+    """The same through aiokafka, with the arguments the worker's consumer derives from ``settings``."""
     async def run() -> list[str]:
         client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=int(timeout * 1000),
-                                **credentials_to_aiokafka_auth(_credentials(settings)))
+                                **client_security(settings))
         try:
             await asyncio.wait_for(client.bootstrap(), timeout)
             return [f"{b.host}:{b.port}" for b in client.cluster.brokers()]
@@ -279,13 +278,13 @@ def test_worker_over_kafka_tls_end_to_end(make_settings, start_worker, cert_pair
 @pytest.mark.parametrize("mechanism", [None, "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
 def test_kafka_security_settings_configure_both_clients_alike(protocol: str, mechanism: str | None, cert_pair
                                                              ) -> None:
-    """The worker talks to Kafka through two clients (Faust/aiokafka consumes, confluent-kafka
+    """The worker talks to Kafka through two clients (aiokafka consumes, confluent-kafka
     produces and administers): one setting must configure both the same way."""
     cert, _ = cert_pair
     s = Settings(kafka_security_protocol=protocol, kafka_sasl_mechanism=mechanism, kafka_sasl_username="svc",
                  kafka_sasl_password="pw-1", kafka_ssl_cafile=str(cert))
     conf = s.confluent_config()
-    aio = credentials_to_aiokafka_auth(_credentials(s))
+    aio = client_security(s)
     assert conf["security.protocol"] == aio["security_protocol"] == protocol
     if protocol.startswith("SASL"):
         assert conf["sasl.mechanism"] == aio["sasl_mechanism"] == (mechanism or "PLAIN")

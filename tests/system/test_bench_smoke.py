@@ -26,8 +26,8 @@ def test_bench_smoke_prints_table_ratios_and_json(tmp_path: Path) -> None:
     header = next(i for i, line in enumerate(lines) if line.startswith("variant"))
     table = lines[header + 2 : header + 2 + len(VARIANTS) + 2]
     assert [row.split()[0] for row in table if not row.startswith("  ")] == [
-        "bare", "end-to-end", "naive", "backtest", "faust-ceiling", "transport-ceiling", "batch-consumer",
-        "learner", "scale-out"]
+        "bare", "end-to-end", "naive", "backtest", "faust-ceiling", "transport-ceiling", "learner",
+        "scale-out"]
     assert any(row.strip().startswith("at half load") for row in table)
     assert any(row.strip().startswith("2 workers (x") for row in table)
 

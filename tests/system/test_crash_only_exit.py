@@ -58,5 +58,5 @@ def test_every_task_and_timer_of_the_worker_is_crash_only(make_settings) -> None
     guarded = crash_only("probe", nothing).__code__
     bodies = [inspect.unwrap(task) for task in app._app_tasks]  # Faust's registry of tasks and timers
     assert [b.__name__ for b in bodies if b.__code__ is not guarded] == []
-    assert {b.__name__ for b in bodies} == {"startup", "announce", "checkpoint", "housekeeping", "retrain_schedule",
-                                          "status"}
+    assert {b.__name__ for b in bodies} == {"startup", "consume", "announce", "checkpoint", "housekeeping",
+                                          "retrain_schedule", "status"}

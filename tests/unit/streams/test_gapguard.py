@@ -15,7 +15,7 @@ from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.record.util import calc_crc32c
 from aiokafka.structs import TopicPartition
 
-from streamlearn.streams import app as app_module
+from streamlearn.streams import consumer as consumer_module
 from streamlearn.streams.gapguard import AdaptiveWait, GapGuard, OffsetGapError, partitions_behind
 
 
@@ -145,10 +145,10 @@ def _records(fetch_offset: int, *batches: bytes):
 
 def test_worker_fetcher_stops_at_a_hole_and_fetches_again_from_the_first_missing_offset(monkeypatch):
     """A fetch reply with offsets 10-12 and 15-16 (13-14 not yet readable): the records after
-    the hole never reach Faust, and the partition's next fetch asks for 13."""
-    app_module._patch_fetcher()
+    the hole never reach the worker, and the partition's next fetch asks for 13."""
+    consumer_module.patch_aiokafka()
     seen = []
-    monkeypatch.setattr(app_module, "FETCH_GUARD", GapGuard(on_gap=lambda *a: seen.append(a)))
+    monkeypatch.setattr(consumer_module, "FETCH_GUARD", GapGuard(on_gap=lambda *a: seen.append(a)))
     recs = _records(10, _batch(10, 3), _batch(15, 2))
     assert [r.offset for r in recs] == [10, 11, 12]
     assert recs.next_fetch_offset == 13 and seen == [("ev", 0, 13, 15)]
@@ -162,13 +162,13 @@ def test_worker_fetcher_stops_at_a_hole_and_fetches_again_from_the_first_missing
     # the next reply has it: everything in order, the gap closes
     filled = _records(13, _batch(13, 2), _batch(15, 2))
     assert [r.offset for r in filled] == [13, 14, 15, 16] and filled.next_fetch_offset == 17
-    assert app_module.FETCH_GUARD.open_gaps == 0
+    assert consumer_module.FETCH_GUARD.open_gaps == 0
 
 
 def test_worker_fetcher_passes_a_reply_that_starts_inside_a_batch():
     """A fetch at 12 may return the whole batch 10-14: records before the position are skipped
     by aiokafka, which is not a gap."""
-    app_module._patch_fetcher()
+    consumer_module.patch_aiokafka()
     recs = _records(12, _batch(10, 5), _batch(15, 1))
     assert [r.offset for r in recs] == [12, 13, 14, 15] and recs.next_fetch_offset == 16
 
@@ -176,8 +176,8 @@ def test_worker_fetcher_passes_a_reply_that_starts_inside_a_batch():
 def test_worker_fetcher_lets_a_transaction_marker_through(monkeypatch):
     """The one legitimate jump on an uncompacted topic: a commit marker (control batch) takes
     an offset the consumer never sees. Not a gap."""
-    app_module._patch_fetcher()
-    monkeypatch.setattr(app_module, "FETCH_GUARD", GapGuard())
+    consumer_module.patch_aiokafka()
+    monkeypatch.setattr(consumer_module, "FETCH_GUARD", GapGuard())
     recs = _records(10, _batch(10, 2), _batch(12, 1, control=True), _batch(13, 2))
     assert [r.offset for r in recs] == [10, 11, 13, 14] and recs.next_fetch_offset == 15
-    assert app_module.FETCH_GUARD.gaps == 0
+    assert consumer_module.FETCH_GUARD.gaps == 0
