@@ -47,6 +47,12 @@ OTHER_ENV_VARS = frozenset({
     CONFIG_ENV,
     "STREAMLEARN_BENCH_EXPECT", "STREAMLEARN_BENCH_LABELS",  # the benchmark's apps (tools/bench_apps.py)
 })
+#: settings an earlier release read and this one does not: warned about and ignored, so an
+#: upgrade does not refuse a deployment that still sets them
+RETIRED_ENV_VARS = {
+    "STREAMLEARN_BATCH_WITHIN_S": "a batch is what the consumer has fetched, there is no fill window",
+    "STREAMLEARN_MAX_POLL_RECORDS": "STREAMLEARN_BATCH_MAX bounds a batch",
+}
 #: topic kinds: the keys of ``topic_retention_ms`` and ``topic_configs``
 TOPIC_KINDS = ("events", "predictions", "feedback", "deadletter", "shadow", "lifecycle", "drift")
 _DAY_MS = 86_400_000
@@ -202,14 +208,11 @@ class Settings(BaseSettings):
     max_string_length: int = 1024
 
     # --- transport tuning (measured on the embedded broker: README "The embedded broker") --
-    batch_max: int = Field(500, ge=1, description="events per batch")
-    # A batch is handed over once no more events are queued in the process (streams/app.py
-    # take_settled): one event at low load. Only while the broker has more (a backlog) does
-    # it wait, up to batch_within_s, to fill to batch_max: large batches keep up under load.
-    batch_within_s: float = Field(0.005, gt=0, description="max wait to fill a batch under a backlog")
+    # A batch is what the consumer has fetched when the loop asks (streams/consumer.py): one
+    # event at low load, up to batch_max under a backlog (a fetch brings up to 1 MB per partition)
+    batch_max: int = Field(500, ge=1, description="events (or labels) per batch, at most")
     session_timeout_s: float = 6.0
     heartbeat_interval_s: float = 0.5
-    max_poll_records: int = 500
     max_poll_interval_s: float = 60.0
     fetch_max_wait_ms: int = Field(20, ge=1, description="broker-side wait for fetch data while idle (Faust: 1500)")
     # The embedded broker (tansu) sees a record that arrives during a fetch's wait only when
@@ -429,7 +432,7 @@ def env_names() -> dict[str, str]:
 
 def unknown_env(environ: Mapping[str, str]) -> list[str]:
     """One line per ``STREAMLEARN_*`` variable that no setting reads, with a did-you-mean."""
-    known = set(env_names()) | OTHER_ENV_VARS
+    known = set(env_names()) | OTHER_ENV_VARS | set(RETIRED_ENV_VARS)
     lines = []
     for name in sorted(environ):
         if name.upper().startswith(ENV_PREFIX) and name.upper() not in known:
@@ -477,6 +480,8 @@ def load_settings(*, strict_env: bool = True, **kwargs: Any) -> Settings:
         raise SettingsError(unknown[0] + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
     for line in unknown:
         log.warning("%s: ignored", line)
+    for name in sorted(n for n in environ if n.upper() in RETIRED_ENV_VARS):
+        log.warning("%s is no longer read (%s): ignored", name, RETIRED_ENV_VARS[name.upper()])
     try:
         return Settings(**kwargs)
     except ValidationError as exc:

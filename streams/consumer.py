@@ -146,7 +146,9 @@ class BatchConsumer(ConsumerRebalanceListener):
             out = by_topic.setdefault(tp.topic, [])
             out.extend(KafkaRecord("", r.topic, r.partition, r.offset, r.timestamp, key=r.key, value=r.value)
                        for r in records)
-        calls = [self.handlers[topic](records) for topic, records in by_topic.items()]
+        # in the handlers' order (events before labels): the loop runs one batch at a time, and
+        # an event's latency should not include the learning of labels fetched with it
+        calls = [handler(by_topic[topic]) for topic, handler in self.handlers.items() if topic in by_topic]
         if len(calls) == 1:
             await calls[0]
         else:

@@ -65,7 +65,6 @@ def make_settings(infra: EmbeddedInfra) -> Callable[..., Settings]:
             topic_feedback=f"t{tag}.feedback", topic_deadletter=f"t{tag}.deadletter",
             topic_shadow=f"t{tag}.shadow", topic_lifecycle=f"t{tag}.lifecycle", topic_drift=f"t{tag}.drift",
             app_id=f"t{tag}-worker", redis_prefix=f"t{tag}", checkpoint_interval_s=1.0,
-            batch_within_s=0.01,
         )
         values.update(overrides)
         settings = Settings(**values)

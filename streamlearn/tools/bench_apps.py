@@ -37,6 +37,8 @@ from streamlearn.settings import Settings
 
 EXPECT_ENV = "STREAMLEARN_BENCH_EXPECT"
 LABELS_ENV = "STREAMLEARN_BENCH_LABELS"
+# the batch window the worker used while it consumed through Faust's take()
+FAUST_BATCH_WITHIN_S = 0.005
 
 
 def status_key(settings: Settings) -> str:
@@ -76,7 +78,7 @@ def faust_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
-        broker_max_poll_records=settings.max_poll_records,
+        broker_max_poll_records=settings.batch_max,
         broker_max_poll_interval=settings.max_poll_interval_s,
         producer_linger=0.005,
         web_enabled=False,  # the programmatic faust.Worker honours this (the CLI does not)
@@ -159,7 +161,7 @@ def ceiling_app(settings: Settings) -> faust.App:
 
     @app.agent(raw_topic(app, settings.topic_events), name="count")
     async def count(stream) -> None:
-        async for values in stream.take(settings.batch_max, within=settings.batch_within_s):
+        async for values in stream.take(settings.batch_max, within=FAUST_BATCH_WITHIN_S):
             rep.first()
             await rep.events(len(values))
 

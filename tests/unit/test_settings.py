@@ -85,6 +85,14 @@ def test_variables_read_elsewhere_and_the_conventional_addresses_are_not_unknown
     assert (s.kafka_bootstrap, s.model_name) == ("kafka:9092", "fraud")
 
 
+def test_a_retired_setting_is_warned_about_not_refused(monkeypatch, caplog):
+    """Settings a previous release read (the Faust-era batch window) must not stop an upgrade."""
+    monkeypatch.setenv("STREAMLEARN_BATCH_WITHIN_S", "0.005")
+    with caplog.at_level(logging.WARNING, logger="streamlearn.settings"):
+        assert load_settings().batch_max == 500
+    assert "STREAMLEARN_BATCH_WITHIN_S is no longer read (a batch is what the consumer has fetched" in caplog.text
+
+
 def test_every_streamlearn_variable_the_repository_mentions_is_a_setting_or_known():
     known = set(env_names()) | OTHER_ENV_VARS
     files = [ROOT / "README.md", ROOT / "docker-compose.yml", ROOT / "deploy" / "Dockerfile",

@@ -1,4 +1,4 @@
-"""Batches adapt to the load (streams/app.py ``take_settled``): an event that arrives alone is
+"""Batches adapt to the load (streams/consumer.py ``BatchConsumer``): an event that arrives alone is
 scored alone, without waiting for more; a backlog is taken in large batches. Timing is the
 benchmark's business: deadlines here are generous, only behaviour is asserted."""
 
@@ -15,9 +15,8 @@ def _score_batches(worker) -> tuple[float, float]:
 
 
 def test_lone_events_are_scored_alone_and_a_backlog_in_large_batches(make_settings, start_worker):
-    # a one-minute window: Faust's take_events would hold every lone event until its window
-    # ends (up to a minute); a settled batch is handed over when nothing more is queued
-    s = make_settings(batch_within_s=60.0)
+    # a batch is what the consumer holds when the loop asks: nothing waits for more events
+    s = make_settings()
     worker = start_worker(s)
     send, preds = Sender(s), TopicReader(s, s.topic_predictions, "prediction")
     lone = make_events(8, seed=11)
