@@ -47,7 +47,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 __all__ = ["CONTENT_TYPE_LATEST", "DEAD_LETTER_REASONS", "DEAD_LETTER_SOURCES", "DRIFT_STATES", "LABEL_OUTCOMES",
            "LIFECYCLE_ACTIONS", "Metrics"]
 
-# event (Kafka timestamp) -> prediction delivered: tens of ms normally, minutes when behind
+# event (Kafka timestamp) -> prediction published: tens of ms normally, minutes when behind
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 STORE_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 MODEL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -87,7 +87,7 @@ class Metrics:
         self.feedback_received = Counter(
             "streamlearn_feedback_received", "Feedback (label) messages received (valid or not)", registry=r)
         self.predictions = Counter(
-            "streamlearn_predictions", "Predictions delivered, by the model version that served them",
+            "streamlearn_predictions", "Predictions published, by the model version that served them",
             ["model", "version", "stage", "path"], registry=r)
         self.events_duplicate = Counter(
             "streamlearn_events_duplicate", "Re-delivered events answered from their stored served vector",
@@ -106,7 +106,7 @@ class Metrics:
         # --- latency ---------------------------------------------------------------
         self.event_latency = Histogram(
             "streamlearn_event_to_prediction_seconds",
-            "Event Kafka timestamp (or HTTP request arrival) to prediction delivered",
+            "Event Kafka timestamp (or HTTP request arrival) to prediction published",
             ["path"], buckets=LATENCY_BUCKETS, registry=r)
         self.store_latency = Histogram(
             "streamlearn_feature_store_seconds", "Feature/state store call latency", ["op"],
@@ -201,7 +201,8 @@ class Metrics:
         stage_of: Callable[[int], str],
         path: str = "kafka",
     ) -> None:
-        """Count a delivered batch per serving version and observe each event's latency."""
+        """Count a published batch per serving version and observe each event's latency (the
+        producer has the predictions; the broker has them before the input is committed)."""
         by_version = collections.Counter(versions)
         for version, n in by_version.items():
             key = (self.model, version, stage_of(version), path)

@@ -16,9 +16,10 @@ What Faust's consumer did is done here:
 * **Rebalances.** Revocation waits for the batch in flight, commits what is done and hands the
   learner's state over (``WorkerRuntime.on_revoked``); assignment tells the runtime its new
   partitions (``on_assigned``), before any record of them is fetched.
-* **Commits.** An offset is committed only after its batch's outputs were delivered (the
-  runtime's handlers return then): at least once; the loop is idempotent by event id.
-  Commits are made every ``COMMIT_INTERVAL_S`` while records flow, at revocation and at stop.
+* **Commits.** An offset is committed only after the outputs of its batch were delivered
+  (``deliver``, the producer's flush, runs before every commit; batches do not wait for the
+  broker in between): at least once; the loop is idempotent by event id. Commits are made
+  every ``COMMIT_INTERVAL_S``, at revocation and at stop.
 * **Offset gaps and long partitions** on the embedded broker: guarded inside aiokafka's
   fetcher (``streams/app.py`` ``_patch_fetcher``), below this class.
 """
@@ -83,8 +84,10 @@ class BatchConsumer(ConsumerRebalanceListener):
 
     def __init__(self, settings: Settings, handlers: dict[str, Handler],
                  on_assigned: Callable[[list[tuple[str, int]]], Awaitable[None]],
-                 on_revoked: Callable[[], Awaitable[None]], group_id: str | None = None) -> None:
+                 on_revoked: Callable[[], Awaitable[None]], deliver: Callable[[], Awaitable[None]],
+                 group_id: str | None = None) -> None:
         self.settings = settings
+        self._deliver = deliver
         self.handlers = handlers
         self._on_assigned, self._on_revoked = on_assigned, on_revoked
         self.group = GroupState()
@@ -170,6 +173,7 @@ class BatchConsumer(ConsumerRebalanceListener):
         todo = {tp: off for tp, off in self._done.items() if self._committed.get(tp) != off}
         if not todo or self.consumer is None:
             return
+        await self._deliver()  # the outputs of everything below these offsets are on the broker
         try:
             await self.consumer.commit(todo)
         except KafkaError as exc:

@@ -80,7 +80,9 @@ class WorkerRuntime:
         self.loop = build_loop(settings, self.backend)
         # a view version is bound to its definition: refused here, before any consumer joins
         self._view_checked = self._check_view(wait=False)
-        self.out = BatchProducer(make_producer(settings))
+        # outputs are not flushed per batch (deliver() before each commit), so they leave after
+        # linger.ms: short, as an event's prediction is due as soon as it is scored
+        self.out = BatchProducer(make_producer(settings, **{"linger.ms": 1}))
         self.encode_prediction = self.codec.encoder("prediction")
         self.encode_deadletter = self.codec.encoder("deadletter")
         self.encoders = {"lifecycle": self.codec.encoder("lifecycle"), "drift": self.codec.encoder("drift"),
@@ -170,8 +172,8 @@ class WorkerRuntime:
             for sp in p.shadows:  # challengers: their own topic, never the served one
                 sp.served_at, sp.latency_ms = p.served_at, p.latency_ms
                 self.out.produce(shadow_topic, self.encode_prediction(sp.record()), key)
-        await self.out.flush()
-        m = self.metrics  # counted once delivered; children resolved per batch, not per event
+        self.out.serve()  # delivered before this input's offset is committed (deliver(), by the consumer)
+        m = self.metrics  # counted once published; children resolved per batch, not per event
         m.received(len(batch))
         m.predictions_delivered((p.model_version for p in preds), [ts / 1000.0 for ts in stamps], time.time(),
                                 self.loop.models.stage)
@@ -202,6 +204,11 @@ class WorkerRuntime:
         self.metrics.learn_report(len(report.learned), len(report.duplicate), len(report.unmatched))
         self.metrics.sync_counters(self.loop.counters)
         return len(report.learned)
+
+    async def deliver(self) -> None:
+        """Wait until the broker has every output produced so far: the consumer calls this
+        before it commits input offsets (at least once: an output is never lost)."""
+        await self.out.flush()
 
     async def checkpoint(self) -> None:
         if self.ready.is_set():

@@ -170,8 +170,8 @@ def ceiling_app(settings: Settings) -> faust.App:
 
 async def transport(settings: Settings) -> None:
     """The worker's message traffic without its work: its consumer on events and labels, one
-    message produced per event (the event's own bytes, about a prediction's size), flushed
-    per batch as the worker does."""
+    message produced per event (the event's own bytes, about a prediction's size), delivered
+    before each commit as the worker does."""
     from streamlearn.streams.consumer import BatchConsumer, patch_aiokafka
     from streamlearn.streams.transport import BatchProducer, make_producer
 
@@ -184,7 +184,7 @@ async def transport(settings: Settings) -> None:
         rep.first()
         for r in records:
             out.produce(topic_out, r.value, r.key)
-        await out.flush()
+        out.serve()  # delivered before the offsets are committed, as in the worker
         await rep.events(len(records))
         return len(records)
 
@@ -196,7 +196,7 @@ async def transport(settings: Settings) -> None:
         pass
 
     intake = BatchConsumer(settings, {settings.topic_events: score, settings.topic_feedback: learn},
-                           on_assigned=rep.assigned, on_revoked=revoked)
+                           on_assigned=rep.assigned, on_revoked=revoked, deliver=out.flush)
     await _serve(intake, rep)
 
 

@@ -33,6 +33,9 @@ class _Collect:
     def produce(self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None) -> None:
         self.messages.append((topic, value))
 
+    def serve(self) -> None:
+        pass
+
     async def flush(self, timeout: float = 60.0) -> None:
         pass
 
