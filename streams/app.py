@@ -75,7 +75,8 @@ def create_app(settings: Settings, runtime: WorkerRuntime | None = None,
     )
     intake = BatchConsumer(settings, {settings.topic_events: runtime.on_events,
                                       settings.topic_feedback: runtime.on_feedback},
-                           on_assigned=runtime.on_assigned, on_revoked=runtime.on_revoked, deliver=runtime.deliver)
+                           on_assigned=runtime.on_assigned, on_revoked=runtime.on_revoked, deliver=runtime.deliver,
+                           follow=(settings.topic_events, settings.topic_feedback))
 
     async def consume() -> None:
         await intake.start()

@@ -30,8 +30,10 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import ConsumerStoppedError, KafkaError
@@ -48,6 +50,8 @@ COMMIT_INTERVAL_S = 1.0
 # the longest fetch wait the adaptive wait reaches: tansu lists ~0.5-1k batches per ms on
 # 2 busy cores, so this keeps partitions of a few million one-record batches readable (README)
 MAX_FETCH_WAIT_MS = 5000
+# the longest a label is held back behind its events (Holdback)
+HOLD_MAX_S = 5.0
 # how long getmany waits for records when none are fetched yet (returns at once when some are)
 IDLE_POLL_MS = 500
 
@@ -77,15 +81,70 @@ def client_security(settings: Settings) -> dict:
 Handler = Callable[[list[KafkaRecord]], Awaitable[int]]
 
 
+class Holdback:
+    """Labels held back while they are ahead of their events.
+
+    Under a backlog a fetch brings up to 1 MB per partition: ~5,000 events but ~16,000
+    labels, so labels overtook their events by thousands, and each was parked in Redis and
+    learned later, when its event came (~2x the work per label, and a learning order far from
+    the order things happened). Like Kafka Streams' timestamp-ordered choice between input
+    partitions, a label is handed over only once the events processed have reached its
+    timestamp, while the events topic still has a backlog; with no backlog (normal operation,
+    labels arriving after their events) nothing is held. A label is never held longer than
+    ``max_hold_s``, so learning goes on when the events partition stalls. Released labels are
+    an offset-order prefix of each partition, so commits stay contiguous.
+    """
+
+    def __init__(self, max_hold_s: float = HOLD_MAX_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_hold_s, self.clock = max_hold_s, clock
+        self.held: dict[Any, deque] = {}  # partition -> (record, held since) in offset order
+        self.lead_time: int | None = None  # the latest event timestamp processed (ms)
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self.held.values())
+
+    def note_lead(self, records: Iterable[Any]) -> None:
+        for r in records:
+            if self.lead_time is None or r.timestamp > self.lead_time:
+                self.lead_time = r.timestamp
+
+    def add(self, tp: Any, records: Iterable[Any]) -> None:
+        now = self.clock()
+        self.held.setdefault(tp, deque()).extend((r, now) for r in records)
+
+    def release(self, lead_behind: bool, limit: int) -> dict[Any, list]:
+        """Per partition, the held records that may go now (at most ``limit`` in all)."""
+        out: dict[Any, list] = {}
+        oldest_allowed = self.clock() - self.max_hold_s
+        for tp, q in self.held.items():
+            got = []
+            while q and limit > 0:
+                rec, since = q[0]
+                ahead = self.lead_time is None or rec.timestamp > self.lead_time
+                if lead_behind and ahead and since > oldest_allowed:
+                    break
+                got.append(q.popleft()[0])
+                limit -= 1
+            if got:
+                out[tp] = got
+        return out
+
+    def drop(self, tps: Iterable[Any]) -> None:
+        for tp in tps:
+            self.held.pop(tp, None)
+
+
 class BatchConsumer(ConsumerRebalanceListener):
-    """Reads ``topics`` as one group member and hands each topic's records of a fetch to its
-    handler (the topics' handlers run concurrently, as separate agents did). ``on_assigned``
-    and ``on_revoked`` are the runtime's rebalance hooks."""
+    """Reads the handlers' topics as one group member and hands each topic's records of a
+    fetch to its handler, in the handlers' order. ``on_assigned`` and ``on_revoked`` are the
+    runtime's rebalance hooks, ``deliver`` waits for the outputs before a commit. With
+    ``follow=(lead, follower)`` the follower's records (labels) are held back while they are
+    ahead of the lead's (events) under a backlog (:class:`Holdback`)."""
 
     def __init__(self, settings: Settings, handlers: dict[str, Handler],
                  on_assigned: Callable[[list[tuple[str, int]]], Awaitable[None]],
                  on_revoked: Callable[[], Awaitable[None]], deliver: Callable[[], Awaitable[None]],
-                 group_id: str | None = None) -> None:
+                 group_id: str | None = None, follow: tuple[str, str] | None = None) -> None:
         self.settings = settings
         self._deliver = deliver
         self.handlers = handlers
@@ -99,6 +158,10 @@ class BatchConsumer(ConsumerRebalanceListener):
         self._last_commit = 0.0
         self._stopping = False
         self._unseeded: list[TopicPartition] = []  # assigned, committed offset not read yet
+        self.follow = follow
+        self.holdback = Holdback()
+        self._next: dict[TopicPartition, int] = {}  # next offset getmany returns, per lead partition
+        self._paused: set[TopicPartition] = set()
 
     def _client(self) -> AIOKafkaConsumer:
         s = self.settings
@@ -127,13 +190,16 @@ class BatchConsumer(ConsumerRebalanceListener):
         consumer = self.consumer
         if consumer is None:
             raise RuntimeError("BatchConsumer.run before start")
+        waiting = IDLE_POLL_MS
         while not self._stopping:
             try:
-                fetched = await consumer.getmany(timeout_ms=IDLE_POLL_MS, max_records=self.settings.batch_max)
+                fetched = await consumer.getmany(timeout_ms=waiting, max_records=self.settings.batch_max)
             except ConsumerStoppedError:
                 return
             if self._unseeded:
                 await self._seed_committed()
+            if self.follow is not None:
+                fetched, waiting = self._align(fetched)
             async with self._busy:
                 if self._stopping:
                     return  # not processed, not committed: read again after a restart
@@ -142,6 +208,49 @@ class BatchConsumer(ConsumerRebalanceListener):
                 # also when idle: the last batch's offsets are committed within the interval
                 if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
                     await self._commit()
+
+    def _align(self, fetched: dict) -> tuple[dict, int]:
+        """Hold back labels that are ahead of the events (:class:`Holdback`); returns what to
+        process now and how long the next fetch may wait."""
+        lead, follower = self.follow
+        hold = self.holdback
+        batch: dict = {}
+        for tp, records in fetched.items():
+            if tp.topic == follower:
+                hold.add(tp, records)
+            else:
+                batch[tp] = records
+                if tp.topic == lead:
+                    hold.note_lead(records)
+                    self._next[tp] = records[-1].offset + 1
+        if not len(hold):
+            return batch, IDLE_POLL_MS
+        behind = self._lead_behind(lead)
+        room = self.settings.batch_max - sum(len(r) for r in batch.values())
+        for tp, records in hold.release(behind, max(room, 0)).items():
+            batch[tp] = records
+        # bound what is held: stop fetching labels while a few batches of them wait
+        full = len(hold) >= 4 * self.settings.batch_max
+        tps = {tp for tp in self.consumer.assignment() if tp.topic == follower}
+        if full and not self._paused:
+            self.consumer.pause(*tps)
+            self._paused = tps
+        elif not full and self._paused:
+            self.consumer.resume(*self._paused)
+            self._paused = set()
+        # labels waiting only for their events: fetch those at once; nothing else to wait for: no wait
+        return batch, (IDLE_POLL_MS if behind else 0) if len(hold) else IDLE_POLL_MS
+
+    def _lead_behind(self, lead: str) -> bool:
+        """Whether the broker holds events of this member's partitions not yet processed."""
+        for tp in self.consumer.assignment():
+            if tp.topic != lead:
+                continue
+            hw = self.consumer.highwater(tp)
+            nxt = self._next.get(tp, self._committed.get(tp, 0))
+            if hw is None or hw > nxt:
+                return True
+        return False
 
     async def _process(self, fetched: dict) -> None:
         by_topic: dict[str, list[KafkaRecord]] = {}
@@ -210,6 +319,9 @@ class BatchConsumer(ConsumerRebalanceListener):
                 for tp in revoked:
                     self._done.pop(tp, None)
                     self._committed.pop(tp, None)
+                    self._next.pop(tp, None)
+                self.holdback.drop(revoked)  # not processed, not committed: the next owner reads them
+                self._paused -= set(revoked)
                 await self._on_revoked()
         except Exception as exc:  # noqa: BLE001
             fatal("partition revocation", exc)

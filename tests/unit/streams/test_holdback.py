@@ -1,0 +1,59 @@
+"""Labels held back behind their events under a backlog (streams/consumer.py ``Holdback``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streamlearn.streams.consumer import Holdback
+
+
+@dataclass
+class Rec:
+    offset: int
+    timestamp: int
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def offsets(released: dict) -> list[int]:
+    return [r.offset for recs in released.values() for r in recs]
+
+
+def test_labels_ahead_of_the_events_wait_while_the_events_have_a_backlog():
+    clock = Clock()
+    hold = Holdback(max_hold_s=5.0, clock=clock)
+    hold.add("fb", [Rec(0, 1_000), Rec(1, 2_000), Rec(2, 3_000), Rec(3, 2_500)])
+    assert hold.release(lead_behind=True, limit=100) == {}, "no event seen yet: every label is ahead"
+    hold.note_lead([Rec(0, 900), Rec(1, 2_100)])
+    assert offsets(hold.release(lead_behind=True, limit=100)) == [0, 1]
+    # offset order is kept: 3 (t=2,500) waits behind 2 (t=3,000), so commits stay contiguous
+    hold.note_lead([Rec(2, 2_600)])
+    assert hold.release(lead_behind=True, limit=100) == {}
+    assert len(hold) == 2
+
+
+def test_without_a_backlog_nothing_is_held_and_the_limit_bounds_a_batch():
+    hold = Holdback(clock=Clock())
+    hold.add("fb", [Rec(i, 10_000 + i) for i in range(7)])
+    first = hold.release(lead_behind=False, limit=5)
+    assert offsets(first) == [0, 1, 2, 3, 4] and len(hold) == 2
+    assert offsets(hold.release(lead_behind=False, limit=5)) == [5, 6] and len(hold) == 0
+
+
+def test_a_label_is_never_held_longer_than_max_hold_so_learning_goes_on_when_events_stall():
+    clock = Clock()
+    hold = Holdback(max_hold_s=5.0, clock=clock)
+    hold.add("fb", [Rec(0, 50_000)])
+    clock.t += 4.9
+    hold.add("fb", [Rec(1, 60_000)])
+    assert hold.release(lead_behind=True, limit=10) == {}
+    clock.t += 0.2  # the first has waited 5.1 s, the second 0.2 s
+    assert offsets(hold.release(lead_behind=True, limit=10)) == [0]
+    hold.drop(["fb"])  # revoked: the next owner reads them from the committed offset
+    assert len(hold) == 0
