@@ -34,7 +34,7 @@ def crash_only(name: str, body: Callable[[], Awaitable[None]]) -> Callable[[], A
 
     Faust treats an exception escaping a task or timer as an app crash and runs its own
     shutdown, which exits 1 at best (a worker once hung in it, see ``worker_status``); a
-    supervisor then sees neither the agents' code 70 nor the reason in one log line.
+    supervisor then sees neither the code 70 nor the reason in one log line.
     """
     async def guarded() -> None:
         try:

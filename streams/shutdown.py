@@ -1,6 +1,6 @@
 """A worker stops within a bound after SIGTERM or SIGINT, whatever its dependencies do.
 
-Faust's graceful stop waits for the agents' in-flight batches (``wait_empty``), then our
+At a stop signal the worker finishes the batch in flight and commits (``BatchConsumer.stop``), then our
 shutdown hook checkpoints. While Redis is unreachable the online loop retries every store
 call forever (a Redis restart must stall, never crash), so that stop never ended (measured:
 ~10 minutes, then SIGKILL from any supervisor). Two bounds:

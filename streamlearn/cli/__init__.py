@@ -24,7 +24,7 @@ import typer
 from streamlearn.cli import bench, demo, evaluate, io, models, project, replay, run
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Streaming online learning on Kafka + Redis (Faust agents, River models).")
+                  help="Streaming online learning on Kafka + Redis (River models, Redis feature store).")
 
 
 def _version(value: bool) -> None:

@@ -1,6 +1,6 @@
 """The online loop, free of Kafka: score batches of events, learn batches of labels.
 
-This is the code the Faust agents, backtests, the HTTP endpoint and the tests all run.
+This is the code the worker (fed by its consumer), backtests, the HTTP endpoint and the tests all run.
 State lives behind a :class:`~streamlearn.featurestore.backend.Backend` (Redis online,
 memory for replay). :class:`OnlineLoop` coordinates; each job has its own module:
 
