@@ -90,20 +90,23 @@ class Holdback:
     the order things happened). Like Kafka Streams' timestamp-ordered choice between input
     partitions, a label is handed over only once the events processed have reached its
     timestamp, while the events topic still has a backlog; with no backlog (normal operation,
-    labels arriving after their events) nothing is held. A label is never held longer than
-    ``max_hold_s``, so learning goes on when the events partition stalls. Released labels are
-    an offset-order prefix of each partition, so commits stay contiguous.
+    labels arriving after their events) nothing is held. Liveness: a label is not held longer
+    than ``max_hold_s`` (producers' clocks may disagree), nor at all while the events have
+    not advanced for ``max_hold_s`` (a stalled partition). Released labels are an
+    offset-order prefix of each partition, so commits stay contiguous.
     """
 
     def __init__(self, max_hold_s: float = HOLD_MAX_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_hold_s, self.clock = max_hold_s, clock
         self.held: dict[Any, deque] = {}  # partition -> (record, held since) in offset order
         self.lead_time: int | None = None  # the latest event timestamp processed (ms)
+        self.lead_moved = clock()  # when events last came
 
     def __len__(self) -> int:
         return sum(len(q) for q in self.held.values())
 
     def note_lead(self, records: Iterable[Any]) -> None:
+        self.lead_moved = self.clock()
         for r in records:
             if self.lead_time is None or r.timestamp > self.lead_time:
                 self.lead_time = r.timestamp
@@ -116,6 +119,7 @@ class Holdback:
         """Per partition, the held records that may go now (at most ``limit`` in all)."""
         out: dict[Any, list] = {}
         oldest_allowed = self.clock() - self.max_hold_s
+        lead_behind = lead_behind and self.lead_moved > oldest_allowed  # stalled events hold nothing
         for tp, q in self.held.items():
             got = []
             while q and limit > 0:
@@ -161,7 +165,6 @@ class BatchConsumer(ConsumerRebalanceListener):
         self.follow = follow
         self.holdback = Holdback()
         self._next: dict[TopicPartition, int] = {}  # next offset getmany returns, per lead partition
-        self._paused: set[TopicPartition] = set()
 
     def _client(self) -> AIOKafkaConsumer:
         s = self.settings
@@ -190,16 +193,14 @@ class BatchConsumer(ConsumerRebalanceListener):
         consumer = self.consumer
         if consumer is None:
             raise RuntimeError("BatchConsumer.run before start")
-        waiting = IDLE_POLL_MS
         while not self._stopping:
             try:
-                fetched = await consumer.getmany(timeout_ms=waiting, max_records=self.settings.batch_max)
+                fetched = await (self._fetch_aligned() if self.follow is not None else
+                                 consumer.getmany(timeout_ms=IDLE_POLL_MS, max_records=self.settings.batch_max))
             except ConsumerStoppedError:
                 return
             if self._unseeded:
                 await self._seed_committed()
-            if self.follow is not None:
-                fetched, waiting = self._align(fetched)
             async with self._busy:
                 if self._stopping:
                     return  # not processed, not committed: read again after a restart
@@ -209,11 +210,28 @@ class BatchConsumer(ConsumerRebalanceListener):
                 if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
                     await self._commit()
 
-    def _align(self, fetched: dict) -> tuple[dict, int]:
-        """Hold back labels that are ahead of the events (:class:`Holdback`); returns what to
-        process now and how long the next fetch may wait."""
+    async def _fetch_aligned(self) -> dict:
+        """A batch of events and a batch of labels, labels held back while they are ahead of
+        the events (:class:`Holdback`).
+
+        Each topic is asked for separately: aiokafka's ``getmany`` drains one partition's
+        buffer before the next, and a backlog fetch holds thousands of records per partition,
+        so asked together one topic starved the other for seconds. Labels are fetched only
+        while fewer than a batch of them are held (the memory bound). With nothing buffered
+        the fetch waits for whatever comes first.
+        """
+        consumer, hold, batch_max = self.consumer, self.holdback, self.settings.batch_max
         lead, follower = self.follow
-        hold = self.holdback
+        assigned = consumer.assignment()
+        lead_tps = [tp for tp in assigned if tp.topic == lead]
+        follow_tps = [tp for tp in assigned if tp.topic == follower]
+        fetched: dict = {}
+        if follow_tps and len(hold) < batch_max:
+            fetched.update(await consumer.getmany(*follow_tps, max_records=batch_max - len(hold)))
+        if lead_tps:
+            fetched.update(await consumer.getmany(*lead_tps, max_records=batch_max))
+        if not fetched and not (len(hold) and not self._lead_behind(lead)):
+            fetched = await consumer.getmany(timeout_ms=IDLE_POLL_MS, max_records=batch_max)
         batch: dict = {}
         for tp, records in fetched.items():
             if tp.topic == follower:
@@ -223,23 +241,9 @@ class BatchConsumer(ConsumerRebalanceListener):
                 if tp.topic == lead:
                     hold.note_lead(records)
                     self._next[tp] = records[-1].offset + 1
-        if not len(hold):
-            return batch, IDLE_POLL_MS
-        behind = self._lead_behind(lead)
-        room = self.settings.batch_max - sum(len(r) for r in batch.values())
-        for tp, records in hold.release(behind, max(room, 0)).items():
-            batch[tp] = records
-        # bound what is held: stop fetching labels while a few batches of them wait
-        full = len(hold) >= 4 * self.settings.batch_max
-        tps = {tp for tp in self.consumer.assignment() if tp.topic == follower}
-        if full and not self._paused:
-            self.consumer.pause(*tps)
-            self._paused = tps
-        elif not full and self._paused:
-            self.consumer.resume(*self._paused)
-            self._paused = set()
-        # labels waiting only for their events: fetch those at once; nothing else to wait for: no wait
-        return batch, (IDLE_POLL_MS if behind else 0) if len(hold) else IDLE_POLL_MS
+        if len(hold):
+            batch.update(hold.release(self._lead_behind(lead), batch_max))
+        return batch
 
     def _lead_behind(self, lead: str) -> bool:
         """Whether the broker holds events of this member's partitions not yet processed."""
@@ -321,7 +325,6 @@ class BatchConsumer(ConsumerRebalanceListener):
                     self._committed.pop(tp, None)
                     self._next.pop(tp, None)
                 self.holdback.drop(revoked)  # not processed, not committed: the next owner reads them
-                self._paused -= set(revoked)
                 await self._on_revoked()
         except Exception as exc:  # noqa: BLE001
             fatal("partition revocation", exc)

@@ -51,9 +51,20 @@ def test_a_label_is_never_held_longer_than_max_hold_so_learning_goes_on_when_eve
     hold = Holdback(max_hold_s=5.0, clock=clock)
     hold.add("fb", [Rec(0, 50_000)])
     clock.t += 4.9
+    hold.note_lead([Rec(0, 40_000)])  # events still come, but have not reached the labels
     hold.add("fb", [Rec(1, 60_000)])
     assert hold.release(lead_behind=True, limit=10) == {}
     clock.t += 0.2  # the first has waited 5.1 s, the second 0.2 s
     assert offsets(hold.release(lead_behind=True, limit=10)) == [0]
     hold.drop(["fb"])  # revoked: the next owner reads them from the committed offset
     assert len(hold) == 0
+
+
+def test_nothing_is_held_while_the_events_have_stalled():
+    """A partition the broker stopped serving must not stop learning for good."""
+    clock = Clock()
+    hold = Holdback(max_hold_s=5.0, clock=clock)
+    hold.note_lead([Rec(0, 1_000)])
+    clock.t += 6.0  # no events for 6 s, though the broker says there are more
+    hold.add("fb", [Rec(0, 9_000), Rec(1, 9_500)])
+    assert offsets(hold.release(lead_behind=True, limit=10)) == [0, 1]
