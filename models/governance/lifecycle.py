@@ -176,7 +176,7 @@ class Lifecycle:
                 if bev is not None:
                     events.append(bev)
             if labels is not None and isinstance(y, (bool, int, float)):
-                # the label monitor's chunk (see _label_value), its check due after ``need`` rows
+                # the label monitor's chunk (see _flush_labels), its check due after ``need`` rows
                 buf.append(float(y))
                 if len(buf) >= need:
                     self._flush_labels()
@@ -189,14 +189,6 @@ class Lifecycle:
     # same events in the same place: a chunk ends at the label on which the monitor's next
     # check is due (the only label that can raise an event), and before anything else reads
     # or adds to the drift events (decide, on_scored, pickling).
-    def _label_value(self, labels: FeatureDriftMonitor, value: float) -> None:
-        buf = self.__dict__.get("_label_buf")
-        if buf is None:
-            buf = self._label_buf = []
-        buf.append(value)
-        if len(buf) >= _rows_until_check(labels):
-            self._flush_labels()
-
     def _flush_labels(self) -> None:
         buf = self.__dict__.get("_label_buf")
         if buf:
