@@ -22,6 +22,7 @@ metrics and what a prediction holds:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +111,84 @@ class Learner:
         self.model.learn_one(x, y)
         self.labels_learned += 1
 
+    def learn_many(self, items: Sequence[tuple[dict[str, float], Any, dict[str, Any] | None]]) -> None:
+        """:meth:`learn` for each ``(x, y, served)`` in turn, with the per-label dispatch (task,
+        metric names, bound methods) done once per batch: the same state, label for label."""
+        if not items:
+            return
+        learn = self.model.learn_one
+        scored = learned = 0
+        try:
+            if self.task.kind == "regression":
+                ups = [m.update for m in self.metrics.values()]
+                for x, y, served in items:
+                    if served is not None:
+                        scored += 1
+                        s = served.get("score", 0.0)
+                        for u in ups:
+                            u(y, s)
+                    learn(x, y)
+                    learned += 1
+            else:
+                update = self._class_metrics_updater()
+                for x, y, served in items:
+                    if served is not None:
+                        scored += 1
+                        update(y, served)
+                    learn(x, y)
+                    learned += 1
+        finally:  # counted as they happen, written once (a model that raises keeps the count right)
+            self.scored_labels += scored
+            self.labels_learned += learned
+
+    def _class_metrics_updater(self) -> Callable[[Any, dict[str, Any]], None]:
+        """``_update_class_metrics`` with the metrics sorted by what they take, once per batch
+        (each metric is its own object: the order they are updated in changes nothing)."""
+        with_pred, with_some_pred, with_proba = [], [], []
+        for name, m in self.metrics.items():
+            (with_pred if name == "accuracy" else with_some_pred if name == "macro_f1" else with_proba).append(m.update)
+        positive = self.task.positive
+        multiclass = self.task.kind == "multiclass"
+        keys: dict[tuple[str, type], Any] = {}  # a served class name in the label's type
+
+        def update(y: Any, served: dict[str, Any]) -> None:
+            probas = served.get("proba")
+            proba: dict[Any, float] | None = None
+            if probas:
+                ty = type(y)
+                if ty in _CACHEABLE:
+                    proba = {}
+                    for k, v in probas.items():
+                        if type(k) is str:
+                            ck = keys.get((k, ty), keys)
+                            if ck is keys:
+                                ck = keys[(k, ty)] = _same_type(k, y)
+                            proba[ck] = v
+                        else:
+                            proba[_same_type(k, y)] = v
+                else:
+                    proba = _proba_from_served(served, y)
+            pred = served.get("pred")
+            if pred is not None and type(pred) is not type(y):
+                pred = _same_type(pred, y)
+            for u in with_pred:
+                u(y, pred)
+            if pred is not None:
+                for u in with_some_pred:
+                    u(y, pred)
+            if proba is not None and with_proba:
+                if positive is not None:
+                    for u in with_proba:
+                        u(y == positive, {True: proba.get(positive, 0.0)})
+                elif multiclass and y not in proba:
+                    for u in with_proba:
+                        u(y, {**proba, y: 0.0})
+                else:
+                    for u in with_proba:
+                        u(y, proba)
+
+        return update
+
     def _update_class_metrics(self, y: Any, served: dict[str, Any]) -> None:
         proba = _proba_from_served(served, y)
         pred = _same_type(served.get("pred"), y)
@@ -148,6 +227,10 @@ def _fast_metrics(ms: dict[str, Any]) -> None:
     """River ROCAUCs (a checkpoint's, a caller's) continue as FastROCAUC: same state, same numbers."""
     for k, m in ms.items():
         ms[k] = fast_rocauc(m)
+
+
+# label types whose conversion of a served class name (a str) depends on the name alone
+_CACHEABLE = frozenset((bool, int, str))
 
 
 def _same_type(pred: Any, y: Any) -> Any:

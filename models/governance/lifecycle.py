@@ -20,6 +20,7 @@ resumes the same evidence.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,7 @@ from streamlearn.models.modelset import ModelSet
 from streamlearn.models.task import BINARY, Task, TaskScorer
 
 Record = tuple[str, dict[str, Any]]  # (subject: "lifecycle" | "drift", record)
+_UNSET: Any = object()
 
 
 def record(models: ModelSet, version: int, action: str, reason: str, now_ms: int, **details: Any) -> dict[str, Any]:
@@ -121,53 +123,72 @@ class Lifecycle:
 
     def on_label(self, models: ModelSet, y: Any, served: dict[str, dict[str, Any]], serving: int | None) -> None:
         """One learned label; ``served`` maps str(version) -> that model's prediction."""
-        self._sync(models)
-        champ = served.get(str(models.champion))
-        if self.labels_since_promotion is not None:
-            self.labels_since_promotion += 1
-        sc = self.scorer
-        if champ is None:
-            sc.observe(y)
+        self.on_labels(models, ((y, served, serving),))
+
+    def on_labels(self, models: ModelSet, items: Sequence[tuple[Any, dict[str, dict[str, Any]], int | None]]) -> None:
+        """:meth:`on_label` for each ``(y, served, serving)`` in turn. The model set does not
+        change within a batch (only :meth:`decide` and operator commands change it, between
+        batches), so what depends on it alone (versions, keys, arms) is looked up once."""
+        if not items:
             return
-        challengers = models.challengers()
-        if challengers:  # the champion's loss and hit only feed the gates (pure: skipped without them)
-            lc = sc.loss(y, champ)
-            hit_c = sc.hit(y, champ)
-            for v in challengers:
-                pred = served.get(str(v))
-                if pred is not None:
-                    self._gate(v).update(lc, sc.loss(y, pred), hit_c, sc.hit(y, pred))
-        if self.canary_monitor is not None and models.canary is not None:
-            arm = "canary" if serving == models.canary.version else "champion"
-            pred = served.get(str(serving)) if serving is not None else None
-            if pred is not None:
-                self.canary_monitor.observe(arm, sc.loss(y, pred), sc.hit(y, pred))
-        ev = self.concept.update(sc.error(y, champ))
-        if ev is not None:
-            self.drift_events.append(ev)
-        pair = sc.bias_pair(y, champ)
-        if pair is not None:
-            bev = self.bias.update(pair[0], pair[1], champ.get("n"))
-            if bev is not None:
-                self.drift_events.append(bev)
+        self._sync(models)
+        sc = self.scorer
+        champ_key = str(models.champion)
+        challengers = [(v, str(v)) for v in models.challengers()]
+        canary = self.canary_monitor if models.canary is not None else None
+        canary_v = models.canary.version if models.canary is not None else None
+        concept, bias, events = self.concept.update, self.bias.update, self.drift_events
+        error, bias_pair, observe = sc.error, sc.bias_pair, sc.observe
         labels = self.__dict__.get("labels")  # absent from checkpoints of older versions
-        if labels is not None and isinstance(y, (bool, int, float)):
-            self._label_value(labels, float(y))
-        sc.observe(y)  # after the losses: the regression scale only ever uses earlier labels
+        buf: list[float] = []
+        need = 0
+        if labels is not None:
+            buf = self.__dict__.get("_label_buf")
+            if buf is None:
+                buf = self._label_buf = []
+            need = _rows_until_check(labels)  # changes only when the monitor takes rows (a flush)
+        for y, served, serving in items:
+            champ = served.get(champ_key)
+            if self.labels_since_promotion is not None:
+                self.labels_since_promotion += 1
+            if champ is None:
+                observe(y)
+                continue
+            if challengers:  # the champion's loss and hit only feed the gates (pure: computed when needed)
+                lc = hit_c = _UNSET
+                for v, key in challengers:
+                    pred = served.get(key)
+                    if pred is not None:
+                        if lc is _UNSET:
+                            lc, hit_c = sc.loss(y, champ), sc.hit(y, champ)
+                        self._gate(v).update(lc, sc.loss(y, pred), hit_c, sc.hit(y, pred))
+            if canary is not None:
+                arm = "canary" if serving == canary_v else "champion"
+                pred = served.get(str(serving)) if serving is not None else None
+                if pred is not None:
+                    canary.observe(arm, sc.loss(y, pred), sc.hit(y, pred))
+            ev = concept(error(y, champ))
+            if ev is not None:
+                events.append(ev)
+            pair = bias_pair(y, champ)
+            if pair is not None:
+                bev = bias(pair[0], pair[1], champ.get("n"))
+                if bev is not None:
+                    events.append(bev)
+            if labels is not None and isinstance(y, (bool, int, float)):
+                # the label monitor's chunk (see _flush_labels), its check due after ``need`` rows
+                buf.append(float(y))
+                if len(buf) >= need:
+                    self._flush_labels()
+                    buf = self._label_buf
+                    need = _rows_until_check(labels)
+            observe(y)  # after the losses: the regression scale only ever uses earlier labels
 
     # The label monitor takes its labels in chunks: a one-row numpy array per label cost more
     # than the monitor itself. Chunks give the same state (rows are concatenated) and the
     # same events in the same place: a chunk ends at the label on which the monitor's next
     # check is due (the only label that can raise an event), and before anything else reads
     # or adds to the drift events (decide, on_scored, pickling).
-    def _label_value(self, labels: FeatureDriftMonitor, value: float) -> None:
-        buf = self.__dict__.get("_label_buf")
-        if buf is None:
-            buf = self._label_buf = []
-        buf.append(value)
-        if len(buf) >= _rows_until_check(labels):
-            self._flush_labels()
-
     def _flush_labels(self) -> None:
         buf = self.__dict__.get("_label_buf")
         if buf:

@@ -39,14 +39,34 @@ def learn_all(loop: OnlineLoop, y: Any, rec: dict[str, Any]) -> None:
 
 def learn_one(loop: OnlineLoop, eid: str, y: Any, rec: dict[str, Any], wb: WriteBatch, report: LearnReport,
               raw: bytes) -> None:
-    learn_all(loop, y, rec)
-    srv.mark_learned(loop, wb, eid, raw)  # the stored record ``raw`` flagged, or an old one's marker
-    wb.append(loop.keys.learn_log, dumps({"id": eid, "y": y}))
-    report.learned.append(eid)
-    loop.counters.labels_learned += 1
+    learn_many(loop, [(eid, y, rec, raw)], wb, report)
+
+
+def learn_many(loop: OnlineLoop, todo: Sequence[tuple[str, Any, dict[str, Any], bytes]], wb: WriteBatch,
+               report: LearnReport) -> None:
+    """Learn each ``(event id, label, served record, stored record)`` in order, as
+    :func:`learn_all` one by one would: every model and the lifecycle see the labels in the
+    same order and nothing of one reads another, so each takes the batch whole (its per-label
+    set-up done once). ``on_learn`` hooks then see each label in order (they read no model)."""
+    if not todo:
+        return
+    models = loop.models
+    for v, learner in models.learners.items():
+        key = str(v)
+        learner.learn_many([(rec["x"], y, rec["m"].get(key)) for _, y, rec, _ in todo])
+    if loop.lifecycle is not None:
+        loop.lifecycle.on_labels(models, [(y, rec["m"], rec.get("s")) for _, y, rec, _ in todo])
+    log = wb.appends.setdefault(loop.keys.learn_log, [])
+    learned = report.learned
+    for eid, y, _, raw in todo:
+        srv.mark_learned(loop, wb, eid, raw)  # the stored record ``raw`` flagged, or an old one's marker
+        log.append(dumps({"id": eid, "y": y}))
+        learned.append(eid)
+    loop.counters.labels_learned += len(todo)
     loop.dirty = True
     if loop.on_learn is not None:
-        loop.on_learn(eid, y, rec)
+        for eid, y, rec, _ in todo:
+            loop.on_learn(eid, y, rec)
 
 
 async def learn_parked(loop: OnlineLoop, parked: list[tuple[str, Any]], preds: list[Prediction],
@@ -62,8 +82,7 @@ async def learn_parked(loop: OnlineLoop, parked: list[tuple[str, Any]], preds: l
                 for sp in p.shadows:
                     sp.label_joined = True
         report = LearnReport()
-        for eid, y in parked:
-            learn_one(loop, eid, y, served_now[eid], wb, report, served_raw[eid])
+        learn_many(loop, [(eid, y, served_now[eid], served_raw[eid]) for eid, y in parked], wb, report)
         loop.counters.labels_joined_late += len(report.learned)
         loop.log_len += len(report.learned)
     else:  # only the learner learns: hand the label back to it through the feedback topic
@@ -85,14 +104,16 @@ async def learn_locked(loop: OnlineLoop, feedback: Sequence[dict[str, Any]]) -> 
     wb = WriteBatch()
     seen: set[str] = set()
     unmatched: list[dict[str, Any]] = []
+    todo: list[tuple[str, Any, dict[str, Any], bytes]] = []  # learned after the park: the same order
+    is_learned = srv.ServedCodec.is_learned
     for fb, stored, rec, mark in zip(feedback, served, recs, marked):
         eid = fb["event_id"]
-        if mark is not None or eid in seen or (stored is not None and srv.ServedCodec.is_learned(stored)):
+        if mark is not None or eid in seen or (stored is not None and is_learned(stored)):
             report.duplicate.append(eid)
         elif rec is None:
             unmatched.append(fb)
         else:
-            learn_one(loop, eid, fb["label"], rec, wb, report, stored)
+            todo.append((eid, fb["label"], rec, stored))
         seen.add(eid)
     if unmatched:  # park, unless another worker served the event meanwhile
         got = await loop.io(lambda: loop.backend.park_unless_present(
@@ -105,7 +126,8 @@ async def learn_locked(loop: OnlineLoop, feedback: Sequence[dict[str, Any]]) -> 
             elif srv.ServedCodec.is_learned(stored):  # served and learned meanwhile elsewhere
                 report.duplicate.append(fb["event_id"])
             else:
-                learn_one(loop, fb["event_id"], fb["label"], rec, wb, report, stored)
+                todo.append((fb["event_id"], fb["label"], rec, stored))
+    learn_many(loop, todo, wb, report)
     # in-memory model is ahead of the store until this lands: retry, never re-learn
     await loop.write(wb, "learn write")
     loop.log_len += len(report.learned)

@@ -1,0 +1,140 @@
+"""The compiled Avro readers decode exactly what fastavro decodes (values, types, key order),
+and a corrupt message gets fastavro's own outcome (the record or the error), for every
+shipped schema."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import fastavro
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamlearn.schemas import AvroCodec
+from streamlearn.schemas.codec import HEADER_LEN, InvalidRecord, _Slow, compile_flat_reader
+
+codec = AvroCodec.default()
+SUBJECTS = codec.subjects()
+
+longs = st.one_of(st.integers(-(2**63), 2**63 - 1), st.sampled_from([0, -1, 63, 64, -64, -65, 2**63 - 1, -(2**63)]))
+ints = st.integers(-(2**31), 2**31 - 1)
+doubles = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, -0.0, 1e-310, math.pi]))
+strings = st.text(max_size=40)
+
+
+def _value(t):
+    if isinstance(t, dict) and t.get("type") == "map":
+        return st.dictionaries(strings, _value(t["values"]), max_size=6)
+    if isinstance(t, list):
+        return st.one_of(*[_value(b) for b in t])
+    return {"null": st.none(), "boolean": st.booleans(), "int": ints, "long": longs, "double": doubles,
+            "string": strings, "bytes": st.binary(max_size=40)}[t]
+
+
+def _records(subject):
+    fields = codec.current(subject).schema["fields"]
+    return st.fixed_dictionaries({f["name"]: _value(f["type"]) for f in fields})
+
+
+def _fastavro_decode(subject: str, data: bytes):
+    """What AvroCodec.decode returned before the compiled readers: fastavro's record or error."""
+    sv = codec.current(subject)
+    body = io.BytesIO(data)
+    body.seek(HEADER_LEN)
+    try:
+        record = fastavro.schemaless_reader(body, sv.schema, None)
+    except Exception as exc:
+        return ("error", "bad_avro", f"{type(exc).__name__}: {exc}")
+    if body.tell() != len(data):
+        return ("error", "bad_avro", f"{len(data) - body.tell()} trailing bytes after the record")
+    return ("ok", record)
+
+
+def _decode(subject: str, data: bytes):
+    try:
+        return ("ok", codec.decode(subject, data))
+    except InvalidRecord as exc:
+        return ("error", exc.reason, exc.detail)
+
+
+def _same(a, b) -> bool:
+    """Equal values of equal types, in the same key order (NaN equal to itself, -0.0 not 0.0)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float):
+        return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) == math.copysign(1, b))
+    return a == b
+
+
+def _ints(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _ints(v)
+    elif type(value) is int:
+        yield value
+
+
+def test_every_shipped_schema_compiles():
+    for subject in SUBJECTS:
+        assert compile_flat_reader(codec.current(subject).schema) is not None, subject
+
+
+@pytest.mark.parametrize("subject", SUBJECTS)
+def test_records_decode_as_fastavro_decodes_them_by_the_compiled_reader(subject):
+    read = compile_flat_reader(codec.current(subject).schema)
+    encode = codec.encoder(subject)
+
+    @settings(max_examples=200, deadline=None)
+    @given(_records(subject))
+    def check(record):
+        data = encode(record)
+        expected = _fastavro_decode(subject, data)
+        try:
+            fast, end = read(data, HEADER_LEN)  # the compiled path itself, no fallback
+        except _Slow:  # only a long beyond 63 zigzag bits (a 10-byte varint) is left to fastavro
+            assert any(not -(2**62) <= v < 2**62 for v in _ints(record))
+        else:
+            assert end == len(data)
+            assert _same(("ok", fast), expected)
+        assert _same(_decode(subject, data), expected)
+
+    check()
+
+
+@pytest.mark.parametrize("subject", SUBJECTS)
+def test_corrupt_messages_get_fastavros_outcome(subject):
+    encode = codec.encoder(subject)
+
+    @settings(max_examples=300, deadline=None)
+    @given(_records(subject), st.data())
+    def check(record, data):
+        wire = bytearray(encode(record))
+        how = data.draw(st.sampled_from(["cut", "flip", "extra"]))
+        if how == "cut":
+            wire = wire[:data.draw(st.integers(HEADER_LEN, len(wire)))]
+        elif how == "flip" and len(wire) > HEADER_LEN:
+            i = data.draw(st.integers(HEADER_LEN, len(wire) - 1))
+            wire[i] = data.draw(st.integers(0, 255))
+        else:
+            wire += data.draw(st.binary(min_size=1, max_size=4))
+        wire = bytes(wire)
+        assert _same(_decode(subject, wire), _fastavro_decode(subject, wire))
+
+    check()
+
+
+def test_what_the_reader_leaves_to_fastavro():
+    read = compile_flat_reader(codec.current("feedback").schema)
+    data = codec.encode("feedback", {"event_id": "e", "label": True, "label_time": 1})
+    with pytest.raises(_Slow):  # a boolean byte other than 0/1
+        read(data[:-2] + b"\x02" + data[-1:], HEADER_LEN)
+    big = codec.encode("feedback", {"event_id": "e", "label": 2**62, "label_time": 1})
+    with pytest.raises(_Slow):  # a 10-byte varint
+        read(big, HEADER_LEN)
+    assert _same(_decode("feedback", big), _fastavro_decode("feedback", big))
