@@ -288,9 +288,14 @@ class MemoryBackend(Backend):
 
     Backtests call it a few times per event, so the common case is kept cheap: until the
     earliest deadline ever set has passed no key can have expired, and reads and writes
-    skip the per-key expiry checks."""
+    skip the per-key expiry checks.
 
-    def __init__(self, clock=time.monotonic) -> None:
+    ``keep_objects``: values may be Python objects rather than bytes, stored and returned as
+    given (an in-process replay keeps served records decoded: :mod:`streamlearn.streams.loop.served`
+    keeps only those its codec would give back exactly, so results are the same)."""
+
+    def __init__(self, clock=time.monotonic, keep_objects: bool = False) -> None:
+        self.keep_objects = keep_objects
         self._kv: dict[str, tuple[bytes, float]] = {}  # key -> (value, when it expires)
         self._lists: dict[str, list[bytes]] = {}
         self._clock = clock

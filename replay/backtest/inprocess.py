@@ -22,8 +22,14 @@ from streamlearn.schemas.records import Prediction
 from streamlearn.streams.loop import OnlineLoop
 
 
+def _replay_backend() -> MemoryBackend:
+    # served records kept as objects, not bytes: exact (see streams/loop/served.py), and the
+    # replay neither encodes nor decodes them
+    return MemoryBackend(keep_objects=True)
+
+
 def memory_loop(view: str | FeatureView, spec: str, name: str = "replay", task: Any = None) -> OnlineLoop:
-    return OnlineLoop(as_view(view), Learner(name, spec, task=task), MemoryBackend(), Keys("replay", name),
+    return OnlineLoop(as_view(view), Learner(name, spec, task=task), _replay_backend(), Keys("replay", name),
                       artifact_key=b"in-process")
 
 
@@ -37,7 +43,7 @@ def memory_models_loop(view: str | FeatureView, specs: Sequence[str], name: str 
     models = ModelSet.fresh(name, specs[0], task=task)
     for spec in specs[1:]:
         models.add_challenger(spec, "backtest: compared side by side")
-    return OnlineLoop(as_view(view), models, MemoryBackend(), Keys("replay", name), artifact_key=b"in-process",
+    return OnlineLoop(as_view(view), models, _replay_backend(), Keys("replay", name), artifact_key=b"in-process",
                       lifecycle=Lifecycle(lifecycle) if lifecycle is not None else None, clock=clock or time.time)
 
 

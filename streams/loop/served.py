@@ -386,6 +386,33 @@ def _record(names: tuple[str, ...], models: tuple[tuple[str, tuple[str, ...]], .
     return {"x": x, "t": t, "m": per_model, "s": s}
 
 
+# A record kept as objects, in place of its bytes, by a backend that keeps them (the in-memory
+# backend of an in-process replay): only a record the packed encoding gives back exactly
+# (:meth:`ServedCodec.exact_when_packed`), copied when stored and rebuilt when read, so a replay
+# computes what it would from the bytes without encoding or decoding them. It is a plain tuple
+# ``(learned, layout, t, s, feature values, ((score, pred, probability values, n), ...))`` of
+# atoms and tuples (never bytes, so told apart by its class): the garbage collector stops
+# tracking such tuples (a dict would keep them tracked), and a replay holds one per event.
+Kept = tuple
+
+
+def _keep(rec: dict[str, Any], layout: Layout) -> Kept:
+    return (False, layout, rec["t"], rec["s"], tuple(rec["x"].values()),
+            tuple([(m["score"], m["pred"], tuple(m["proba"].values()), m["n"]) for m in rec["m"].values()]))
+
+
+def _unkeep(k: Kept) -> dict[str, Any]:
+    """A fresh record as decoding gives one: new dicts (keys in the decoder's order), same values."""
+    _, (names, models), t, s, xs, heads = k
+    return {"x": dict(zip(names, xs)), "t": t,
+            "m": {v: {"score": score, "pred": pred, "proba": dict(zip(keys, pv)), "n": n}
+                  for (v, keys), (score, pred, pv, n) in zip(models, heads)},
+            "s": s}
+
+
+_T_MIN, _T_MAX = -(1 << 47), 1 << 47  # the packed event time's 6 signed bytes
+
+
 class ServedCodec:
     """Encodes/decodes served records; interns layouts (per process cache + Redis keys)."""
 
@@ -395,6 +422,7 @@ class ServedCodec:
         self.written: dict[bytes, float] = {}  # digest -> when this process last wrote its key
         self.clock = clock
         self._tries: dict[bytes, list[Any]] = {}  # digest -> [records since probe, where decimals were seen]
+        self._kept_layouts: dict[Layout, Layout] = {}  # interned layouts, each as one object
 
     # ---------------------------------------------------------------- encode
     def encode(self, rec: dict[str, Any], learned: bool = False) -> tuple[bytes, bytes | None]:
@@ -483,6 +511,46 @@ class ServedCodec:
             self._probe(out, nums, digest, st)
         return bytes(out), new
 
+    def exact_when_packed(self, rec: dict[str, Any]) -> Layout | None:
+        """The record's layout if ``rec`` would be encoded packed with a layout this process
+        has interned, so that decoding its bytes gives back an equal record of the same types,
+        signs and key order (every number an exact float, kept bit for bit); else None. The
+        conditions under which :meth:`_compact` succeeds with a known layout, checked without
+        packing."""
+        try:
+            if type(rec) is not dict or len(rec) != 4:
+                return None
+            x, t, per_model, s = rec["x"], rec["t"], rec["m"], rec["s"]
+            if type(t) is not int or type(s) is not int or s < 0 or not _T_MIN <= t < _T_MAX \
+                    or type(x) is not dict or type(per_model) is not dict:
+                return None
+            nums = list(x.values())
+            models = []
+            for v, m in per_model.items():
+                if type(m) is not dict or len(m) != 4:
+                    return None
+                proba, score, n, pred = m["proba"], m["score"], m["n"], m["pred"]
+                if type(score) is not float or type(n) is not int or n < 0 or type(proba) is not dict:
+                    return None
+                if pred is not None and pred is not True and pred is not False:
+                    tp = type(pred)
+                    if tp is str:
+                        pred.encode()  # a lone surrogate cannot be stored: the JSON fallback
+                    elif tp is not int and tp is not float:
+                        return None
+                nums.append(score)
+                nums += proba.values()
+                models.append((v, tuple(proba)))
+            if list(map(type, nums)).count(float) != len(nums):
+                return None
+            layout: Layout = (tuple(x), tuple(models))
+        except (KeyError, TypeError, UnicodeError):
+            return None
+        canon = self._kept_layouts.get(layout)
+        if canon is None and layout in self.by_layout:  # at most MAX_LAYOUTS of them
+            canon = self._kept_layouts[layout] = layout
+        return canon  # one object per layout: kept records share it
+
     def _probe(self, out: bytearray, nums: list[float], digest: bytes | None, st: list[Any] | None) -> None:
         """Short decimals are tried only at the positions of a layout where they have been seen
         (an amount, say; not a log or a rate: the test costs more than the rest of a number),
@@ -501,7 +569,7 @@ class ServedCodec:
     @staticmethod
     def needs(raw: bytes | None) -> bytes | None:
         """The layout digest a stored record needs, or None."""
-        if raw:
+        if raw and raw.__class__ is not Kept:
             first = raw[0]
             if first & 0xFC == PACKED:
                 return None if first & INLINE_LAYOUT else raw[1:9]
@@ -581,7 +649,9 @@ class ServedCodec:
 
     # ---------------------------------------------------------------- the learned flag
     @staticmethod
-    def is_learned(raw: bytes) -> bool:
+    def is_learned(raw: bytes | Kept) -> bool:
+        if raw.__class__ is Kept:
+            return raw[0]
         first = raw[0]
         if first & 0xFC == PACKED:
             return bool(first & LEARNED)
@@ -608,8 +678,13 @@ def codec(loop: OnlineLoop) -> ServedCodec:
 
 
 def encode_into(loop: OnlineLoop, wb: WriteBatch, eid: str, rec: dict[str, Any]) -> bytes:
-    """Put the served record (and its layout, if new to this process lately) into ``wb``."""
+    """Put the served record (and its layout, if new to this process lately) into ``wb``.
+    Returns what was stored: its bytes, or a :data:`Kept` record on a backend that keeps objects."""
     c = codec(loop)
+    if getattr(loop.backend, "keep_objects", False) and (layout := c.exact_when_packed(rec)) is not None:
+        kept = _keep(rec, layout)
+        wb.set_if_absent(loop.keys.served(eid), kept, loop.served_ttl_s)  # type: ignore[arg-type]
+        return kept  # type: ignore[return-value]
     raw, new = c.encode(rec)
     # if absent: two workers serving one event at once (a rebalance) keep the first record,
     # so the second can never clear the learned flag the learner set on it in between
@@ -624,7 +699,9 @@ def encode_into(loop: OnlineLoop, wb: WriteBatch, eid: str, rec: dict[str, Any])
 
 def mark_learned(loop: OnlineLoop, wb: WriteBatch, eid: str, raw: bytes) -> None:
     """Record "learned" for ``eid`` in ``wb``: the record's flag, or an old record's marker key."""
-    if ServedCodec.can_flag(raw):
+    if raw.__class__ is Kept:
+        wb.set(loop.keys.served(eid), (True, *raw[1:]), loop.served_ttl_s)  # type: ignore[arg-type]
+    elif ServedCodec.can_flag(raw):
         # a fresh TTL, as the marker key had: a duplicate label is recognised that long
         wb.set(loop.keys.served(eid), ServedCodec.flagged(raw), loop.served_ttl_s)
     else:
@@ -643,8 +720,13 @@ async def decode_many(loop: OnlineLoop, raws: Sequence[bytes | None], what: str)
                 c.learn_layout(d, lj)
     out: list[dict[str, Any] | None] = []
     for raw in raws:
-        try:
-            out.append(None if raw is None else c.decode(raw))
-        except MissingLayout:
+        if raw is None:
             out.append(None)
+        elif raw.__class__ is Kept:
+            out.append(_unkeep(raw))
+        else:
+            try:
+                out.append(c.decode(raw))
+            except MissingLayout:
+                out.append(None)
     return out
