@@ -160,6 +160,15 @@ class OnlineLoop:
             except self.backend.transient_errors as exc:
                 self._on_store_error(what, exc)
 
+    async def read(self, keys: Sequence[str], what: str) -> list[bytes | None]:
+        """``read_many``, retried as :meth:`io` does (the first attempt without a closure: this
+        runs once or twice per batch)."""
+        try:
+            return await self.backend.read_many(keys)
+        except self.backend.transient_errors as exc:
+            self._on_store_error(what, exc)
+        return await self._retry(lambda: self.backend.read_many(keys), what)
+
     async def write(self, wb: WriteBatch, what: str) -> dict[str, bytes | None]:
         """A write under the loop's lock, applied at most once however often it is retried:
         a Redis stopped mid-write may execute it without answering, and a blind retry would

@@ -388,17 +388,12 @@ def _record(names: tuple[str, ...], models: tuple[tuple[str, tuple[str, ...]], .
 
 # A record kept as objects, in place of its bytes, by a backend that keeps them (the in-memory
 # backend of an in-process replay): only a record the packed encoding gives back exactly
-# (:meth:`ServedCodec.exact_when_packed`), copied when stored and rebuilt when read, so a replay
+# (:meth:`ServedCodec.keep`), copied when stored and rebuilt when read, so a replay
 # computes what it would from the bytes without encoding or decoding them. It is a plain tuple
 # ``(learned, layout, t, s, feature values, ((score, pred, probability values, n), ...))`` of
 # atoms and tuples (never bytes, so told apart by its class): the garbage collector stops
 # tracking such tuples (a dict would keep them tracked), and a replay holds one per event.
 Kept = tuple
-
-
-def _keep(rec: dict[str, Any], layout: Layout) -> Kept:
-    return (False, layout, rec["t"], rec["s"], tuple(rec["x"].values()),
-            tuple([(m["score"], m["pred"], tuple(m["proba"].values()), m["n"]) for m in rec["m"].values()]))
 
 
 def _unkeep(k: Kept) -> dict[str, Any]:
@@ -511,12 +506,12 @@ class ServedCodec:
             self._probe(out, nums, digest, st)
         return bytes(out), new
 
-    def exact_when_packed(self, rec: dict[str, Any]) -> Layout | None:
-        """The record's layout if ``rec`` would be encoded packed with a layout this process
-        has interned, so that decoding its bytes gives back an equal record of the same types,
-        signs and key order (every number an exact float, kept bit for bit); else None. The
-        conditions under which :meth:`_compact` succeeds with a known layout, checked without
-        packing."""
+    def keep(self, rec: dict[str, Any]) -> Kept | None:
+        """``rec`` as a :data:`Kept` record, if it would be encoded packed with a layout this
+        process has interned, so that decoding its bytes gives back an equal record of the
+        same types, signs and key order (every number an exact float, kept bit for bit); else
+        None. The conditions under which :meth:`_compact` succeeds with a known layout, checked
+        without packing."""
         try:
             if type(rec) is not dict or len(rec) != 4:
                 return None
@@ -524,8 +519,10 @@ class ServedCodec:
             if type(t) is not int or type(s) is not int or s < 0 or not _T_MIN <= t < _T_MAX \
                     or type(x) is not dict or type(per_model) is not dict:
                 return None
-            nums = list(x.values())
+            xs = tuple(x.values())
+            types = list(map(type, xs))
             models = []
+            heads = []
             for v, m in per_model.items():
                 if type(m) is not dict or len(m) != 4:
                     return None
@@ -538,18 +535,22 @@ class ServedCodec:
                         pred.encode()  # a lone surrogate cannot be stored: the JSON fallback
                     elif tp is not int and tp is not float:
                         return None
-                nums.append(score)
-                nums += proba.values()
+                pv = tuple(proba.values())
+                types += map(type, pv)
                 models.append((v, tuple(proba)))
-            if list(map(type, nums)).count(float) != len(nums):
+                heads.append((score, pred, pv, n))
+            if types.count(float) != len(types):
                 return None
             layout: Layout = (tuple(x), tuple(models))
         except (KeyError, TypeError, UnicodeError):
             return None
         canon = self._kept_layouts.get(layout)
-        if canon is None and layout in self.by_layout:  # at most MAX_LAYOUTS of them
-            canon = self._kept_layouts[layout] = layout
-        return canon  # one object per layout: kept records share it
+        if canon is None:
+            if layout not in self.by_layout:
+                return None
+            canon = self._kept_layouts[layout] = layout  # at most MAX_LAYOUTS of them
+        # one layout object for all its records; tuples of atoms the collector stops tracking
+        return (False, canon, t, s, xs, tuple(heads))
 
     def _probe(self, out: bytearray, nums: list[float], digest: bytes | None, st: list[Any] | None) -> None:
         """Short decimals are tried only at the positions of a layout where they have been seen
@@ -677,18 +678,20 @@ def codec(loop: OnlineLoop) -> ServedCodec:
     return c
 
 
-def encode_into(loop: OnlineLoop, wb: WriteBatch, eid: str, rec: dict[str, Any]) -> bytes:
-    """Put the served record (and its layout, if new to this process lately) into ``wb``.
-    Returns what was stored: its bytes, or a :data:`Kept` record on a backend that keeps objects."""
+def encode_into(loop: OnlineLoop, wb: WriteBatch, eid: str, rec: dict[str, Any], key: str | None = None) -> bytes:
+    """Put the served record (and its layout, if new to this process lately) into ``wb``
+    (``key``: the record's key, if the caller has built it). Returns what was stored: its
+    bytes, or a :data:`Kept` record on a backend that keeps objects."""
     c = codec(loop)
-    if getattr(loop.backend, "keep_objects", False) and (layout := c.exact_when_packed(rec)) is not None:
-        kept = _keep(rec, layout)
-        wb.set_if_absent(loop.keys.served(eid), kept, loop.served_ttl_s)  # type: ignore[arg-type]
+    if key is None:
+        key = loop.keys.served(eid)
+    if getattr(loop.backend, "keep_objects", False) and (kept := c.keep(rec)) is not None:
+        wb.set_if_absent(key, kept, loop.served_ttl_s)  # type: ignore[arg-type]
         return kept  # type: ignore[return-value]
     raw, new = c.encode(rec)
     # if absent: two workers serving one event at once (a rebalance) keep the first record,
     # so the second can never clear the learned flag the learner set on it in between
-    wb.set_if_absent(loop.keys.served(eid), raw, loop.served_ttl_s)
+    wb.set_if_absent(key, raw, loop.served_ttl_s)
     if new is not None:
         ttl = loop.served_ttl_s * LAYOUT_TTL_FACTOR if loop.served_ttl_s else 0
         wb.set(loop.keys.layout(new.hex()), c.layout_json(new), ttl)
@@ -712,10 +715,18 @@ async def decode_many(loop: OnlineLoop, raws: Sequence[bytes | None], what: str)
     """Decode stored records, loading unknown layouts first (one read). A record whose layout
     is gone (it cannot be, short of a flushed Redis) decodes to None, like an expired one."""
     c = codec(loop)
-    missing = list({d for d in map(c.needs, raws) if d is not None and d not in c.by_digest})
+    missing: set[bytes] | None = None
+    for raw in raws:
+        if raw is not None and raw.__class__ is not Kept:
+            d = c.needs(raw)
+            if d is not None and d not in c.by_digest:
+                if missing is None:
+                    missing = set()
+                missing.add(d)
     if missing:
-        got = await loop.io(lambda: loop.backend.read_many([loop.keys.layout(d.hex()) for d in missing]), what)
-        for d, lj in zip(missing, got):
+        want = list(missing)
+        got = await loop.io(lambda: loop.backend.read_many([loop.keys.layout(d.hex()) for d in want]), what)
+        for d, lj in zip(want, got):
             if lj is not None:
                 c.learn_layout(d, lj)
     out: list[dict[str, Any] | None] = []

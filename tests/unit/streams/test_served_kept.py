@@ -61,17 +61,16 @@ def test_a_record_is_kept_only_when_its_bytes_decode_to_exactly_it(rec: dict[str
     try:
         raw, _ = c.encode(rec)  # interns the layout, as the first record of a layout is
     except TypeError:  # not storable at all (JSON cannot hold it either): never kept
-        assert c.exact_when_packed(rec) is None
+        assert c.keep(rec) is None
         return
-    layout = c.exact_when_packed(rec)
+    kept = c.keep(rec)
     packed = raw[0] & 0xFC == PACKED and not raw[0] & served.INLINE_LAYOUT
-    if layout is None:  # kept whenever packed exactly (else the replay gains nothing)
+    if kept is None:  # kept whenever packed exactly (else the replay gains nothing)
         assert not packed or _shape(c.decode(raw)) != _shape(rec)
         return
     assert packed
     decoded = c.decode(raw)
     assert _shape(decoded) == _shape(rec)
-    kept = served._keep(rec, layout)
     assert _shape(served._unkeep(kept)) == _shape(decoded)
     assert served._unkeep(kept)["x"] is not rec["x"]  # fresh dicts, as decoding gives
 
