@@ -52,22 +52,24 @@ async def run_stream(
 ) -> list[Prediction]:
     """Feed ("event", e) / ("feedback", f) items in order, batching consecutive items of a kind."""
     preds: list[Prediction] = []
-    score, learn = loop.score_batch, loop.learn_batch
+    score, learn = loop.score_batch_locked, loop.learn_batch_locked
     kind, buf = None, []
     # per item and per batch work is kept small here: interleaved events and labels make
-    # batches of one or two items (each batch is one loop call, as live)
-    for k, rec in stream:
-        if k != kind or len(buf) >= batch:
-            if kind == "event":
-                preds.extend(await score(buf))
-            elif kind == "feedback":
-                await learn(buf)
-            kind, buf = k, []
-        buf.append(rec)
-    if kind == "event":
-        preds.extend(await score(buf))
-    elif kind == "feedback":
-        await learn(buf)
+    # batches of one or two items (each batch is one loop call, as live). The loop's lock is
+    # taken once for the whole stream: nothing else uses this loop meanwhile.
+    async with loop.lock:
+        for k, rec in stream:
+            if k != kind or len(buf) >= batch:
+                if kind == "event":
+                    preds.extend(await score(buf))
+                elif kind == "feedback":
+                    await learn(buf)
+                kind, buf = k, []
+            buf.append(rec)
+        if kind == "event":
+            preds.extend(await score(buf))
+        elif kind == "feedback":
+            await learn(buf)
     return preds
 
 

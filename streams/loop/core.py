@@ -195,14 +195,27 @@ class OnlineLoop:
         if not events:
             return []
         async with self.lock:
-            return await scoring.score_locked(self, events)
+            return await self.score_batch_locked(events)
+
+    async def score_batch_locked(self, events: Sequence[dict[str, Any]]) -> list[Prediction]:
+        """:meth:`score_batch` with the loop's lock held by the caller (an in-process replay
+        holds it for the whole stream)."""
+        if not events:
+            return []
+        return await scoring.score_locked(self, events)
 
     async def learn_batch(self, feedback: Sequence[dict[str, Any]]) -> LearnReport:
         """Join labels to what was served and learn each exactly once, in order."""
         if not feedback:
             return LearnReport()
         async with self.lock:
-            report = await labels.learn_locked(self, feedback)
+            return await self.learn_batch_locked(feedback)
+
+    async def learn_batch_locked(self, feedback: Sequence[dict[str, Any]]) -> LearnReport:
+        """:meth:`learn_batch` with the loop's lock held by the caller."""
+        if not feedback:
+            return LearnReport()
+        report = await labels.learn_locked(self, feedback)
         self.counters.labels_duplicate += len(report.duplicate)
         self.counters.labels_unmatched += len(report.unmatched)
         return report
