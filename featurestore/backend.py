@@ -294,6 +294,9 @@ class MemoryBackend(Backend):
     given (an in-process replay keeps served records decoded: :mod:`streamlearn.streams.loop.served`
     keeps only those its codec would give back exactly, so results are the same)."""
 
+    #: a write is applied whole or not at all, and its caller always learns which: no receipts
+    needs_receipts = False
+
     def __init__(self, clock=time.monotonic, keep_objects: bool = False) -> None:
         self.keep_objects = keep_objects
         self._kv: dict[str, tuple[bytes, float]] = {}  # key -> (value, when it expires)
@@ -356,13 +359,21 @@ class MemoryBackend(Backend):
                     earliest = d
             kv[key] = (value, d)
         self._none_expire_before = earliest
-        for key in batch.deletes:
-            kv.pop(key, None)
-            self._lists.pop(key, None)
-        for key, values in batch.appends.items():
-            self._lists.setdefault(key, []).extend(values)
-        for key, n in batch.trims.items():
-            del self._lists.get(key, [])[:n]
+        if batch.deletes:  # (most batches have none of these three)
+            for key in batch.deletes:
+                kv.pop(key, None)
+                self._lists.pop(key, None)
+        if batch.appends:
+            lists = self._lists
+            for key, values in batch.appends.items():
+                got_list = lists.get(key)
+                if got_list is None:
+                    lists[key] = list(values)
+                else:
+                    got_list += values
+        if batch.trims:
+            for key, n in batch.trims.items():
+                del self._lists.get(key, [])[:n]
         return got
 
     async def read_list(self, key: str) -> list[bytes]:
