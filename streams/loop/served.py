@@ -388,21 +388,36 @@ def _record(names: tuple[str, ...], models: tuple[tuple[str, tuple[str, ...]], .
 
 # A record kept as objects, in place of its bytes, by a backend that keeps them (the in-memory
 # backend of an in-process replay): only a record the packed encoding gives back exactly
-# (:meth:`ServedCodec.keep`), copied when stored and rebuilt when read, so a replay
-# computes what it would from the bytes without encoding or decoding them. It is a plain tuple
-# ``(learned, layout, t, s, feature values, ((score, pred, probability values, n), ...))`` of
-# atoms and tuples (never bytes, so told apart by its class): the garbage collector stops
-# tracking such tuples (a dict would keep them tracked), and a replay holds one per event.
+# (:meth:`ServedCodec.keep`), copied when stored and rebuilt when read, so a replay computes
+# what it would from the bytes without encoding or decoding them. It is a plain tuple
+# ``(learned, layout, t, s, numbers, ((pred, n), ...))`` (never bytes, so told apart by its
+# class): the numbers (features in order, then per model its score and probabilities) packed
+# as float64 (bit for bit, 8 bytes each), the rest atoms and tuples of atoms, which the garbage
+# collector stops tracking; a replay holds one per event.
 Kept = tuple
+
+
+def _f64s(n: int) -> struct.Struct:
+    st = _f64_by_n.get(n)
+    if st is None:
+        st = _f64_by_n[n] = struct.Struct(f"<{n}d")
+    return st
+
+
+_f64_by_n: dict[int, struct.Struct] = {}
 
 
 def _unkeep(k: Kept) -> dict[str, Any]:
     """A fresh record as decoding gives one: new dicts (keys in the decoder's order), same values."""
-    _, (names, models), t, s, xs, heads = k
-    return {"x": dict(zip(names, xs)), "t": t,
-            "m": {v: {"score": score, "pred": pred, "proba": dict(zip(keys, pv)), "n": n}
-                  for (v, keys), (score, pred, pv, n) in zip(models, heads)},
-            "s": s}
+    _, (names, models), t, s, nums, heads = k
+    vals = _f64s(len(nums) >> 3).unpack(nums)
+    i = len(names)
+    per_model: dict[str, Any] = {}
+    for (v, keys), (pred, n) in zip(models, heads):
+        j = i + 1 + len(keys)
+        per_model[v] = {"score": vals[i], "pred": pred, "proba": dict(zip(keys, vals[i + 1:j])), "n": n}
+        i = j
+    return {"x": dict(zip(names, vals)), "t": t, "m": per_model, "s": s}
 
 
 _T_MIN, _T_MAX = -(1 << 47), 1 << 47  # the packed event time's 6 signed bytes
@@ -519,8 +534,7 @@ class ServedCodec:
             if type(t) is not int or type(s) is not int or s < 0 or not _T_MIN <= t < _T_MAX \
                     or type(x) is not dict or type(per_model) is not dict:
                 return None
-            xs = tuple(x.values())
-            types = list(map(type, xs))
+            nums = list(x.values())
             models = []
             heads = []
             for v, m in per_model.items():
@@ -535,11 +549,11 @@ class ServedCodec:
                         pred.encode()  # a lone surrogate cannot be stored: the JSON fallback
                     elif tp is not int and tp is not float:
                         return None
-                pv = tuple(proba.values())
-                types += map(type, pv)
+                nums.append(score)
+                nums += proba.values()
                 models.append((v, tuple(proba)))
-                heads.append((score, pred, pv, n))
-            if types.count(float) != len(types):
+                heads.append((pred, n))
+            if list(map(type, nums)).count(float) != len(nums):
                 return None
             layout: Layout = (tuple(x), tuple(models))
         except (KeyError, TypeError, UnicodeError):
@@ -549,8 +563,8 @@ class ServedCodec:
             if layout not in self.by_layout:
                 return None
             canon = self._kept_layouts[layout] = layout  # at most MAX_LAYOUTS of them
-        # one layout object for all its records; tuples of atoms the collector stops tracking
-        return (False, canon, t, s, xs, tuple(heads))
+        # one layout object for all its records
+        return (False, canon, t, s, _f64s(len(nums)).pack(*nums), tuple(heads))
 
     def _probe(self, out: bytearray, nums: list[float], digest: bytes | None, st: list[Any] | None) -> None:
         """Short decimals are tried only at the positions of a layout where they have been seen
