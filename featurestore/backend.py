@@ -283,6 +283,13 @@ class RedisBackend(Backend):
         await self.client.aclose()
 
 
+def _own(value: bytes) -> bytes:
+    """A copy of exactly ``value``'s size. Kept values live as long as the backend, and some
+    writers' bytes carry a much larger allocation than their length (orjson's: ~4 KB for a
+    30-byte learn-log entry), which a replay would otherwise hold once per event."""
+    return memoryview(value).tobytes()
+
+
 class MemoryBackend(Backend):
     """In-process backend with the same semantics (TTL by wall clock, lazily enforced).
 
@@ -357,7 +364,7 @@ class MemoryBackend(Backend):
                 d = now - ttl
                 if d < earliest:
                     earliest = d
-            kv[key] = (value, d)
+            kv[key] = (_own(value) if value.__class__ is bytes else value, d)
         self._none_expire_before = earliest
         if batch.deletes:  # (most batches have none of these three)
             for key in batch.deletes:
@@ -368,9 +375,8 @@ class MemoryBackend(Backend):
             for key, values in batch.appends.items():
                 got_list = lists.get(key)
                 if got_list is None:
-                    lists[key] = list(values)
-                else:
-                    got_list += values
+                    got_list = lists[key] = []
+                got_list += map(_own, values)
         if batch.trims:
             for key, n in batch.trims.items():
                 del self._lists.get(key, [])[:n]
