@@ -8,8 +8,10 @@ backtests, the demo's feature-store comparison and the tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from streamlearn.featurestore.backend import MemoryBackend
@@ -47,6 +49,24 @@ def memory_models_loop(view: str | FeatureView, specs: Sequence[str], name: str 
                       lifecycle=Lifecycle(lifecycle) if lifecycle is not None else None, clock=clock or time.time)
 
 
+@contextlib.contextmanager
+def older_objects_frozen() -> Iterator[None]:
+    """For a replay's duration, the objects that exist before it (the stream itself, imported
+    modules, models) are out of the garbage collector's sight (``gc.freeze``), then returned
+    to it. A replay keeps a few tracked objects per event (its predictions), which trigger
+    full collections; each would otherwise walk the whole heap (~0.3 s with a 20k-event stream
+    held in memory, 10-15% of such a replay). Results do not depend on it. Left alone when the
+    process has frozen objects itself (the worker does) or the collector is off."""
+    if gc.get_freeze_count() or not gc.isenabled():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 async def run_stream(
     loop: OnlineLoop, stream: Iterable[tuple[str, dict[str, Any]]], batch: int = 256
 ) -> list[Prediction]:
@@ -58,18 +78,19 @@ async def run_stream(
     # batches of one or two items (each batch is one loop call, as live). The loop's lock is
     # taken once for the whole stream: nothing else uses this loop meanwhile.
     async with loop.lock:
-        for k, rec in stream:
-            if k != kind or len(buf) >= batch:
-                if kind == "event":
-                    preds.extend(await score(buf))
-                elif kind == "feedback":
-                    await learn(buf)
-                kind, buf = k, []
-            buf.append(rec)
-        if kind == "event":
-            preds.extend(await score(buf))
-        elif kind == "feedback":
-            await learn(buf)
+        with older_objects_frozen():
+            for k, rec in stream:
+                if k != kind or len(buf) >= batch:
+                    if kind == "event":
+                        preds.extend(await score(buf))
+                    elif kind == "feedback":
+                        await learn(buf)
+                    kind, buf = k, []
+                buf.append(rec)
+            if kind == "event":
+                preds.extend(await score(buf))
+            elif kind == "feedback":
+                await learn(buf)
     return preds
 
 

@@ -140,3 +140,28 @@ def test_restore_from_kept_records_equals_restore_from_bytes() -> None:
         assert a.champion.labels_learned == b.champion.labels_learned
         assert a.champion.metric_values() == b.champion.metric_values()
         assert a.champion.predict(x).probabilities == b.champion.predict(x).probabilities
+
+
+def test_a_replay_hides_older_objects_from_the_collector_only_while_it_runs() -> None:
+    """The stream and everything before it are frozen during run_stream and given back after;
+    a process that froze objects itself keeps exactly its own freeze."""
+    import gc
+
+    from streamlearn.replay.backtest.inprocess import older_objects_frozen
+
+    seen: list[int] = []
+    loop = memory_loop("entity_v1", "logreg")
+    loop.on_learn = lambda *_: seen.append(gc.get_freeze_count())
+    before = gc.get_freeze_count()  # 0, unless another test in this process froze objects
+    asyncio.run(run_stream(loop, _cards(200, perturb=False)))
+    assert seen and min(seen) > 0 and gc.get_freeze_count() == before
+    if before:
+        return
+    gc.freeze()
+    try:
+        own = gc.get_freeze_count()
+        with older_objects_frozen():
+            assert gc.get_freeze_count() == own
+        assert gc.get_freeze_count() == own
+    finally:
+        gc.unfreeze()
