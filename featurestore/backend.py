@@ -283,14 +283,29 @@ class RedisBackend(Backend):
         await self.client.aclose()
 
 
+def _own(value: bytes) -> bytes:
+    """A copy of exactly ``value``'s size. Kept values live as long as the backend, and some
+    writers' bytes carry a much larger allocation than their length (orjson's: ~4 KB for a
+    30-byte learn-log entry), which a replay would otherwise hold once per event."""
+    return memoryview(value).tobytes()
+
+
 class MemoryBackend(Backend):
     """In-process backend with the same semantics (TTL by wall clock, lazily enforced).
 
     Backtests call it a few times per event, so the common case is kept cheap: until the
     earliest deadline ever set has passed no key can have expired, and reads and writes
-    skip the per-key expiry checks."""
+    skip the per-key expiry checks.
 
-    def __init__(self, clock=time.monotonic) -> None:
+    ``keep_objects``: values may be Python objects rather than bytes, stored and returned as
+    given (an in-process replay keeps served records decoded: :mod:`streamlearn.streams.loop.served`
+    keeps only those its codec would give back exactly, so results are the same)."""
+
+    #: a write is applied whole or not at all, and its caller always learns which: no receipts
+    needs_receipts = False
+
+    def __init__(self, clock=time.monotonic, keep_objects: bool = False) -> None:
+        self.keep_objects = keep_objects
         self._kv: dict[str, tuple[bytes, float]] = {}  # key -> (value, when it expires)
         self._lists: dict[str, list[bytes]] = {}
         self._clock = clock
@@ -349,15 +364,22 @@ class MemoryBackend(Backend):
                 d = now - ttl
                 if d < earliest:
                     earliest = d
-            kv[key] = (value, d)
+            kv[key] = (_own(value) if value.__class__ is bytes else value, d)
         self._none_expire_before = earliest
-        for key in batch.deletes:
-            kv.pop(key, None)
-            self._lists.pop(key, None)
-        for key, values in batch.appends.items():
-            self._lists.setdefault(key, []).extend(values)
-        for key, n in batch.trims.items():
-            del self._lists.get(key, [])[:n]
+        if batch.deletes:  # (most batches have none of these three)
+            for key in batch.deletes:
+                kv.pop(key, None)
+                self._lists.pop(key, None)
+        if batch.appends:
+            lists = self._lists
+            for key, values in batch.appends.items():
+                got_list = lists.get(key)
+                if got_list is None:
+                    got_list = lists[key] = []
+                got_list += map(_own, values)
+        if batch.trims:
+            for key, n in batch.trims.items():
+                del self._lists.get(key, [])[:n]
         return got
 
     async def read_list(self, key: str) -> list[bytes]:

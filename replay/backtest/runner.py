@@ -50,7 +50,7 @@ from streamlearn.models.estimators.learner import Learner
 from streamlearn.models.estimators.spec import build_model, is_classifier
 from streamlearn.models.governance.lifecycle import LifecycleConfig
 from streamlearn.replay.archive.reader import Archive
-from streamlearn.replay.backtest.inprocess import memory_models_loop
+from streamlearn.replay.backtest.inprocess import memory_models_loop, older_objects_frozen
 from streamlearn.replay.backtest.plan import Plan, make_plan
 from streamlearn.replay.backtest.report import write_outputs
 from streamlearn.replay.backtest.schedule import Step
@@ -398,7 +398,9 @@ def run_backtest(
         sink = open(out / "predictions.jsonl", "w", encoding="utf-8", newline="\n")
     bar, update = _progress(progress, plan.n_events)
     try:
-        rows_out, divergences, events, loop_s = asyncio.run(_execute(plan, loop, runs, clock, sink, every, update))
+        with older_objects_frozen():
+            rows_out, divergences, events, loop_s = asyncio.run(_execute(plan, loop, runs, clock, sink, every,
+                                                                         update))
     finally:
         if bar is not None:
             bar.stop()

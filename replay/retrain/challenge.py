@@ -49,7 +49,7 @@ def gate_on_archive(
         losses = [event_loss(cfg.loss, y, s["proba"], s["pred"], cfg.eps, cfg.scale) for s in served]
         gate.update(losses[0], losses[1], is_hit(y, served[0]["pred"]), is_hit(y, served[1]["pred"]))
 
-    loop = OnlineLoop(get_view(view), models, MemoryBackend(), Keys("challenge", "challenge"),
+    loop = OnlineLoop(get_view(view), models, MemoryBackend(keep_objects=True), Keys("challenge", "challenge"),
                       artifact_key=b"in-process", on_learn=on_learn)
     plan = plan_arrival(archive, None, end)
 

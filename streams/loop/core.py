@@ -160,11 +160,21 @@ class OnlineLoop:
             except self.backend.transient_errors as exc:
                 self._on_store_error(what, exc)
 
+    async def read(self, keys: Sequence[str], what: str) -> list[bytes | None]:
+        """``read_many``, retried as :meth:`io` does (the first attempt without a closure: this
+        runs once or twice per batch)."""
+        try:
+            return await self.backend.read_many(keys)
+        except self.backend.transient_errors as exc:
+            self._on_store_error(what, exc)
+        return await self._retry(lambda: self.backend.read_many(keys), what)
+
     async def write(self, wb: WriteBatch, what: str) -> dict[str, bytes | None]:
         """A write under the loop's lock, applied at most once however often it is retried:
         a Redis stopped mid-write may execute it without answering, and a blind retry would
         append the learn log twice or lose the parked labels the first attempt took."""
-        wb.receipt = (self._receipt_key, str(next(self._receipt_seq)))
+        if getattr(self.backend, "needs_receipts", True):  # not in memory: nothing is lost there
+            wb.receipt = (self._receipt_key, str(next(self._receipt_seq)))
         try:  # the first attempt without a closure: this runs once or twice per batch
             return await self.backend.write_batch(wb)
         except self.backend.transient_errors as exc:
@@ -186,14 +196,27 @@ class OnlineLoop:
         if not events:
             return []
         async with self.lock:
-            return await scoring.score_locked(self, events)
+            return await self.score_batch_locked(events)
+
+    async def score_batch_locked(self, events: Sequence[dict[str, Any]]) -> list[Prediction]:
+        """:meth:`score_batch` with the loop's lock held by the caller (an in-process replay
+        holds it for the whole stream)."""
+        if not events:
+            return []
+        return await scoring.score_locked(self, events)
 
     async def learn_batch(self, feedback: Sequence[dict[str, Any]]) -> LearnReport:
         """Join labels to what was served and learn each exactly once, in order."""
         if not feedback:
             return LearnReport()
         async with self.lock:
-            report = await labels.learn_locked(self, feedback)
+            return await self.learn_batch_locked(feedback)
+
+    async def learn_batch_locked(self, feedback: Sequence[dict[str, Any]]) -> LearnReport:
+        """:meth:`learn_batch` with the loop's lock held by the caller."""
+        if not feedback:
+            return LearnReport()
+        report = await labels.learn_locked(self, feedback)
         self.counters.labels_duplicate += len(report.duplicate)
         self.counters.labels_unmatched += len(report.unmatched)
         return report

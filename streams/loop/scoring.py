@@ -24,18 +24,17 @@ def score_one(loop: OnlineLoop, ev: dict[str, Any], x: dict[str, float]) -> tupl
     """Score with every model; the serving one's prediction carries the others as shadows."""
     models = loop.models
     serving = models.serving_version(ev["entity"])
+    eid, entity, event_time = ev["event_id"], ev["entity"], ev["event_time"]
     per_model: dict[str, Any] = {}
     main: Prediction | None = None
     shadows: list[Prediction] = []
     for v, learner in models.learners.items():
         s = learner.predict(x)
-        p = Prediction(
-            event_id=ev["event_id"], entity=ev["entity"], event_time=ev["event_time"],
-            model_name=learner.name, model_version=v, labels_learned=learner.labels_learned,
-            score=s.score, predicted=s.predicted, probabilities=s.probabilities,
-        )
-        per_model[str(v)] = {"score": s.score, "pred": s.predicted, "proba": s.probabilities,
-                             "n": learner.labels_learned}
+        n = learner.labels_learned
+        p = Prediction(event_id=eid, entity=entity, event_time=event_time, model_name=learner.name,
+                       model_version=v, labels_learned=n, score=s.score, predicted=s.predicted,
+                       probabilities=s.probabilities)
+        per_model[str(v)] = {"score": s.score, "pred": s.predicted, "proba": s.probabilities, "n": n}
         if v == serving:
             main = p
         else:
@@ -46,25 +45,29 @@ def score_one(loop: OnlineLoop, ev: dict[str, Any], x: dict[str, float]) -> tupl
 
 
 async def score_locked(loop: OnlineLoop, events: Sequence[dict[str, Any]]) -> list[Prediction]:
-    """Features -> score -> persist, for events in order (the loop's lock is held)."""
+    """Features -> score -> persist, for events in order (the loop's lock is held).
+
+    Batches are small when events and labels interleave (one or two events, in a replay
+    too), so the per-batch work is kept to one pass and each key is built once."""
     keys = loop.keys
-    entities = list(dict.fromkeys(ev["entity"] for ev in events))
-    ids = [ev["event_id"] for ev in events]
-    read_keys = [keys.entity(e) for e in entities] + [keys.served(i) for i in ids]
-    raw = await loop.io(lambda: loop.backend.read_many(read_keys), "score read")
+    entities = list(dict.fromkeys([ev["entity"] for ev in events]))
+    ent_keys = [keys.entity(e) for e in entities]
+    srv_keys = [keys.served(ev["event_id"]) for ev in events]
+    raw = await loop.read(ent_keys + srv_keys, "score read")
     n_ent = len(entities)
-    states = {e: (loads(v) if v else None) for e, v in zip(entities, raw[:n_ent])}
+    states = {e: (loads(v) if v else None) for e, v in zip(entities, raw)}
     served_before = raw[n_ent:]
-    prior_recs = (await served.decode_many(loop, served_before, "score read")
-                  if any(r is not None for r in served_before) else served_before)
+    prior_recs = (served_before if served_before.count(None) == len(served_before)
+                  else await served.decode_many(loop, served_before, "score read"))
 
     batch = WriteBatch()
-    changed: set[str] = set()
+    changed: dict[str, None] = {}  # entities whose state changed, in order
     served_now: dict[str, dict[str, Any]] = {}
-    served_raw: dict[str, bytes] = {}
+    served_raw: dict[str, Any] = {}
+    pending: list[tuple[str, str]] = []  # (event id, its parked label's key), as served now
     preds: list[Prediction] = []
     compute = loop.view.compute
-    for ev, prior, prior_rec in zip(events, served_before, prior_recs):
+    for ev, prior, prior_rec, srv_key in zip(events, served_before, prior_recs, srv_keys):
         eid = ev["event_id"]
         if (prior is not None and prior_rec is not None) or eid in served_now:
             # re-delivered or duplicate id: same features as first served, state untouched
@@ -72,28 +75,31 @@ async def score_locked(loop: OnlineLoop, events: Sequence[dict[str, Any]]) -> li
             preds.append(score_one(loop, ev, rec["x"])[0])
             loop.counters.events_duplicate += 1
             continue
+        entity = ev["entity"]
         try:
-            x, new_state = compute(ev, states[ev["entity"]])
+            x, new_state = compute(ev, states[entity])
         except FeatureError as exc:  # this event only: its entity's state stays as it was
             loop.feature_errors.append((ev, exc.reason, str(exc)))
             continue
-        states[ev["entity"]] = new_state
-        changed.add(ev["entity"])
+        states[entity] = new_state
+        changed[entity] = None
         p, per_model = score_one(loop, ev, x)
         preds.append(p)
         # what each model predicted is kept with the features: labels are scored against it
         rec = {"x": x, "t": ev["event_time"], "m": per_model, "s": p.model_version}
         served_now[eid] = rec
-        served_raw[eid] = served.encode_into(loop, batch, eid, rec)
+        served_raw[eid] = served.encode_into(loop, batch, eid, rec, srv_key)
         # a label parked before this event was served is taken in the same transaction
         # that serves it, so another process can never park one in between unseen
-        batch.getdels.append(keys.pending(eid))
-    for e in changed:
-        batch.set(keys.entity(e), dumps(states[e]), loop.entity_ttl_s)
+        pk = keys.pending(eid)
+        batch.getdels.append(pk)
+        pending.append((eid, pk))
+    for e, k in zip(entities, ent_keys):
+        if e in changed:
+            batch.set(k, dumps(states[e]), loop.entity_ttl_s)
     taken = await loop.write(batch, "score write")
     loop.counters.events_scored += len(preds)
-    parked = [(eid, loads(taken[keys.pending(eid)])["y"]) for eid in served_now
-              if taken.get(keys.pending(eid)) is not None]
+    parked = [(eid, loads(v)["y"]) for eid, pk in pending if (v := taken.get(pk)) is not None]
     if parked:  # labels that arrived before their event
         await labels.learn_parked(loop, parked, preds, served_now, served_raw)
     if loop.lifecycle is not None and loop.is_learner:

@@ -386,6 +386,43 @@ def _record(names: tuple[str, ...], models: tuple[tuple[str, tuple[str, ...]], .
     return {"x": x, "t": t, "m": per_model, "s": s}
 
 
+# A record kept as objects, in place of its bytes, by a backend that keeps them (the in-memory
+# backend of an in-process replay): only a record the packed encoding gives back exactly
+# (:meth:`ServedCodec.keep`), copied when stored and rebuilt when read, so a replay computes
+# what it would from the bytes without encoding or decoding them. It is a plain tuple
+# ``(learned, layout, t, s, numbers, ((pred, n), ...))`` (never bytes, so told apart by its
+# class): the numbers (features in order, then per model its score and probabilities) packed
+# as float64 (bit for bit, 8 bytes each), the rest atoms and tuples of atoms, which the garbage
+# collector stops tracking; a replay holds one per event.
+Kept = tuple
+
+
+def _f64s(n: int) -> struct.Struct:
+    st = _f64_by_n.get(n)
+    if st is None:
+        st = _f64_by_n[n] = struct.Struct(f"<{n}d")
+    return st
+
+
+_f64_by_n: dict[int, struct.Struct] = {}
+
+
+def _unkeep(k: Kept) -> dict[str, Any]:
+    """A fresh record as decoding gives one: new dicts (keys in the decoder's order), same values."""
+    _, (names, models), t, s, nums, heads = k
+    vals = _f64s(len(nums) >> 3).unpack(nums)
+    i = len(names)
+    per_model: dict[str, Any] = {}
+    for (v, keys), (pred, n) in zip(models, heads):
+        j = i + 1 + len(keys)
+        per_model[v] = {"score": vals[i], "pred": pred, "proba": dict(zip(keys, vals[i + 1:j])), "n": n}
+        i = j
+    return {"x": dict(zip(names, vals)), "t": t, "m": per_model, "s": s}
+
+
+_T_MIN, _T_MAX = -(1 << 47), 1 << 47  # the packed event time's 6 signed bytes
+
+
 class ServedCodec:
     """Encodes/decodes served records; interns layouts (per process cache + Redis keys)."""
 
@@ -395,6 +432,7 @@ class ServedCodec:
         self.written: dict[bytes, float] = {}  # digest -> when this process last wrote its key
         self.clock = clock
         self._tries: dict[bytes, list[Any]] = {}  # digest -> [records since probe, where decimals were seen]
+        self._kept_layouts: dict[Layout, Layout] = {}  # interned layouts, each as one object
 
     # ---------------------------------------------------------------- encode
     def encode(self, rec: dict[str, Any], learned: bool = False) -> tuple[bytes, bytes | None]:
@@ -483,6 +521,51 @@ class ServedCodec:
             self._probe(out, nums, digest, st)
         return bytes(out), new
 
+    def keep(self, rec: dict[str, Any]) -> Kept | None:
+        """``rec`` as a :data:`Kept` record, if it would be encoded packed with a layout this
+        process has interned, so that decoding its bytes gives back an equal record of the
+        same types, signs and key order (every number an exact float, kept bit for bit); else
+        None. The conditions under which :meth:`_compact` succeeds with a known layout, checked
+        without packing."""
+        try:
+            if type(rec) is not dict or len(rec) != 4:
+                return None
+            x, t, per_model, s = rec["x"], rec["t"], rec["m"], rec["s"]
+            if type(t) is not int or type(s) is not int or s < 0 or not _T_MIN <= t < _T_MAX \
+                    or type(x) is not dict or type(per_model) is not dict:
+                return None
+            nums = list(x.values())
+            models = []
+            heads = []
+            for v, m in per_model.items():
+                if type(m) is not dict or len(m) != 4:
+                    return None
+                proba, score, n, pred = m["proba"], m["score"], m["n"], m["pred"]
+                if type(score) is not float or type(n) is not int or n < 0 or type(proba) is not dict:
+                    return None
+                if pred is not None and pred is not True and pred is not False:
+                    tp = type(pred)
+                    if tp is str:
+                        pred.encode()  # a lone surrogate cannot be stored: the JSON fallback
+                    elif tp is not int and tp is not float:
+                        return None
+                nums.append(score)
+                nums += proba.values()
+                models.append((v, tuple(proba)))
+                heads.append((pred, n))
+            if list(map(type, nums)).count(float) != len(nums):
+                return None
+            layout: Layout = (tuple(x), tuple(models))
+        except (KeyError, TypeError, UnicodeError):
+            return None
+        canon = self._kept_layouts.get(layout)
+        if canon is None:
+            if layout not in self.by_layout:
+                return None
+            canon = self._kept_layouts[layout] = layout  # at most MAX_LAYOUTS of them
+        # one layout object for all its records
+        return (False, canon, t, s, _f64s(len(nums)).pack(*nums), tuple(heads))
+
     def _probe(self, out: bytearray, nums: list[float], digest: bytes | None, st: list[Any] | None) -> None:
         """Short decimals are tried only at the positions of a layout where they have been seen
         (an amount, say; not a log or a rate: the test costs more than the rest of a number),
@@ -501,7 +584,7 @@ class ServedCodec:
     @staticmethod
     def needs(raw: bytes | None) -> bytes | None:
         """The layout digest a stored record needs, or None."""
-        if raw:
+        if raw and raw.__class__ is not Kept:
             first = raw[0]
             if first & 0xFC == PACKED:
                 return None if first & INLINE_LAYOUT else raw[1:9]
@@ -581,7 +664,9 @@ class ServedCodec:
 
     # ---------------------------------------------------------------- the learned flag
     @staticmethod
-    def is_learned(raw: bytes) -> bool:
+    def is_learned(raw: bytes | Kept) -> bool:
+        if raw.__class__ is Kept:
+            return raw[0]
         first = raw[0]
         if first & 0xFC == PACKED:
             return bool(first & LEARNED)
@@ -607,13 +692,20 @@ def codec(loop: OnlineLoop) -> ServedCodec:
     return c
 
 
-def encode_into(loop: OnlineLoop, wb: WriteBatch, eid: str, rec: dict[str, Any]) -> bytes:
-    """Put the served record (and its layout, if new to this process lately) into ``wb``."""
+def encode_into(loop: OnlineLoop, wb: WriteBatch, eid: str, rec: dict[str, Any], key: str | None = None) -> bytes:
+    """Put the served record (and its layout, if new to this process lately) into ``wb``
+    (``key``: the record's key, if the caller has built it). Returns what was stored: its
+    bytes, or a :data:`Kept` record on a backend that keeps objects."""
     c = codec(loop)
+    if key is None:
+        key = loop.keys.served(eid)
+    if getattr(loop.backend, "keep_objects", False) and (kept := c.keep(rec)) is not None:
+        wb.set_if_absent(key, kept, loop.served_ttl_s)  # type: ignore[arg-type]
+        return kept  # type: ignore[return-value]
     raw, new = c.encode(rec)
     # if absent: two workers serving one event at once (a rebalance) keep the first record,
     # so the second can never clear the learned flag the learner set on it in between
-    wb.set_if_absent(loop.keys.served(eid), raw, loop.served_ttl_s)
+    wb.set_if_absent(key, raw, loop.served_ttl_s)
     if new is not None:
         ttl = loop.served_ttl_s * LAYOUT_TTL_FACTOR if loop.served_ttl_s else 0
         wb.set(loop.keys.layout(new.hex()), c.layout_json(new), ttl)
@@ -624,7 +716,9 @@ def encode_into(loop: OnlineLoop, wb: WriteBatch, eid: str, rec: dict[str, Any])
 
 def mark_learned(loop: OnlineLoop, wb: WriteBatch, eid: str, raw: bytes) -> None:
     """Record "learned" for ``eid`` in ``wb``: the record's flag, or an old record's marker key."""
-    if ServedCodec.can_flag(raw):
+    if raw.__class__ is Kept:
+        wb.set(loop.keys.served(eid), (True, *raw[1:]), loop.served_ttl_s)  # type: ignore[arg-type]
+    elif ServedCodec.can_flag(raw):
         # a fresh TTL, as the marker key had: a duplicate label is recognised that long
         wb.set(loop.keys.served(eid), ServedCodec.flagged(raw), loop.served_ttl_s)
     else:
@@ -635,16 +729,29 @@ async def decode_many(loop: OnlineLoop, raws: Sequence[bytes | None], what: str)
     """Decode stored records, loading unknown layouts first (one read). A record whose layout
     is gone (it cannot be, short of a flushed Redis) decodes to None, like an expired one."""
     c = codec(loop)
-    missing = list({d for d in map(c.needs, raws) if d is not None and d not in c.by_digest})
+    missing: set[bytes] | None = None
+    for raw in raws:
+        if raw is not None and raw.__class__ is not Kept:
+            d = c.needs(raw)
+            if d is not None and d not in c.by_digest:
+                if missing is None:
+                    missing = set()
+                missing.add(d)
     if missing:
-        got = await loop.io(lambda: loop.backend.read_many([loop.keys.layout(d.hex()) for d in missing]), what)
-        for d, lj in zip(missing, got):
+        want = list(missing)
+        got = await loop.io(lambda: loop.backend.read_many([loop.keys.layout(d.hex()) for d in want]), what)
+        for d, lj in zip(want, got):
             if lj is not None:
                 c.learn_layout(d, lj)
     out: list[dict[str, Any] | None] = []
     for raw in raws:
-        try:
-            out.append(None if raw is None else c.decode(raw))
-        except MissingLayout:
+        if raw is None:
             out.append(None)
+        elif raw.__class__ is Kept:
+            out.append(_unkeep(raw))
+        else:
+            try:
+                out.append(c.decode(raw))
+            except MissingLayout:
+                out.append(None)
     return out

@@ -77,6 +77,9 @@ def test_replay_path_equals_the_reference_backend_on_cards(specs: list[str], per
                      artifact_key=b"in-process")
     got = asyncio.run(run_stream(fast, stream))
     want = asyncio.run(_reference_run(ref, stream))
+    # the replay keeps its served records as objects, the reference stores their bytes
+    kept = [v for v, _ in fast.backend._kv.values() if type(v) is tuple]
+    assert len(kept) > 2000 and not any(type(v) is tuple for v, _ in ref.backend._kv.values())
     assert len(got) == sum(1 for k, _ in stream if k == "event")
     assert _flat(got) == _flat(want)
     assert fast.counters.as_dict() == ref.counters.as_dict()
@@ -111,3 +114,54 @@ def test_replay_path_scores_as_a_plain_river_loop_on_cards() -> None:
             learned += 1
     assert loop.champion.labels_learned == learned == loop.counters.labels_learned
     assert isinstance(loop.champion, Learner)
+
+
+def test_restore_from_kept_records_equals_restore_from_bytes() -> None:
+    """Snapshot + learn-log replay reads the served records back: kept ones give the same models."""
+    stream = _cards(1500, perturb=False)
+    half = len(stream) // 2
+    loops = []
+    for keep in (True, False):
+        loop = memory_loop("entity_v1", "logreg")
+        if not keep:
+            loop.backend.keep_objects = False
+        asyncio.run(run_stream(loop, stream[:half]))
+        asyncio.run(loop.checkpoint())
+        asyncio.run(run_stream(loop, stream[half:]))  # learned after the snapshot: in the learn log
+        again = OnlineLoop(as_view("entity_v1"), Learner("replay", "logreg"), loop.backend, loop.keys,
+                           artifact_key=b"in-process")
+        assert asyncio.run(again.restore()) == loop.log_len > 100
+        loops.append((loop, again))
+    (kept, kept_again), (raw, raw_again) = loops
+    assert any(type(v) is tuple for v, _ in kept.backend._kv.values())
+    assert not any(type(v) is tuple for v, _ in raw.backend._kv.values())
+    x = {"amount": 12.5, "hour": 3.0}
+    for a, b in ((kept, kept_again), (raw, raw_again), (kept_again, raw_again)):
+        assert a.champion.labels_learned == b.champion.labels_learned
+        assert a.champion.metric_values() == b.champion.metric_values()
+        assert a.champion.predict(x).probabilities == b.champion.predict(x).probabilities
+
+
+def test_a_replay_hides_older_objects_from_the_collector_only_while_it_runs() -> None:
+    """The stream and everything before it are frozen during run_stream and given back after;
+    a process that froze objects itself keeps exactly its own freeze."""
+    import gc
+
+    from streamlearn.replay.backtest.inprocess import older_objects_frozen
+
+    seen: list[int] = []
+    loop = memory_loop("entity_v1", "logreg")
+    loop.on_learn = lambda *_: seen.append(gc.get_freeze_count())
+    before = gc.get_freeze_count()  # 0, unless another test in this process froze objects
+    asyncio.run(run_stream(loop, _cards(200, perturb=False)))
+    assert seen and min(seen) > 0 and gc.get_freeze_count() == before
+    if before:
+        return
+    gc.freeze()
+    try:
+        own = gc.get_freeze_count()
+        with older_objects_frozen():
+            assert gc.get_freeze_count() == own
+        assert gc.get_freeze_count() == own
+    finally:
+        gc.unfreeze()
