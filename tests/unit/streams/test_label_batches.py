@@ -72,7 +72,8 @@ async def _run(loop, stream, batch: int) -> tuple[list, list]:
 
 
 def _last_vectors(loop) -> list[dict[str, float]]:
-    recs = [served.codec(loop).decode(v[0]) for k, v in loop.backend._kv.items() if ":srv:" in k]
+    raws = [v[0] for k, v in loop.backend._kv.items() if ":srv:" in k]  # bytes, or records the replay keeps
+    recs = asyncio.run(served.decode_many(loop, raws, "test"))
     return [r["x"] for r in recs[-20:]]
 
 
