@@ -1,4 +1,5 @@
-"""Labels held back behind their events under a backlog (streams/consumer.py ``Holdback``)."""
+"""The worker's consumer without a broker (streams/consumer.py): labels held back behind their events
+under a backlog (``Holdback``), and rebalance callbacks that fail end the process."""
 
 from __future__ import annotations
 
@@ -68,3 +69,26 @@ def test_nothing_is_held_while_the_events_have_stalled():
     clock.t += 6.0  # no events for 6 s, though the broker says there are more
     hold.add("fb", [Rec(0, 9_000), Rec(1, 9_500)])
     assert offsets(hold.release(lead_behind=True, limit=10)) == [0, 1]
+
+
+def test_a_rebalance_callback_that_raises_ends_the_process(monkeypatch):
+    """aiokafka logs a listener's exception and carries on; the worker must not (exit 70)."""
+    import asyncio
+
+    from streamlearn.settings import Settings
+    from streamlearn.streams import consumer as consumer_module
+
+    ended = []
+    monkeypatch.setattr(consumer_module, "fatal", lambda what, exc: ended.append((what, repr(exc))))
+
+    async def assigned(tps) -> None:
+        raise RuntimeError("restore failed")
+
+    async def nothing() -> None:
+        pass
+
+    intake = consumer_module.BatchConsumer(Settings(), {"ev": nothing}, on_assigned=assigned, on_revoked=nothing,
+                                           deliver=nothing)
+    asyncio.run(intake.on_partitions_assigned([]))
+    assert ended == [("partition assignment", "RuntimeError('restore failed')")]
+    assert not intake.group.joined
