@@ -231,7 +231,9 @@ class BatchConsumer(ConsumerRebalanceListener):
         if lead_tps:
             fetched.update(await consumer.getmany(*lead_tps, max_records=batch_max))
         if not fetched and not (len(hold) and not self._lead_behind(lead)):
-            fetched = await consumer.getmany(timeout_ms=IDLE_POLL_MS, max_records=batch_max)
+            # wait for whatever comes first; for events only while a batch of labels is held
+            parts = lead_tps if len(hold) >= batch_max else ()
+            fetched = await consumer.getmany(*parts, timeout_ms=IDLE_POLL_MS, max_records=batch_max)
         batch: dict = {}
         for tp, records in fetched.items():
             if tp.topic == follower:
@@ -269,7 +271,7 @@ class BatchConsumer(ConsumerRebalanceListener):
             await calls[0]
         else:
             await asyncio.gather(*calls)
-        for tp, records in fetched.items():  # outputs delivered: these offsets may be committed
+        for tp, records in fetched.items():  # processed: committed after the next delivery
             self._done[tp] = records[-1].offset + 1
 
     async def _seed_committed(self) -> None:
