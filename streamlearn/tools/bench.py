@@ -235,7 +235,7 @@ PROFILE_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("online loop (loop, learner)",
      ("streams/loop/", "models/estimators/learner.py", "models/modelset.py")),
     ("worker runtime (worker.py, app.py)", ("streams/worker.py", "streams/app.py", "streams/web.py")),
-    ("aiokafka (fetch, protocol, group)", ("aiokafka/", "kafka/")),
+    ("consumer (aiokafka fetch, protocol, group; consumer.py)", ("aiokafka/", "kafka/", "streams/consumer.py")),
     # the loop's own root: only asyncio frames between it and the leaf = scheduling, select, socket I/O
     ("asyncio event loop (scheduling, select, sockets)", ("mode/worker.py", "asyncio/runners.py")),
     ("Faust/mode machinery (per-message delivery, streams)", ("faust/", "mode/")),
@@ -246,9 +246,9 @@ KEY_FRAMES = ("WorkerRuntime.on_events", "WorkerRuntime.on_feedback", "OnlineLoo
               "OnlineLoop.learn_batch", "decode_event", "decode_feedback", "FeatureView.compute", "Learner.predict",
               "Learner.learn", "BatchProducer.produce", "BatchProducer.flush", "AvroCodec.encoder.<locals>.encode",
               "AvroCodec.decode", "RedisBackend.read_many", "RedisBackend.write_batch",
-              "RedisBackend.park_unless_present", "_dumps", "dumps", "loads", "_to_messages", "Service.wait_first",
-              "Stream.take_events", "take_settled", "Metrics.loop_batch", "Metrics.predictions_delivered",
-              "Metrics.sync_counters")
+              "RedisBackend.park_unless_present", "_dumps", "dumps", "loads", "BatchConsumer._process",
+              "BatchConsumer._fetch_aligned", "Learner.learn_many", "Metrics.loop_batch",
+              "Metrics.predictions_delivered", "Metrics.sync_counters")
 
 
 def _category(frames: list[str]) -> str:
