@@ -15,28 +15,11 @@ from hypothesis import strategies as st
 
 from streamlearn.schemas import AvroCodec
 from streamlearn.schemas.codec import HEADER_LEN, InvalidRecord, _Slow, compile_flat_reader
+from tests.unit.schemas.test_compiled_writer import _records  # records of a subject's schema, any value
 
 codec = AvroCodec.default()
 SUBJECTS = codec.subjects()
 
-longs = st.one_of(st.integers(-(2**63), 2**63 - 1), st.sampled_from([0, -1, 63, 64, -64, -65, 2**63 - 1, -(2**63)]))
-ints = st.integers(-(2**31), 2**31 - 1)
-doubles = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, -0.0, 1e-310, math.pi]))
-strings = st.text(max_size=40)
-
-
-def _value(t):
-    if isinstance(t, dict) and t.get("type") == "map":
-        return st.dictionaries(strings, _value(t["values"]), max_size=6)
-    if isinstance(t, list):
-        return st.one_of(*[_value(b) for b in t])
-    return {"null": st.none(), "boolean": st.booleans(), "int": ints, "long": longs, "double": doubles,
-            "string": strings, "bytes": st.binary(max_size=40)}[t]
-
-
-def _records(subject):
-    fields = codec.current(subject).schema["fields"]
-    return st.fixed_dictionaries({f["name"]: _value(f["type"]) for f in fields})
 
 
 def _fastavro_decode(subject: str, data: bytes):
