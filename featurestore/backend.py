@@ -55,6 +55,9 @@ class WriteBatch:
 class Backend(ABC):
     #: errors that mean "the store is unreachable right now": callers retry, never crash
     transient_errors: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, OSError)
+    #: whether the loop tags each write with a receipt, so a write retried after a lost answer
+    #: (a store stopped mid-write) is applied at most once
+    needs_receipts: bool = True
 
     @abstractmethod
     async def read_many(self, keys: Sequence[str]) -> list[bytes | None]: ...

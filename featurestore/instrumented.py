@@ -44,6 +44,7 @@ class InstrumentedBackend(Backend):
         self.inner = inner
         # the loop retries on these: they must be the wrapped store's, not the ABC's defaults
         self.transient_errors = inner.transient_errors
+        self.needs_receipts = inner.needs_receipts
         self.busy_s = 0.0
         ops = [_op(name) for name in sorted(Backend.__abstractmethods__)]
         self._hist = {op: metrics.store_latency.labels(op) for op in ops}

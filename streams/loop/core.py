@@ -173,7 +173,7 @@ class OnlineLoop:
         """A write under the loop's lock, applied at most once however often it is retried:
         a Redis stopped mid-write may execute it without answering, and a blind retry would
         append the learn log twice or lose the parked labels the first attempt took."""
-        if getattr(self.backend, "needs_receipts", True):  # not in memory: nothing is lost there
+        if self.backend.needs_receipts:  # not in memory: nothing is lost there
             wb.receipt = (self._receipt_key, str(next(self._receipt_seq)))
         try:  # the first attempt without a closure: this runs once or twice per batch
             return await self.backend.write_batch(wb)
