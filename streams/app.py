@@ -24,7 +24,7 @@ from streamlearn.streams.consumer import BatchConsumer, patch_aiokafka
 from streamlearn.streams.shutdown import EXIT_AGENT_CRASHED, StopGuard, fatal
 from streamlearn.streams.worker import WorkerRuntime
 
-__all__ = ["EXIT_AGENT_CRASHED", "crash_only", "create_app", "run_worker"]
+__all__ = ["EXIT_AGENT_CRASHED", "StatelessApp", "WorkerApp", "crash_only", "create_app", "run_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,16 @@ class _NoKafkaBoot(BootStrategy):
     enable_kafka_producer = False
 
 
-class WorkerApp(faust.App):
+class StatelessApp(faust.App):
+    """A Faust app without local tables (``store="memory://"``), so without a data directory:
+    Faust would otherwise create ``<app id>-data/v1/tables`` in the working directory at every
+    first start (hundreds of empty directories in a checkout after a test run)."""
+
+    def _create_directories(self) -> None:
+        pass
+
+
+class WorkerApp(StatelessApp):
     BootStrategy = _NoKafkaBoot
 
 

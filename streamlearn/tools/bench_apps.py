@@ -62,11 +62,12 @@ def _credentials(settings: Settings):
 def faust_app(settings: Settings) -> faust.App:
     """A Faust app with the transport settings the worker had while it consumed through Faust
     streams (the worker's own consumer takes the same values: streams/consumer.py)."""
+    from streamlearn.streams.app import StatelessApp
     from streamlearn.streams.consumer import patch_aiokafka
 
     patch_aiokafka(settings.fetch_min_wait_ms)
     _fetch_wait_in_faust(settings.fetch_max_wait_ms)
-    return faust.App(
+    return StatelessApp(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         broker_credentials=_credentials(settings),
