@@ -145,9 +145,12 @@ def test_drift_on_the_real_broker_starts_a_challenger_that_the_gate_promotes(mak
     worker = start_worker(s)
     items = datasets.drift(9_000, position=4_000, seed=7)
     send = Sender(s)
-    # in arrival order (chunked), so labels trail their events as in production. Paced: a
-    # challenger gets paired evidence only from events served after it started, so a worker
-    # thousands of events ahead of its labels (a backlog) would reach the gate only at the end
+    # in arrival order (chunked), so labels trail their events as in production. Paced, each
+    # chunk learned before the next is sent: a challenger gets paired evidence only from events
+    # served after it started, and a worker scoring hundreds of events ahead of its labels
+    # serves them from a challenger that has barely learned (seen: a fresh challenger at
+    # accuracy 0.83 and log loss 1.34 where the same stream in-process gives 0.96 / 0.25, never
+    # promoted in 9,000 labels)
     batch_e: list = []
     batch_f: list = []
     labels_sent = 0
@@ -158,8 +161,8 @@ def test_drift_on_the_real_broker_starts_a_challenger_that_the_gate_promotes(mak
             send.feedback(batch_f)
             labels_sent += len(batch_f)
             batch_e, batch_f = [], []
-            wait_for(lambda n=labels_sent - 1000: worker.counters().get("labels_learned", 0) >= n, 60,
-                     "the worker to keep within 1000 labels of the stream")
+            wait_for(lambda n=labels_sent: worker.counters().get("labels_learned", 0) >= n, 60,
+                     "the worker to learn every label sent so far")
     send.events(batch_e)
     send.feedback(batch_f)
 
