@@ -10,8 +10,9 @@ Encodings, told apart by the first byte:
 
 * ``{`` (0x7B): JSON, as written before this module (read only). Its "learned" state is the
   separate marker key :meth:`Keys.learned <streamlearn.featurestore.keys.Keys.learned>`.
-* ``0x04``-``0x07`` packed (written now): ``0x04 | flags`` (the flags in the first byte),
-  layout digest (8 bytes), the event time (6 bytes, little-endian signed), varint s, then per
+* ``0x04``-``0x07`` packed (written where the second form below does not apply):
+  ``0x04 | flags`` (the flags in the first byte), layout digest (8 bytes), the event time
+  (6 bytes, little-endian signed), varint s, then per
   model one byte ``form << 3 | label tag`` (form: whether its probabilities are stored or are a
   binary classifier's ``(1 - score, score)``; tag: the predicted label None/False/True, or int,
   float, str whose value follows), its varint n (the first model's; every other model's as the
@@ -30,6 +31,13 @@ Encodings, told apart by the first byte:
   :data:`MAX_LAYOUTS` of them stores further new ones inline instead (flag bit 1: varint
   length and the layout's JSON in place of the digest), so an open-ended set of names cannot
   grow Redis by one key per event.
+* ``0x80``-``0xFF`` packed, second form (written now, when it applies): as ``0x04`` but the
+  first byte is ``0x80 | i << 2 | flags`` with ``i`` the serving model's index among the
+  layout's models (< 32: the serving version ``s`` is that model's version, so it is not
+  stored), the event time is 5 bytes unsigned after 2020-01-01 (ms, to 2054), and a model
+  after the first whose count is shorter as is than as a difference from the first's (a
+  challenger started long after the champion) has head bit ``0x20`` set and its own varint n.
+  Records outside those ranges are written in the ``0x04`` form.
 * ``0x01`` compact (read only, written before packed): ``0x01, flags, layout digest (8 bytes),
   zigzag varint t, varint s``, then per model ``varint n``, a form byte and the predicted label
   (tag byte and value), then 2-bit kinds and the numbers (int8, float32 or float64), the layout
@@ -70,6 +78,12 @@ if TYPE_CHECKING:
 COMPACT = 0x01  # read only: records written before PACKED
 JSON_FLAGGED = 0x02
 PACKED = 0x04  # 0x04..0x07: PACKED | flags, the flags in the first byte's two low bits
+# 0x80..0xFF: PACKED2 | the serving model's index in the layout << 2 | flags (written now when
+# the serving version is one of the first 32 models and the event time within _T0 + 2**40 ms)
+PACKED2 = 0x80
+_T0 = 1_577_836_800_000  # 2020-01-01T00:00:00Z: a PACKED2 event time is 5 bytes after it (to 2054)
+_T2_END = _T0 + (1 << 40)
+_ABS_N = 0x20  # PACKED2 model head bit: n as is, not relative to the first model's (a fresh challenger)
 LEARNED = 0x01
 INLINE_LAYOUT = 0x02
 MAX_LAYOUTS = 256  # distinct layouts one process interns in Redis; beyond: inline names
@@ -452,6 +466,13 @@ class ServedCodec:
         models = []
         heads = bytearray()
         n0 = -1
+        si = -1  # the serving model's index in the layout (PACKED2), or -1: PACKED
+        if _T0 <= t < _T2_END:
+            sv = str(s)
+            if sv in per_model:
+                si = list(per_model).index(sv)
+                if si > 31:
+                    si = -1
         for v, m in per_model.items():
             proba, score, n = m["proba"], m["score"], m["n"]
             if type(score) is not float or type(n) is not int or n < 0 \
@@ -473,7 +494,11 @@ class ServedCodec:
             if n0 < 0:
                 n0 = n
             else:
-                n = (n0 - n) << 1 if n <= n0 else ((n - n0) << 1) - 1
+                z = (n0 - n) << 1 if n <= n0 else ((n - n0) << 1) - 1
+                if si >= 0 and n < z:  # a challenger far behind the champion: its own count is shorter
+                    form |= 4  # _ABS_N in the head byte
+                else:
+                    n = z
             pred = m["pred"]
             if pred is False:
                 heads.append(form << 3 | _PRED_FALSE)
@@ -492,7 +517,8 @@ class ServedCodec:
             raise TypeError("not a float")
         layout: Layout = (tuple(x), tuple(models))
         digest = self.by_layout.get(layout)
-        flags = PACKED | LEARNED if learned else PACKED
+        flags = LEARNED if learned else 0
+        flags |= PACKED2 | si << 2 if si >= 0 else PACKED
         new: bytes | None = None
         if digest is None:
             if len(self.by_layout) >= MAX_LAYOUTS:
@@ -510,8 +536,11 @@ class ServedCodec:
             lj = orjson.dumps(layout)
             _put_varint(out, len(lj))
             out += lj
-        out += t.to_bytes(6, "little", signed=True)  # ms: +-4,000 years; one C call, not a varint loop
-        _put_varint(out, s)
+        if si >= 0:
+            out += (t - _T0).to_bytes(5, "little")  # s: the index in the first byte
+        else:
+            out += t.to_bytes(6, "little", signed=True)  # ms: +-4,000 years; one C call, not a varint loop
+            _put_varint(out, s)
         out += heads
         st = self._tries.get(digest) if digest is not None else None
         if st is not None and st[0] < DECIMAL_PROBE_EVERY and len(st[1]) == len(nums):
@@ -586,7 +615,7 @@ class ServedCodec:
         """The layout digest a stored record needs, or None."""
         if raw and raw.__class__ is not Kept:
             first = raw[0]
-            if first & 0xFC == PACKED:
+            if first & PACKED2 or first & 0xFC == PACKED:
                 return None if first & INLINE_LAYOUT else raw[1:9]
             if first == COMPACT and not raw[1] & INLINE_LAYOUT:
                 return raw[2:10]
@@ -599,6 +628,8 @@ class ServedCodec:
 
     def decode(self, raw: bytes) -> dict[str, Any]:
         first = raw[0]
+        if first & PACKED2:
+            return self._decode_packed2(raw)
         if first & 0xFC == PACKED:
             return self._decode_packed(raw)
         if first == COMPACT:
@@ -662,23 +693,54 @@ class ServedCodec:
         nums, pos = _unpack_numbers2(b, pos, count)
         return _record(names, models, heads, nums, t, s)
 
+    def _decode_packed2(self, b: bytes) -> dict[str, Any]:
+        first = b[0]
+        (names, models), pos = self._layout_at(b, 1, bool(first & INLINE_LAYOUT))
+        t = int.from_bytes(b[pos:pos + 5], "little") + _T0
+        pos += 5
+        s = int(models[(first >> 2) & 0x1F][0])
+        heads = []
+        count = len(names)
+        n0 = -1
+        for _, keys in models:
+            head = b[pos]
+            n = b[pos + 1]
+            if n < 0x80:
+                pos += 2
+            else:
+                n, pos = _get_varint(b, pos + 1)
+            if n0 < 0:
+                n0 = n
+            elif not head & _ABS_N:
+                n = n0 - (n >> 1) if not n & 1 else n0 + ((n + 1) >> 1)
+            tag = head & 7
+            if tag < _PRED_INT:
+                pred: Any = (None, False, True)[tag]
+            else:
+                pred, pos = _pred_value(b, pos, tag)
+            form = (head >> 3) & 3
+            heads.append((n, form, pred))
+            count += 1 if form else 1 + len(keys)
+        nums, pos = _unpack_numbers2(b, pos, count)
+        return _record(names, models, heads, nums, t, s)
+
     # ---------------------------------------------------------------- the learned flag
     @staticmethod
     def is_learned(raw: bytes | Kept) -> bool:
         if raw.__class__ is Kept:
             return raw[0]
         first = raw[0]
-        if first & 0xFC == PACKED:
+        if first & PACKED2 or first & 0xFC == PACKED:
             return bool(first & LEARNED)
         return first in (COMPACT, JSON_FLAGGED) and bool(raw[1] & LEARNED)
 
     @staticmethod
     def can_flag(raw: bytes) -> bool:
-        return raw[0] & 0xFC == PACKED or raw[0] in (COMPACT, JSON_FLAGGED)
+        return raw[0] & PACKED2 or raw[0] & 0xFC == PACKED or raw[0] in (COMPACT, JSON_FLAGGED)
 
     @staticmethod
     def flagged(raw: bytes) -> bytes:
-        if raw[0] & 0xFC == PACKED:
+        if raw[0] & PACKED2 or raw[0] & 0xFC == PACKED:
             return bytes((raw[0] | LEARNED,)) + raw[1:]
         return raw[:1] + bytes((raw[1] | LEARNED,)) + raw[2:]
 

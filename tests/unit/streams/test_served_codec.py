@@ -44,7 +44,7 @@ def test_random_floats_round_trip_bit_for_bit_and_smaller_than_json() -> None:
                                         for _ in range(14)]
         rec = _rec({f"f{j}": v for j, v in enumerate(vals)})
         raw, _ = c.encode(rec)
-        assert raw[0] & 0xFC == served.PACKED
+        assert raw[0] & served.PACKED2
         _same(rec, c.decode(raw))
         if i:
             assert len(raw) < len(orjson.dumps(rec)) / 2
@@ -87,7 +87,8 @@ def test_decimals_are_found_where_they_appear_later_in_a_layout() -> None:
 
 def test_shadow_counts_are_stored_relative_to_the_first_model() -> None:
     c = ServedCodec()
-    for n1, n2, n3 in ((0, 0, 0), (17466, 17466, 17000), (5, 900, 0), (2**40, 3, 2**40 + 1)):
+    for n1, n2, n3 in ((0, 0, 0), (17466, 17466, 17000), (5, 900, 0), (2**40, 3, 2**40 + 1),
+                       (37695, 3368, 850), (100, 0, 200), (2**40, 2**40 - 1, 2**39)):
         rec = _rec({"a": 1.0})
         rec["m"]["1"]["n"], rec["m"]["2"]["n"] = n1, n2
         rec["m"]["3"] = {**rec["m"]["2"], "n": n3}
@@ -139,8 +140,84 @@ def test_compact_records_of_the_previous_encoding_are_still_read_and_flagged() -
         "m": {"7": {"score": 0.5, "pred": 1, "proba": {"0": 0.5, "1": 0.5}, "n": 0}}}
     # the same record written now is smaller, and decodes the same
     raw, _ = c.encode(_V1_DECODED)
-    assert raw[0] == served.PACKED and len(raw) < len(_V1_RECORD) - 8
+    assert raw[0] == served.PACKED2 | 1 << 2 and len(raw) < len(_V1_RECORD) - 8
     _same(_V1_DECODED, c.decode(raw))
+
+
+# 0x04 records as the encoder wrote them before the second packed form (d8bd897)
+_P1_DIGEST = bytes.fromhex("82548fc6ee3c4b96")  # _V1_LAYOUT
+_P1_RECORD = bytes.fromhex(
+    "0482548fc6ee3c4b962d95b0d18b010209ba880105ee90020566726175642b313f0106338dedf741c0f93f00000080355800"
+    "662deb517e781a4133db2c773fd29104519203920371")
+_P1_LAYOUT3 = (b'[["amount","category=travel","hour","ent_log_count","neg0","big","f32"],'
+               b'[["1",["False","True"]],["2",["fraud","ok"]],["3",["False","True"]]]]')
+_P1_DIGEST3 = bytes.fromhex("69e5f41e2dc20fe2")
+_P1_LEARNED3 = bytes.fromhex(
+    "0569e5f41e2dc20fe22d95b0d18b010209ba880105ee90020566726175640acc90022b31ff0106338dedf741c0f93f000000"
+    "80355800662deb517e781a4133db2c773fd29104519203920371d30f")
+_P1_INLINE = bytes.fromhex(
+    "06255b5b226272616e642d6e6577222c227a225d2c5b5b2237222c5b2230222c2231225d5d5d5dfdffffffffff070b00023f"
+    "91031151")
+
+
+def test_packed_records_of_the_first_packed_form_are_still_read_and_flagged() -> None:
+    c = ServedCodec()
+    assert ServedCodec.needs(_P1_RECORD) == _P1_DIGEST and ServedCodec.needs(_P1_LEARNED3) == _P1_DIGEST3
+    c.learn_layout(_P1_DIGEST, _V1_LAYOUT)
+    c.learn_layout(_P1_DIGEST3, _P1_LAYOUT3)
+    _same(_V1_DECODED, c.decode(_P1_RECORD))
+    assert not ServedCodec.is_learned(_P1_RECORD) and ServedCodec.can_flag(_P1_RECORD)
+    flagged = ServedCodec.flagged(_P1_RECORD)
+    assert flagged[0] == 0x05 and ServedCodec.is_learned(flagged) and c.decode(flagged) == c.decode(_P1_RECORD)
+    three = {**_V1_DECODED, "m": {**_V1_DECODED["m"], "3": {
+        "score": 0.125, "pred": True, "proba": {"False": 0.875, "True": 0.125}, "n": 20}}}
+    assert ServedCodec.is_learned(_P1_LEARNED3) and c.decode(_P1_LEARNED3) == three
+    assert ServedCodec.needs(_P1_INLINE) is None
+    assert ServedCodec().decode(_P1_INLINE) == {
+        "x": {"brand-new": 2.5, "z": 0.1}, "t": -3, "s": 7,
+        "m": {"7": {"score": 0.5, "pred": 1, "proba": {"0": 0.5, "1": 0.5}, "n": 0}}}
+    # written now: the second form, 6 bytes shorter here (s; a time byte; models 2 and 3, far
+    # behind model 1, store their own counts in 1 byte instead of a 3-byte difference)
+    raw, _ = c.encode(three, learned=True)
+    assert raw[0] == served.PACKED2 | 1 << 2 | served.LEARNED and len(raw) == len(_P1_LEARNED3) - 6
+    assert c.decode(raw) == three
+
+
+# the second packed form, pinned: a layout's records stay readable whatever the encoder does next
+_P2_RECORD = bytes.fromhex(
+    "8569e5f41e2dc20fe22dad49731c09ba880125030566726175642a142b31ff0106338dedf741c0f93f00000080355800662d"
+    "eb517e781a4133db2c773fd29104519203920371d30f")
+
+
+def test_second_packed_form_golden_bytes() -> None:
+    c = ServedCodec()
+    c.learn_layout(_P1_DIGEST3, _P1_LAYOUT3)
+    rec = c.decode(_P2_RECORD)
+    assert rec["s"] == 2 and rec["t"] == _V1_DECODED["t"] and ServedCodec.is_learned(_P2_RECORD)
+    assert [m["n"] for m in rec["m"].values()] == [17466, 3, 20]
+    _same({**_V1_DECODED, "m": {**_V1_DECODED["m"], "3": {
+        "score": 0.125, "pred": True, "proba": {"False": 0.875, "True": 0.125}, "n": 20}}}, rec)
+    assert c.encode(rec, learned=True)[0] == _P2_RECORD
+
+
+def test_second_packed_form_only_where_it_holds_the_record_exactly() -> None:
+    """Outside its ranges (event time before 2020 or past 2054, a serving version that is not
+    among the first 32 models) a record is written in the 0x04 form; both decode the same."""
+    c = ServedCodec()
+    t0, t_end = 1_577_836_800_000, 1_577_836_800_000 + 2**40
+    for t, s, want in ((t0, 1, 0x80), (t_end - 1, 2, 0x84), (t0 - 1, 1, 0x04), (t_end, 1, 0x04),
+                       (1700000002596, 3, 0x04), (-5, 1, 0x04)):
+        rec = _rec({"a": 1.0}, t=t, s=s)
+        raw, _ = c.encode(rec)
+        assert raw[0] == want, (t, s)
+        assert c.decode(raw) == rec
+    many = _rec({"a": 1.0}, s=40)
+    many["m"] = {str(v): {"score": 0.5, "pred": None, "proba": {}, "n": v} for v in range(1, 41)}
+    raw, _ = c.encode(many)
+    assert raw[0] == served.PACKED and c.decode(raw) == many  # the serving model is the 40th
+    many["s"] = 32
+    raw, _ = c.encode(many)
+    assert raw[0] == served.PACKED2 | 31 << 2 and c.decode(raw) == many
 
 
 def test_json_written_before_the_compact_encoding_is_still_read() -> None:
