@@ -37,6 +37,8 @@ Encodings, told apart by the first byte:
   stored), the event time is 5 bytes unsigned after 2020-01-01 (ms, to 2054), and a model
   after the first whose count is shorter as is than as a difference from the first's (a
   challenger started long after the champion) has head bit ``0x20`` set and its own varint n.
+  A record of a single model has that model's head byte in the first byte's index bits
+  (``0x80 | head << 2 | flags``: the serving model can only be that one).
   Records outside those ranges are written in the ``0x04`` form.
 * ``0x01`` compact (read only, written before packed): ``0x01, flags, layout digest (8 bytes),
   zigzag varint t, varint s``, then per model ``varint n``, a form byte and the predicted label
@@ -518,7 +520,13 @@ class ServedCodec:
         layout: Layout = (tuple(x), tuple(models))
         digest = self.by_layout.get(layout)
         flags = LEARNED if learned else 0
-        flags |= PACKED2 | si << 2 if si >= 0 else PACKED
+        if si < 0:
+            flags |= PACKED
+        elif len(models) == 1:  # the serving model is the only one: its head byte takes the index's bits
+            flags |= PACKED2 | heads[0] << 2
+            del heads[0]
+        else:
+            flags |= PACKED2 | si << 2
         new: bytes | None = None
         if digest is None:
             if len(self.by_layout) >= MAX_LAYOUTS:
@@ -698,12 +706,17 @@ class ServedCodec:
         (names, models), pos = self._layout_at(b, 1, bool(first & INLINE_LAYOUT))
         t = int.from_bytes(b[pos:pos + 5], "little") + _T0
         pos += 5
-        s = int(models[(first >> 2) & 0x1F][0])
+        one = len(models) == 1
+        s = int(models[0 if one else (first >> 2) & 0x1F][0])
         heads = []
         count = len(names)
         n0 = -1
         for _, keys in models:
-            head = b[pos]
+            if one:  # the head is in the first byte
+                head = (first >> 2) & 0x1F
+                pos -= 1
+            else:
+                head = b[pos]
             n = b[pos + 1]
             if n < 0x80:
                 pos += 2

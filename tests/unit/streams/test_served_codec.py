@@ -200,6 +200,35 @@ def test_second_packed_form_golden_bytes() -> None:
     assert c.encode(rec, learned=True)[0] == _P2_RECORD
 
 
+# single-model records: the model's head byte (form << 3 | label tag) in the first byte
+_P2_ONE_LAYOUT = (b'[["amount","category=travel","hour","ent_log_count","neg0","big","f32"],'
+                  b'[["1",["False","True"]]]]')
+_P2_ONE = bytes.fromhex(
+    "a4c276e3969be76d922dad49731cba88012b310106338dedf741c0f93f00000080355800662deb517e781a4133db2c773fd2"
+    "910451")
+_P2_ONE_STR = bytes.fromhex(
+    "9414a8e5893ceb19ce2dad49731c030566726175642bf10f0106338dedf741c0f93f00000080355800662deb517ed2910451"
+    "9203920371")
+
+
+def test_second_packed_form_of_one_model_golden_bytes() -> None:
+    c = ServedCodec()
+    c.learn_layout(bytes.fromhex("c276e3969be76d92"), _P2_ONE_LAYOUT)
+    c.learn_layout(bytes.fromhex("14a8e5893ceb19ce"), _V1_LAYOUT.replace(b'["1",["False","True"]],', b""))
+    one = {**_V1_DECODED, "s": 1, "m": {"1": _V1_DECODED["m"]["1"]}}
+    _same(one, c.decode(_P2_ONE))
+    assert c.encode(one)[0] == _P2_ONE and _P2_ONE[0] == 0x80 | (1 << 3 | 1) << 2  # binary form, False
+    one_str = {**_V1_DECODED, "s": 2, "m": {"2": _V1_DECODED["m"]["2"]}}
+    _same(one_str, c.decode(_P2_ONE_STR))
+    assert c.encode(one_str)[0] == _P2_ONE_STR
+    flagged = ServedCodec.flagged(_P2_ONE)
+    assert ServedCodec.is_learned(flagged) and not ServedCodec.is_learned(_P2_ONE) and c.decode(flagged) == one
+    for pred in (None, True, 7, -2.5, "x"):  # every label tag in the first byte
+        rec = {**one, "m": {"1": {**one["m"]["1"], "pred": pred}}}
+        raw, _ = c.encode(rec, learned=True)
+        assert raw[0] & served.PACKED2 and ServedCodec.is_learned(raw) and c.decode(raw) == rec
+
+
 def test_second_packed_form_only_where_it_holds_the_record_exactly() -> None:
     """Outside its ranges (event time before 2020 or past 2054, a serving version that is not
     among the first 32 models) a record is written in the 0x04 form; both decode the same."""
