@@ -58,7 +58,11 @@ def _models_per_record(r: Any, prefix: str, limit: int = 2000) -> dict[int, int]
 
     c = ServedCodec()
     for key in r.scan_iter(match=prefix + ":lay:*", count=1000):
-        c.learn_layout(bytes.fromhex(key.decode().rsplit(":", 1)[1]), r.get(key))
+        address = bytes.fromhex(key.decode().rsplit(":", 1)[1])
+        if len(address) == 8:
+            c.learn_layout(address, r.get(key))
+        else:  # a short address (4 bytes)
+            c.learn_short(address, r.get(key), float("inf"))
     got: Counter[int] = Counter()
     for i, key in enumerate(r.scan_iter(match=prefix + ":srv:*", count=1000)):
         if i >= limit:

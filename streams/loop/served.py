@@ -86,6 +86,7 @@ PACKED2 = 0x80
 _T0 = 1_577_836_800_000  # 2020-01-01T00:00:00Z: a PACKED2 event time is 5 bytes after it (to 2054)
 _T2_END = _T0 + (1 << 40)
 _ABS_N = 0x20  # PACKED2 model head bit: n as is, not relative to the first model's (a fresh challenger)
+SHORT_ADDRESS = 0x02  # PACKED2 flag bit 1: the layout's 4-byte short address, not its 8-byte digest
 LEARNED = 0x01
 INLINE_LAYOUT = 0x02
 MAX_LAYOUTS = 256  # distinct layouts one process interns in Redis; beyond: inline names
@@ -99,6 +100,10 @@ Layout = tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]
 
 class MissingLayout(KeyError):
     """A compact record names a layout this process has not loaded."""
+
+
+class _Inline(Exception):
+    """Names go inline: only the 0x04 form holds them."""
 
 
 # ------------------------------------------------------------------ varints
@@ -449,18 +454,27 @@ class ServedCodec:
         self.clock = clock
         self._tries: dict[bytes, list[Any]] = {}  # digest -> [records since probe, where decimals were seen]
         self._kept_layouts: dict[Layout, Layout] = {}  # interned layouts, each as one object
+        # short addresses (PACKED2): digest -> clock time until which records may name the layout
+        # by its 4-byte address (verified: the key holds it and outlives every such record)
+        self.short_ok: dict[bytes, float] = {}
+        self.unverified: set[bytes] = set()  # digests whose short key was just (re)written
+        self.owned_until: dict[bytes, float] = {}  # digest -> until when its short key surely holds it
+        self.by_short: dict[bytes, tuple[Layout, float]] = {}  # address -> (layout, valid until)
 
     # ---------------------------------------------------------------- encode
     def encode(self, rec: dict[str, Any], learned: bool = False) -> tuple[bytes, bytes | None]:
         """The record's bytes and, if the record uses a layout this process has not written
         lately, that layout's digest (the caller writes it in the same batch: :func:`add_layouts`)."""
         try:
-            return self._compact(rec, learned)
+            try:
+                return self._compact(rec, learned, True)
+            except _Inline:
+                return self._compact(rec, learned, False)
         except (TypeError, AttributeError, OverflowError, ValueError, UnicodeError):
             pass  # not representable exactly: JSON
         return bytes((JSON_FLAGGED, LEARNED if learned else 0)) + dumps(rec), None
 
-    def _compact(self, rec: dict[str, Any], learned: bool) -> tuple[bytes, bytes | None]:
+    def _compact(self, rec: dict[str, Any], learned: bool, v2: bool) -> tuple[bytes, bytes | None]:
         x, t, per_model, s = rec["x"], rec["t"], rec["m"], rec["s"]
         if type(t) is not int or type(s) is not int or len(rec) != 4:
             raise TypeError("t and s must be ints")
@@ -469,7 +483,7 @@ class ServedCodec:
         heads = bytearray()
         n0 = -1
         si = -1  # the serving model's index in the layout (PACKED2), or -1: PACKED
-        if _T0 <= t < _T2_END:
+        if v2 and _T0 <= t < _T2_END:
             sv = str(s)
             if sv in per_model:
                 si = list(per_model).index(sv)
@@ -519,6 +533,7 @@ class ServedCodec:
             raise TypeError("not a float")
         layout: Layout = (tuple(x), tuple(models))
         digest = self.by_layout.get(layout)
+        now = self.clock()
         flags = LEARNED if learned else 0
         if si < 0:
             flags |= PACKED
@@ -530,15 +545,20 @@ class ServedCodec:
         new: bytes | None = None
         if digest is None:
             if len(self.by_layout) >= MAX_LAYOUTS:
+                if si >= 0:
+                    raise _Inline
                 flags |= INLINE_LAYOUT
             else:
                 digest = layout_digest(layout)
                 self.by_layout[layout] = digest
                 self.by_digest[digest] = layout
+        short = si >= 0 and now < self.short_ok.get(digest, -math.inf)  # type: ignore[arg-type]
+        if short:
+            flags |= SHORT_ADDRESS
         out = bytearray((flags,))
         if digest is not None:
-            out += digest
-            if self.clock() > self.written.get(digest, -1e18):
+            out += digest[:4] if short else digest
+            if now > self.written.get(digest, -1e18):
                 new = digest  # the caller decides with its TTL whether to (re)write it
         else:
             lj = orjson.dumps(layout)
@@ -623,7 +643,9 @@ class ServedCodec:
         """The layout digest a stored record needs, or None."""
         if raw and raw.__class__ is not Kept:
             first = raw[0]
-            if first & PACKED2 or first & 0xFC == PACKED:
+            if first & PACKED2:
+                return raw[1:5] if first & SHORT_ADDRESS else raw[1:9]
+            if first & 0xFC == PACKED:
                 return None if first & INLINE_LAYOUT else raw[1:9]
             if first == COMPACT and not raw[1] & INLINE_LAYOUT:
                 return raw[2:10]
@@ -633,6 +655,30 @@ class ServedCodec:
         layout = _layout_from_json(raw)
         self.by_digest[digest] = layout
         self.by_layout.setdefault(layout, digest)
+
+    def learn_short(self, address: bytes, raw: bytes, seconds_left: float) -> None:
+        """The layout a short address names, as long as its key lives: an address can name
+        another layout after that (it is not a hash of the names)."""
+        self.by_short[address] = (_layout_from_json(raw), self.clock() + seconds_left)
+
+    def knows(self, address: bytes) -> bool:
+        if len(address) == 8:
+            return address in self.by_digest
+        got = self.by_short.get(address)
+        return got is not None and self.clock() < got[1]
+
+    def verified(self, digest: bytes, raw: bytes | None, seconds_left: float, served_ttl_s: float) -> bool:
+        """After this process has written the short key of ``digest``'s layout (if absent): records
+        may name the layout by its short address for half a served TTL if the key holds exactly
+        this layout (no other one claimed the address first) and lives at least two served TTLs
+        more (so it outlives every record written meanwhile)."""
+        if raw is None or seconds_left < 2 * served_ttl_s or raw != self.layout_json(digest):
+            return False
+        now = self.clock()
+        self.short_ok[digest] = now + served_ttl_s / 2
+        self.owned_until[digest] = now + seconds_left
+        self.by_short[digest[:4]] = (self.by_digest[digest], now + seconds_left)
+        return True
 
     def decode(self, raw: bytes) -> dict[str, Any]:
         first = raw[0]
@@ -703,7 +749,13 @@ class ServedCodec:
 
     def _decode_packed2(self, b: bytes) -> dict[str, Any]:
         first = b[0]
-        (names, models), pos = self._layout_at(b, 1, bool(first & INLINE_LAYOUT))
+        if first & SHORT_ADDRESS:
+            got = self.by_short.get(b[1:5])
+            if got is None:
+                raise MissingLayout(b[1:5].hex())
+            (names, models), pos = got[0], 5
+        else:
+            (names, models), pos = self._layout_at(b, 1, False)
         t = int.from_bytes(b[pos:pos + 5], "little") + _T0
         pos += 5
         one = len(models) == 1
@@ -784,6 +836,15 @@ def encode_into(loop: OnlineLoop, wb: WriteBatch, eid: str, rec: dict[str, Any],
     if new is not None:
         ttl = loop.served_ttl_s * LAYOUT_TTL_FACTOR if loop.served_ttl_s else 0
         wb.set(loop.keys.layout(new.hex()), c.layout_json(new), ttl)
+        if ttl:
+            # its short address: claimed only if free, used once verified (decode_many); rewritten
+            # (its TTL extended) only while it surely still holds this layout
+            short_key, lj = loop.keys.layout(new[:4].hex()), c.layout_json(new)
+            if c.clock() < c.owned_until.get(new, -math.inf) - loop.served_ttl_s:
+                wb.set(short_key, lj, ttl)
+            else:
+                wb.set_if_absent(short_key, lj, ttl)
+            c.unverified.add(new)
         # rewritten when half a served TTL has passed, so it always outlives its records
         c.written[new] = c.clock() + (loop.served_ttl_s / 2 if loop.served_ttl_s else 1e18)
     return raw
@@ -808,16 +869,24 @@ async def decode_many(loop: OnlineLoop, raws: Sequence[bytes | None], what: str)
     for raw in raws:
         if raw is not None and raw.__class__ is not Kept:
             d = c.needs(raw)
-            if d is not None and d not in c.by_digest:
+            if d is not None and not c.knows(d):
                 if missing is None:
                     missing = set()
                 missing.add(d)
-    if missing:
-        want = list(missing)
-        got = await loop.io(lambda: loop.backend.read_many([loop.keys.layout(d.hex()) for d in want]), what)
-        for d, lj in zip(want, got):
+    check = list(c.unverified) if c.unverified and loop.served_ttl_s > 0 else []
+    if missing or check:
+        want = list(missing or ())
+        keys = [loop.keys.layout(d.hex()) for d in want] + [loop.keys.layout(d[:4].hex()) for d in check]
+        got = await loop.io(lambda: loop.backend.read_with_ttl(keys), what)
+        for d, (lj, left) in zip(want, got):
             if lj is not None:
-                c.learn_layout(d, lj)
+                if len(d) == 8:
+                    c.learn_layout(d, lj)
+                else:
+                    c.learn_short(d, lj, left)
+        for d, (lj, left) in zip(check, got[len(want):]):
+            c.unverified.discard(d)
+            c.verified(d, lj, left, loop.served_ttl_s)
     out: list[dict[str, Any] | None] = []
     for raw in raws:
         if raw is None:

@@ -40,6 +40,9 @@ class ReferenceBackend(Backend):
             out.append(item[0] if item else None)
         return out
 
+    async def read_with_ttl(self, keys):  # noqa: ANN001, ANN201 - not part of the comparison
+        raise NotImplementedError
+
     async def park_unless_present(self, items):  # noqa: ANN001, ANN201
         out = []
         for key, value, ttl, guard in items:
