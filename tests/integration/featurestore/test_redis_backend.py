@@ -38,3 +38,65 @@ def test_a_write_to_a_stalled_redis_times_out_and_the_backend_recovers(own_redis
         await store.close()
 
     asyncio.run(run())
+
+
+def test_read_with_ttl_gives_values_and_seconds_left(own_redis):
+    async def run() -> None:
+        store = RedisBackend(f"redis://127.0.0.1:{own_redis.port}/0")
+        wb = WriteBatch(sets={"a": (b"1", 100), "b": (b"2", 0)})
+        wb.set_if_absent("c", b"3", 50)
+        await store.write_batch(wb)
+        (a, ta), (b, tb), (c, tc), (d, td) = await store.read_with_ttl(["a", "b", "c", "missing"])
+        assert (a, b, c, d) == (b"1", b"2", b"3", None)
+        assert 99 < ta <= 100 and tb == float("inf") and 49 < tc <= 50 and td == 0
+        assert await store.read_with_ttl([]) == []
+        await store.close()
+
+    asyncio.run(run())
+
+
+def test_short_layout_addresses_on_redis(own_redis):
+    """The served codec's short layout address on a real Redis: verified, then read by another
+    process's codec; a key held by another layout is left alone."""
+    import orjson
+
+    from streamlearn.featurestore.keys import Keys
+    from streamlearn.streams.loop import served
+
+    class Loop:
+        def __init__(self, store: RedisBackend) -> None:
+            self.backend, self.keys, self.served_ttl_s = store, Keys("sl:v1", "m"), 3600
+
+        async def io(self, op, what):  # noqa: ANN001, ANN202, ARG002
+            return await op()
+
+    rec = {"x": {"amount": 42.37, "ent_mean": 1 / 3}, "t": 1700000002596, "s": 1,
+           "m": {"1": {"score": 0.25, "pred": False, "proba": {"False": 0.75, "True": 0.25}, "n": 12}}}
+
+    async def run() -> None:
+        store = RedisBackend(f"redis://127.0.0.1:{own_redis.port}/0")
+        loop = Loop(store)
+        raws = []
+        for i in range(3):
+            wb = WriteBatch()
+            raws.append(served.encode_into(loop, wb, f"e{i}", rec))  # type: ignore[arg-type]
+            await store.write_batch(wb)
+            await served.decode_many(loop, [], "test")  # type: ignore[arg-type]
+        assert [bool(r[0] & served.SHORT_ADDRESS) for r in raws] == [False, True, True]
+        got = await store.read_many([f"sl:v1:srv:e{i}" for i in range(3)])
+        assert got == raws
+        assert await served.decode_many(Loop(store), got, "test") == [rec] * 3  # type: ignore[arg-type]
+        # another layout whose short address is taken by a different one: full digest only
+        other = {**rec, "x": {"amount": 1.5}}
+        digest = served.layout_digest((("amount",), (("1", ("False", "True")),)))
+        await store.write_batch(WriteBatch(sets={f"sl:v1:lay:{digest[:4].hex()}": (orjson.dumps([["z"], []]), 0)}))
+        for i in range(3):
+            wb = WriteBatch()
+            raw = served.encode_into(loop, wb, f"o{i}", other)  # type: ignore[arg-type]
+            await store.write_batch(wb)
+            await served.decode_many(loop, [], "test")  # type: ignore[arg-type]
+            assert served.ServedCodec.needs(raw) == digest
+        assert (await store.read_many([f"sl:v1:lay:{digest[:4].hex()}"]))[0] == orjson.dumps([["z"], []])
+        await store.close()
+
+    asyncio.run(run())
