@@ -86,7 +86,9 @@ PACKED2 = 0x80
 _T0 = 1_577_836_800_000  # 2020-01-01T00:00:00Z: a PACKED2 event time is 5 bytes after it (to 2054)
 _T2_END = _T0 + (1 << 40)
 _ABS_N = 0x20  # PACKED2 model head bit: n as is, not relative to the first model's (a fresh challenger)
-SHORT_ADDRESS = 0x02  # PACKED2 flag bit 1: the layout's 4-byte short address, not its 8-byte digest
+SHORT_ADDRESS = 0x02  # PACKED2 flag bit 1: a 4-byte address naming the layout and the kinds, not a digest
+MAX_PAIRS = 256  # (layout, kinds) pairs one process gives an address
+PAIR_AFTER = 8  # records of a pair seen before it is given one (a pair of a few records is not worth a key)
 LEARNED = 0x01
 INLINE_LAYOUT = 0x02
 MAX_LAYOUTS = 256  # distinct layouts one process interns in Redis; beyond: inline names
@@ -267,10 +269,11 @@ def _plan(kinds: bytes, n: int) -> tuple[struct.Struct, int, Any]:
     return got
 
 
-def _unpack_numbers2(b: bytes, pos: int, n: int) -> tuple[list[float], int]:
-    nk = (n + 3) // 4
-    kinds = bytes(b[pos:pos + nk])
-    pos += nk
+def _unpack_numbers2(b: bytes, pos: int, n: int, kinds: bytes | None = None) -> tuple[list[float], int]:
+    if kinds is None:  # in the record (else: named by its short address)
+        nk = (n + 3) // 4
+        kinds = bytes(b[pos:pos + nk])
+        pos += nk
     plan = _plans.get((kinds, n)) or _plan(kinds, n)
     st, ndec, order = plan
     fixed = st.unpack_from(b, pos)
@@ -454,12 +457,18 @@ class ServedCodec:
         self.clock = clock
         self._tries: dict[bytes, list[Any]] = {}  # digest -> [records since probe, where decimals were seen]
         self._kept_layouts: dict[Layout, Layout] = {}  # interned layouts, each as one object
-        # short addresses (PACKED2): digest -> clock time until which records may name the layout
-        # by its 4-byte address (verified: the key holds it and outlives every such record)
+        # short addresses (PACKED2): a 4-byte address names a (layout, kinds of the numbers) pair;
+        # address -> clock time until which records may use it (verified: its key holds exactly
+        # that pair and outlives every record naming it)
         self.short_ok: dict[bytes, float] = {}
-        self.unverified: set[bytes] = set()  # digests whose short key was just (re)written
-        self.owned_until: dict[bytes, float] = {}  # digest -> until when its short key surely holds it
-        self.by_short: dict[bytes, tuple[Layout, float]] = {}  # address -> (layout, valid until)
+        self.unverified: set[bytes] = set()  # addresses whose key was just (re)written
+        self.owned_until: dict[bytes, float] = {}  # address -> until when its key surely holds our pair
+        self.by_short: dict[bytes, tuple[Layout, bytes, float]] = {}  # address -> (layout, kinds, valid until)
+        self.pairs: dict[tuple[bytes, bytes], bytes] = {}  # (digest, kinds) -> address (b"": none)
+        self.pair_value: dict[bytes, bytes] = {}  # address -> its key's content
+        self.pair_seen: dict[tuple[bytes, bytes], int] = {}
+        self.pair_written: dict[bytes, float] = {}  # address -> when to write its key again
+        self.pending_pairs: set[bytes] = set()  # addresses whose key the caller writes now
 
     # ---------------------------------------------------------------- encode
     def encode(self, rec: dict[str, Any], learned: bool = False) -> tuple[bytes, bytes | None]:
@@ -552,12 +561,32 @@ class ServedCodec:
                 digest = layout_digest(layout)
                 self.by_layout[layout] = digest
                 self.by_digest[digest] = layout
-        short = si >= 0 and now < self.short_ok.get(digest, -math.inf)  # type: ignore[arg-type]
-        if short:
-            flags |= SHORT_ADDRESS
+        # the numbers first: a record naming a verified (layout, kinds) pair omits its kinds
+        nb = bytearray()
+        st = self._tries.get(digest) if digest is not None else None
+        if st is not None and st[0] < DECIMAL_PROBE_EVERY and len(st[1]) == len(nums):
+            st[0] += 1
+            _pack_numbers2(nb, nums, st[1])
+        else:
+            self._probe(nb, nums, digest, st)
+        address = None
+        if si >= 0:
+            nk = (len(nums) + 3) >> 2
+            pair = (digest, bytes(nb[:nk]))
+            address = self.pairs.get(pair)  # type: ignore[arg-type]
+            if address is None:
+                address = self._seen(pair)  # type: ignore[arg-type]
+            if address:
+                if now > self.pair_written.get(address, -math.inf):
+                    self.pending_pairs.add(address)
+                if now < self.short_ok.get(address, -math.inf):
+                    flags |= SHORT_ADDRESS
+                    del nb[:nk]
+                else:
+                    address = None
         out = bytearray((flags,))
         if digest is not None:
-            out += digest[:4] if short else digest
+            out += address or digest
             if now > self.written.get(digest, -1e18):
                 new = digest  # the caller decides with its TTL whether to (re)write it
         else:
@@ -570,13 +599,28 @@ class ServedCodec:
             out += t.to_bytes(6, "little", signed=True)  # ms: +-4,000 years; one C call, not a varint loop
             _put_varint(out, s)
         out += heads
-        st = self._tries.get(digest) if digest is not None else None
-        if st is not None and st[0] < DECIMAL_PROBE_EVERY and len(st[1]) == len(nums):
-            st[0] += 1
-            _pack_numbers2(out, nums, st[1])
-        else:
-            self._probe(out, nums, digest, st)
+        out += nb
         return bytes(out), new
+
+    def _seen(self, pair: tuple[bytes, bytes]) -> bytes | None:
+        """The pair's address once PAIR_AFTER records of it have been seen (and fewer than
+        MAX_PAIRS have one), else None. Two pairs of this process with one address: the second
+        gets none (an address names one pair)."""
+        n = self.pair_seen.get(pair, 0) + 1
+        if n < PAIR_AFTER or len(self.pairs) >= MAX_PAIRS:
+            if len(self.pair_seen) >= 8192:
+                self.pair_seen.clear()
+            self.pair_seen[pair] = n
+            return None
+        self.pair_seen.pop(pair, None)
+        value = bytes((len(pair[1]),)) + pair[1] + self.layout_json(pair[0])
+        address = hashlib.blake2b(value, digest_size=4).digest()
+        if address in self.pair_value:
+            self.pairs[pair] = b""
+            return None
+        self.pairs[pair] = address
+        self.pair_value[address] = value
+        return address
 
     def keep(self, rec: dict[str, Any]) -> Kept | None:
         """``rec`` as a :data:`Kept` record, if it would be encoded packed with a layout this
@@ -657,27 +701,28 @@ class ServedCodec:
         self.by_layout.setdefault(layout, digest)
 
     def learn_short(self, address: bytes, raw: bytes, seconds_left: float) -> None:
-        """The layout a short address names, as long as its key lives: an address can name
-        another layout after that (it is not a hash of the names)."""
-        self.by_short[address] = (_layout_from_json(raw), self.clock() + seconds_left)
+        """The layout and kinds a short address names, as long as its key lives: an address
+        can name another pair after that (its key is claimed, not derived)."""
+        self.by_short[address] = (_layout_from_json(raw[1 + raw[0]:]), bytes(raw[1:1 + raw[0]]),
+                                  self.clock() + seconds_left)
 
     def knows(self, address: bytes) -> bool:
         if len(address) == 8:
             return address in self.by_digest
         got = self.by_short.get(address)
-        return got is not None and self.clock() < got[1]
+        return got is not None and self.clock() < got[2]
 
-    def verified(self, digest: bytes, raw: bytes | None, seconds_left: float, served_ttl_s: float) -> bool:
-        """After this process has written the short key of ``digest``'s layout (if absent): records
-        may name the layout by its short address for half a served TTL if the key holds exactly
-        this layout (no other one claimed the address first) and lives at least two served TTLs
-        more (so it outlives every record written meanwhile)."""
-        if raw is None or seconds_left < 2 * served_ttl_s or raw != self.layout_json(digest):
+    def verified(self, address: bytes, raw: bytes | None, seconds_left: float, served_ttl_s: float) -> bool:
+        """After this process has written an address's key (if absent): records may use the
+        address for half a served TTL if the key holds exactly our pair (no other pair claimed
+        it first) and lives at least two served TTLs more (it outlives every record naming it)."""
+        value = self.pair_value.get(address)
+        if raw is None or value is None or seconds_left < 2 * served_ttl_s or raw != value:
             return False
         now = self.clock()
-        self.short_ok[digest] = now + served_ttl_s / 2
-        self.owned_until[digest] = now + seconds_left
-        self.by_short[digest[:4]] = (self.by_digest[digest], now + seconds_left)
+        self.short_ok[address] = now + served_ttl_s / 2
+        self.owned_until[address] = now + seconds_left
+        self.learn_short(address, raw, seconds_left)
         return True
 
     def decode(self, raw: bytes) -> dict[str, Any]:
@@ -749,11 +794,13 @@ class ServedCodec:
 
     def _decode_packed2(self, b: bytes) -> dict[str, Any]:
         first = b[0]
+        kinds = None
         if first & SHORT_ADDRESS:
             got = self.by_short.get(b[1:5])
             if got is None:
                 raise MissingLayout(b[1:5].hex())
-            (names, models), pos = got[0], 5
+            (names, models), kinds, _ = got
+            pos = 5
         else:
             (names, models), pos = self._layout_at(b, 1, False)
         t = int.from_bytes(b[pos:pos + 5], "little") + _T0
@@ -786,7 +833,7 @@ class ServedCodec:
             form = (head >> 3) & 3
             heads.append((n, form, pred))
             count += 1 if form else 1 + len(keys)
-        nums, pos = _unpack_numbers2(b, pos, count)
+        nums, pos = _unpack_numbers2(b, pos, count, kinds)
         return _record(names, models, heads, nums, t, s)
 
     # ---------------------------------------------------------------- the learned flag
@@ -836,17 +883,23 @@ def encode_into(loop: OnlineLoop, wb: WriteBatch, eid: str, rec: dict[str, Any],
     if new is not None:
         ttl = loop.served_ttl_s * LAYOUT_TTL_FACTOR if loop.served_ttl_s else 0
         wb.set(loop.keys.layout(new.hex()), c.layout_json(new), ttl)
-        if ttl:
-            # its short address: claimed only if free, used once verified (decode_many); rewritten
-            # (its TTL extended) only while it surely still holds this layout
-            short_key, lj = loop.keys.layout(new[:4].hex()), c.layout_json(new)
-            if c.clock() < c.owned_until.get(new, -math.inf) - loop.served_ttl_s:
-                wb.set(short_key, lj, ttl)
-            else:
-                wb.set_if_absent(short_key, lj, ttl)
-            c.unverified.add(new)
         # rewritten when half a served TTL has passed, so it always outlives its records
         c.written[new] = c.clock() + (loop.served_ttl_s / 2 if loop.served_ttl_s else 1e18)
+    if c.pending_pairs:
+        if loop.served_ttl_s > 0:
+            ttl = loop.served_ttl_s * LAYOUT_TTL_FACTOR
+            now = c.clock()
+            for address in c.pending_pairs:
+                # a short address's key: claimed only if free, used once verified (decode_many);
+                # rewritten (its TTL extended) only while it surely still holds our pair
+                key, value = loop.keys.layout(address.hex()), c.pair_value[address]
+                if now < c.owned_until.get(address, -math.inf) - loop.served_ttl_s:
+                    wb.set(key, value, ttl)
+                else:
+                    wb.set_if_absent(key, value, ttl)
+                c.unverified.add(address)
+                c.pair_written[address] = now + loop.served_ttl_s / 2
+        c.pending_pairs.clear()
     return raw
 
 
@@ -876,7 +929,7 @@ async def decode_many(loop: OnlineLoop, raws: Sequence[bytes | None], what: str)
     check = list(c.unverified) if c.unverified and loop.served_ttl_s > 0 else []
     if missing or check:
         want = list(missing or ())
-        keys = [loop.keys.layout(d.hex()) for d in want] + [loop.keys.layout(d[:4].hex()) for d in check]
+        keys = [loop.keys.layout(d.hex()) for d in want + check]
         got = await loop.io(lambda: loop.backend.read_with_ttl(keys), what)
         for d, (lj, left) in zip(want, got):
             if lj is not None:

@@ -56,10 +56,8 @@ def test_read_with_ttl_gives_values_and_seconds_left(own_redis):
 
 
 def test_short_layout_addresses_on_redis(own_redis):
-    """The served codec's short layout address on a real Redis: verified, then read by another
-    process's codec; a key held by another layout is left alone."""
-    import orjson
-
+    """The served codec's short addresses on a real Redis: claimed, verified, then read by
+    another process's codec; a key held by another pair is left alone."""
     from streamlearn.featurestore.keys import Keys
     from streamlearn.streams.loop import served
 
@@ -70,33 +68,36 @@ def test_short_layout_addresses_on_redis(own_redis):
         async def io(self, op, what):  # noqa: ANN001, ANN202, ARG002
             return await op()
 
-    rec = {"x": {"amount": 42.37, "ent_mean": 1 / 3}, "t": 1700000002596, "s": 1,
-           "m": {"1": {"score": 0.25, "pred": False, "proba": {"False": 0.75, "True": 0.25}, "n": 12}}}
+    def rec(amount: float) -> dict:
+        return {"x": {"amount": amount, "ent_mean": 1 / 3}, "t": 1700000002596, "s": 1,
+                "m": {"1": {"score": 0.25, "pred": False, "proba": {"False": 0.75, "True": 0.25}, "n": 12}}}
+
+    async def serve(loop: Loop, store: RedisBackend, n: int, prefix: str) -> list[bytes]:
+        raws = []
+        for i in range(n):
+            wb = WriteBatch()
+            raws.append(served.encode_into(loop, wb, f"{prefix}{i}", rec(42.37)))  # type: ignore[arg-type]
+            await store.write_batch(wb)
+            await served.decode_many(loop, [], "test")  # type: ignore[arg-type]
+        return raws
 
     async def run() -> None:
         store = RedisBackend(f"redis://127.0.0.1:{own_redis.port}/0")
         loop = Loop(store)
-        raws = []
-        for i in range(3):
-            wb = WriteBatch()
-            raws.append(served.encode_into(loop, wb, f"e{i}", rec))  # type: ignore[arg-type]
-            await store.write_batch(wb)
-            await served.decode_many(loop, [], "test")  # type: ignore[arg-type]
-        assert [bool(r[0] & served.SHORT_ADDRESS) for r in raws] == [False, True, True]
-        got = await store.read_many([f"sl:v1:srv:e{i}" for i in range(3)])
+        raws = await serve(loop, store, served.PAIR_AFTER + 2, "e")
+        assert [bool(r[0] & served.SHORT_ADDRESS) for r in raws] == [False] * served.PAIR_AFTER + [True] * 2
+        got = await store.read_many([f"sl:v1:srv:e{i}" for i in range(len(raws))])
         assert got == raws
-        assert await served.decode_many(Loop(store), got, "test") == [rec] * 3  # type: ignore[arg-type]
-        # another layout whose short address is taken by a different one: full digest only
-        other = {**rec, "x": {"amount": 1.5}}
-        digest = served.layout_digest((("amount",), (("1", ("False", "True")),)))
-        await store.write_batch(WriteBatch(sets={f"sl:v1:lay:{digest[:4].hex()}": (orjson.dumps([["z"], []]), 0)}))
-        for i in range(3):
-            wb = WriteBatch()
-            raw = served.encode_into(loop, wb, f"o{i}", other)  # type: ignore[arg-type]
-            await store.write_batch(wb)
-            await served.decode_many(loop, [], "test")  # type: ignore[arg-type]
-            assert served.ServedCodec.needs(raw) == digest
-        assert (await store.read_many([f"sl:v1:lay:{digest[:4].hex()}"]))[0] == orjson.dumps([["z"], []])
+        assert await served.decode_many(Loop(store), got, "test") == [rec(42.37)] * len(raws)  # type: ignore[arg-type]
+        # another process whose pair's address is held by something else: full digests only
+        address = served.ServedCodec.needs(raws[-1])
+        await store.client.flushdb()
+        await store.write_batch(WriteBatch(sets={f"sl:v1:lay:{address.hex()}": (b"\x01\x00[[],[]]", 0)}))
+        loop2 = Loop(store)
+        raws2 = await serve(loop2, store, served.PAIR_AFTER + 2, "o")
+        assert not any(r[0] & served.SHORT_ADDRESS for r in raws2)
+        assert (await store.read_many([f"sl:v1:lay:{address.hex()}"]))[0] == b"\x01\x00[[],[]]"
+        assert await served.decode_many(Loop(store), raws2, "test") == [rec(42.37)] * len(raws2)  # type: ignore[arg-type]
         await store.close()
 
     asyncio.run(run())

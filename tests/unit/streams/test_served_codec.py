@@ -303,8 +303,7 @@ def test_a_layout_is_written_once_then_read_by_another_process() -> None:
         wb = WriteBatch()
         raws = [served.encode_into(writer, wb, f"e{i}", _rec({"a": float(i), "b=x": 1.0})) for i in range(3)]
         layout_keys = [k for k in wb.sets if k.startswith("t:lay:")]
-        # one layout for three records (under its digest, and its short address)
-        assert len(layout_keys) == 2 and len(wb.sets) == 5
+        assert len(layout_keys) == 1 and len(wb.sets) == 4  # one layout for three records
         await backend.write_batch(wb)
         got = await served.decode_many(reader, [*await backend.read_many([f"t:srv:e{i}" for i in range(3)]), None],
                                        "test")
@@ -391,97 +390,100 @@ async def _serve(loop: _Loop, eids: list[str], x: dict, **kw) -> list[bytes]:
     return raws
 
 
-def test_short_layout_address_only_once_verified_and_read_by_another_process() -> None:
-    """A layout is named by its 8-byte digest until this process has read back its short key
-    (4 bytes) holding exactly it with at least two served TTLs to live; then records are 4
-    bytes shorter, another process reads them, and the key is extended only while surely ours."""
+def test_short_address_only_once_verified_and_read_by_another_process() -> None:
+    """A (layout, kinds) pair seen PAIR_AFTER times gets a 4-byte address; records use it, with
+    no kinds, only once this process has read its key back holding exactly the pair with at
+    least two served TTLs to live; another process reads them; the key is extended only while
+    it surely holds the pair."""
     async def go() -> None:
         clock = _Clock()
         backend = MemoryBackend(clock=clock)
         loop = _Loop(backend, clock)
-        first = await _serve(loop, ["e0", "e1"], {"a": 0.3})
+        x = {"a": 0.3, "b": 1 / 3}
+        first = await _serve(loop, [f"e{i}" for i in range(served.PAIR_AFTER)], x)
         assert all(not r[0] & served.SHORT_ADDRESS for r in first)  # not verified yet
         await served.decode_many(loop, [], "test")  # the loop decodes labels: it checks the key
-        c = served.codec(loop)  # type: ignore[arg-type]
-        short = await _serve(loop, ["e2"], {"a": 0.3})
-        assert short[0][0] & served.SHORT_ADDRESS and len(short[0]) == len(first[0]) - 4
-        assert ServedCodec.needs(short[0]) == ServedCodec.needs(first[0])[:4]
+        short = await _serve(loop, ["s0"], x)
+        assert short[0][0] & served.SHORT_ADDRESS and len(short[0]) == len(first[0]) - 4 - 1  # no digest, no kinds
+        address = ServedCodec.needs(short[0])
+        assert len(address) == 4 and (await backend.read_many(["t:lay:" + address.hex()]))[0] is not None
         other = _Loop(backend, clock)
-        raws = await backend.read_many(["t:srv:e0", "t:srv:e1", "t:srv:e2"])
-        assert await served.decode_many(other, raws, "test") == [_rec({"a": 0.3})] * 3
-        flagged = ServedCodec.flagged(raws[2])
-        assert ServedCodec.is_learned(flagged) and (await served.decode_many(other, [flagged], "t"))[0] == _rec(
-            {"a": 0.3})
-        # half a served TTL later: refreshed; the key is ours (verified to live 3 TTLs), so its
-        # TTL is extended with the layout's, and records stay short after the check
+        raws = await backend.read_many([f"t:srv:e{i}" for i in range(served.PAIR_AFTER)] + ["t:srv:s0"])
+        assert await served.decode_many(other, raws, "test") == [_rec(x)] * (served.PAIR_AFTER + 1)
+        flagged = ServedCodec.flagged(raws[-1])
+        assert ServedCodec.is_learned(flagged) and (await served.decode_many(other, [flagged], "t"))[0] == _rec(x)
+        # other kinds (an int8 where the pair has a float64): the digest and the kinds, decoded right
+        odd = await _serve(loop, ["o0"], {"a": 1.0, "b": 1 / 3})
+        assert not odd[0][0] & served.SHORT_ADDRESS
+        assert await served.decode_many(other, odd, "test") == [_rec({"a": 1.0, "b": 1 / 3})]
+        # half a served TTL later: the key is rewritten (ours: verified to live 3 TTLs), its TTL
+        # extended, and after the next check records are short again
         clock.t += 1801
-        assert not (await _serve(loop, ["e3"], {"a": 0.3}))[0][0] & served.SHORT_ADDRESS
-        assert (await backend.read_with_ttl(["t:lay:" + ServedCodec.needs(short[0]).hex()]))[0][1] == 3 * 3600
+        assert not (await _serve(loop, ["e9"], x))[0][0] & served.SHORT_ADDRESS
+        assert (await backend.read_with_ttl(["t:lay:" + address.hex()]))[0][1] == 3 * 3600
         await served.decode_many(loop, [], "test")
-        assert (await _serve(loop, ["e4"], {"a": 0.3}))[0][0] & served.SHORT_ADDRESS
-        assert c.short_ok and all(len(d) == 8 for d in c.short_ok)
+        assert (await _serve(loop, ["e10"], x))[0][0] & served.SHORT_ADDRESS
 
     asyncio.run(go())
 
 
-def test_a_short_address_held_by_another_layout_is_never_used() -> None:
-    """Short addresses are 4 bytes of the digest: two layouts can share one. The first to
-    claim the key keeps it; the other layout's records keep the full digest, and each reads
-    back as itself. A key too close to expiry is not used either."""
+def test_a_short_address_held_by_another_pair_is_never_used() -> None:
+    """Two pairs can share an address (4 bytes of a hash). The first to claim the key keeps
+    it; the other pair's records keep the full digest and their kinds, and each reads back as
+    itself. A key of our pair too close to expiry is not used either."""
     async def go() -> None:
-        clock = _Clock()
-        backend = MemoryBackend(clock=clock)
-        loop = _Loop(backend, clock)
-        theirs = (("z",), (("1", ("False", "True")), ("2", ("False", "True"))))
-        mine = {"a": 0.3}
-        c = served.codec(loop)  # type: ignore[arg-type]
-        digest = served.layout_digest(((*mine,), (("1", ("False", "True")), ("2", ("False", "True")))))
-        await backend.write_batch(WriteBatch(sets={"t:lay:" + digest[:4].hex(): (orjson.dumps(theirs), 3 * 3600)}))
-        for i in range(3):
-            raws = await _serve(loop, [f"e{i}"], mine)
-            assert not raws[0][0] & served.SHORT_ADDRESS and served.ServedCodec.needs(raws[0]) == digest
-            await served.decode_many(loop, [], "test")
-        other = _Loop(backend, clock)
-        got = await served.decode_many(other, await backend.read_many(["t:srv:e0", "t:srv:e2"]), "test")
-        assert got == [_rec(mine)] * 2
-        assert digest not in c.short_ok
-        # our layout's key with too little time left (another process made it, long ago)
-        clock2 = _Clock()
-        b2 = MemoryBackend(clock=clock2)
-        loop2 = _Loop(b2, clock2)
-        await b2.write_batch(WriteBatch(sets={"t:lay:" + digest[:4].hex(): (
-            served.codec(loop).layout_json(digest), 2 * 3600 - 1)}))
-        await _serve(loop2, ["e0"], mine)
-        await served.decode_many(loop2, [], "test")
-        assert not (await _serve(loop2, ["e1"], mine))[0][0] & served.SHORT_ADDRESS
+        x = {"a": 0.3, "b": 1 / 3}
+        for held in ("another pair", "too short-lived"):
+            clock = _Clock()
+            backend = MemoryBackend(clock=clock)
+            loop = _Loop(backend, clock)
+            await _serve(loop, [f"w{i}" for i in range(served.PAIR_AFTER - 1)], x)
+            c = served.codec(loop)  # type: ignore[arg-type]
+            raw, _ = c.encode(_rec(x))  # the PAIR_AFTER-th: the pair gets its address
+            address = next(iter(c.pending_pairs))
+            c.pending_pairs.clear()
+            value, ttl = (b"\x01\x00[[],[]]", 3 * 3600) if held == "another pair" else \
+                (c.pair_value[address], 2 * 3600 - 1)
+            await backend.write_batch(WriteBatch(sets={"t:lay:" + address.hex(): (value, ttl)}))
+            c.pair_written.clear()
+            for i in range(3):
+                raws = await _serve(loop, [f"e{i}"], x)
+                assert not raws[0][0] & served.SHORT_ADDRESS
+                await served.decode_many(loop, [], "test")
+            assert (await backend.read_many(["t:lay:" + address.hex()]))[0] == value  # never overwritten
+            got = await served.decode_many(_Loop(backend, clock), await backend.read_many(["t:srv:e0", "t:srv:e2"]),
+                                           "test")
+            assert got == [_rec(x)] * 2 and address not in c.short_ok
 
     asyncio.run(go())
 
 
 def test_a_cached_short_address_is_forgotten_when_its_key_expires() -> None:
-    """A reader caches what a short address names only as long as the key lives: after it,
-    the address may name another layout, which the reader then loads."""
+    """A reader keeps what a short address names only as long as its key lives: after it, the
+    address may name another pair, which the reader then loads."""
     async def go() -> None:
         clock = _Clock()
         backend = MemoryBackend(clock=clock)
         writer, reader = _Loop(backend, clock, ttl=10), _Loop(backend, clock, ttl=10)
-        await _serve(writer, ["e0"], {"a": 0.3})
+        x = {"a": 0.3, "b": 1 / 3}
+        await _serve(writer, [f"w{i}" for i in range(served.PAIR_AFTER)], x)
         await served.decode_many(writer, [], "test")
-        raw = (await _serve(writer, ["e1"], {"a": 0.3}))[0]
+        raw = (await _serve(writer, ["e1"], x))[0]
         assert raw[0] & served.SHORT_ADDRESS
-        assert await served.decode_many(reader, [raw], "test") == [_rec({"a": 0.3})]
+        assert await served.decode_many(reader, [raw], "test") == [_rec(x)]
         address = ServedCodec.needs(raw)
         assert served.codec(reader).knows(address)  # type: ignore[arg-type]
-        clock.t += 31  # every key of that layout gone; another layout claims the address
+        clock.t += 31  # every key of that pair gone; another pair claims the address
         assert not served.codec(reader).knows(address)  # type: ignore[arg-type]
-        c2 = ServedCodec(clock=clock)
-        other = _rec({"q": 1.5, "r": 2.5})
-        c2.encode(other)
-        d2 = next(iter(c2.by_digest))
-        c2.short_ok[d2] = math.inf
-        raw2, _ = c2.encode(other)
-        await backend.write_batch(WriteBatch(sets={"t:lay:" + address.hex(): (c2.layout_json(d2), 30)}))
+        loop2 = _Loop(MemoryBackend(clock=clock), clock, ttl=10)
+        y = {"q": 1.5, "r": 2.5}
+        await _serve(loop2, [f"w{i}" for i in range(served.PAIR_AFTER)], y)
+        await served.decode_many(loop2, [], "test")
+        raw2 = (await _serve(loop2, ["e2"], y))[0]
+        c2 = served.codec(loop2)  # type: ignore[arg-type]
+        await backend.write_batch(WriteBatch(sets={"t:lay:" + address.hex(): (
+            c2.pair_value[ServedCodec.needs(raw2)], 30)}))
         forged = raw2[:1] + address + raw2[5:]  # a record naming the address now
-        assert await served.decode_many(reader, [forged], "test") == [other]
+        assert await served.decode_many(reader, [forged], "test") == [_rec(y)]
 
     asyncio.run(go())
