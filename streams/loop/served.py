@@ -38,7 +38,18 @@ Encodings, told apart by the first byte:
   after the first whose count is shorter as is than as a difference from the first's (a
   challenger started long after the champion) has head bit ``0x20`` set and its own varint n.
   A record of a single model has that model's head byte in the first byte's index bits
-  (``0x80 | head << 2 | flags``: the serving model can only be that one).
+  (``0x80 | head << 2 | flags``: the serving model can only be that one). Flag bit 1
+  (:data:`SHORT_ADDRESS`): in place of the 8-byte digest, a 4-byte address naming the layout
+  *and the kinds of the numbers* (which the record then omits). A (layout, kinds) pair seen
+  :data:`PAIR_AFTER` times gets one (a hash of the pair; at most :data:`MAX_PAIRS` per
+  process), stored under :meth:`Keys.layout` only if that key is absent; records use it once
+  this process has read the key back (:func:`decode_many`, with the next labels) holding
+  exactly its pair and living at least two more served TTLs, so the key outlives every record
+  naming it, and for half a served TTL per check. A key held by another pair is never
+  overwritten (that pair's records keep the digest); a verified one is rewritten (its TTL
+  extended) while it surely still holds the pair; readers keep what an address names only
+  while its key lives. A worker that never decodes (scoring only) keeps writing digests.
+  Inline layouts are written in the ``0x04`` form.
   Records outside those ranges are written in the ``0x04`` form.
 * ``0x01`` compact (read only, written before packed): ``0x01, flags, layout digest (8 bytes),
   zigzag varint t, varint s``, then per model ``varint n``, a form byte and the predicted label
