@@ -229,6 +229,29 @@ def test_second_packed_form_of_one_model_golden_bytes() -> None:
         assert raw[0] & served.PACKED2 and ServedCodec.is_learned(raw) and c.decode(raw) == rec
 
 
+# a record naming its (layout, kinds) pair by a short address, and that address's key content
+_P2_SHORT_ADDRESS = bytes.fromhex("0debd33e")
+_P2_SHORT_PAIR = bytes.fromhex("022b31") + _P2_ONE_LAYOUT  # kinds length, kinds, layout
+_P2_SHORT = bytes.fromhex(
+    "a60debd33e2dad49731cba88010106338dedf741c0f93f00000080355800662deb517e781a4133db2c773fd2910451")
+
+
+def test_short_address_golden_bytes() -> None:
+    c = ServedCodec()
+    assert ServedCodec.needs(_P2_SHORT) == _P2_SHORT_ADDRESS
+    c.learn_short(_P2_SHORT_ADDRESS, _P2_SHORT_PAIR, math.inf)
+    one = {**_V1_DECODED, "s": 1, "m": {"1": _V1_DECODED["m"]["1"]}}
+    _same(one, c.decode(_P2_SHORT))
+    assert len(_P2_SHORT) == len(_P2_ONE) - 6  # 4 bytes of the digest and the 2 bytes of kinds
+    assert ServedCodec.is_learned(ServedCodec.flagged(_P2_SHORT)) and c.decode(ServedCodec.flagged(_P2_SHORT)) == one
+    w = ServedCodec()  # the writer: the same pair gets the same address and content
+    for _ in range(served.PAIR_AFTER):
+        w.encode(one)
+    assert w.pending_pairs == {_P2_SHORT_ADDRESS} and w.pair_value[_P2_SHORT_ADDRESS] == _P2_SHORT_PAIR
+    assert w.verified(_P2_SHORT_ADDRESS, _P2_SHORT_PAIR, math.inf, 3600)
+    assert w.encode(one)[0] == _P2_SHORT
+
+
 def test_second_packed_form_only_where_it_holds_the_record_exactly() -> None:
     """Outside its ranges (event time before 2020 or past 2054, a serving version that is not
     among the first 32 models) a record is written in the 0x04 form; both decode the same."""
