@@ -76,6 +76,10 @@ class Backend(ABC):
     async def read_list(self, key: str) -> list[bytes]: ...
 
     @abstractmethod
+    async def read_with_ttl(self, keys: Sequence[str]) -> list[tuple[bytes | None, float]]:
+        """Each key's value and the seconds it has left (``inf``: no expiry; 0 if absent)."""
+
+    @abstractmethod
     async def ping(self) -> bool: ...
 
     async def close(self) -> None:  # noqa: B027 - optional hook
@@ -276,6 +280,17 @@ class RedisBackend(Backend):
     async def read_list(self, key: str) -> list[bytes]:
         return await self.client.lrange(key, 0, -1)
 
+    async def read_with_ttl(self, keys: Sequence[str]) -> list[tuple[bytes | None, float]]:
+        if not keys:
+            return []
+        pipe = self.client.pipeline(transaction=True)  # one round trip, one moment
+        for key in keys:
+            pipe.get(key)
+            pipe.pttl(key)
+        got = await pipe.execute()
+        return [(v, INF if ms == -1 else max(0, ms) / 1000) if v is not None else (None, 0.0)
+                for v, ms in zip(got[::2], got[1::2])]
+
     async def ping(self) -> bool:
         try:
             return bool(await self.client.ping())
@@ -387,6 +402,14 @@ class MemoryBackend(Backend):
 
     async def read_list(self, key: str) -> list[bytes]:
         return list(self._lists.get(key, []))
+
+    async def read_with_ttl(self, keys: Sequence[str]) -> list[tuple[bytes | None, float]]:
+        now = self._clock()
+        out: list[tuple[bytes | None, float]] = []
+        for key in keys:
+            v = self._get(key, now)
+            out.append((v, self._kv[key][1] - now) if v is not None else (None, 0.0))
+        return out
 
     async def ping(self) -> bool:
         return True

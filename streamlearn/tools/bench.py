@@ -546,6 +546,7 @@ class Bench:
             end = max(t_pred, t_labels)
             wall = end - t0
             prof = profiler.stop() if profiler else None
+            log_left = _wait_log_trimmed(r, s) if kind == "end-to-end" else None
             curve.append({"t": round(time.time() - t0, 2), "events": wl.n_events, **self._memory(pid, r)})
             cpu1 = {"worker": _cpu_sum(pids), **{name: cpu_seconds(p) for name, p in others.items()}}
             th.join(60)
@@ -573,6 +574,8 @@ class Bench:
             if prof is not None:
                 out["profile"] = prof
             out["redis_stats"] = _redis_stats(r)
+            if log_left is not None:
+                out["redis_stats"]["learn_log_at_end"] = log_left
             return out
         finally:
             if profiler is not None and profiler.proc.poll() is None:
@@ -633,6 +636,20 @@ class Bench:
             self._cleanup(s)
 
 
+def _wait_log_trimmed(r: Any, s: Any, timeout: float = 15.0) -> int:
+    """Until the worker's first checkpoint after the last label has trimmed the learn log (one
+    every ``checkpoint_interval_s``): the last Redis sample then holds what stays per event (served
+    records, entity state), not the 0-5 s of learn log a checkpoint is about to drop (up to ~30 B
+    per event in a 30k-event run). Returns the entries left (0 unless the deadline passed)."""
+    from streamlearn.featurestore.keys import Keys
+
+    key = Keys.from_settings(s).learn_log
+    deadline = time.monotonic() + timeout
+    while (left := r.llen(key)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
 def _redis_stats(r: Any) -> dict[str, Any]:
     """Where Redis' memory is at the end of a run (MEMORY STATS, keys by kind)."""
     out: dict[str, Any] = {}
@@ -642,10 +659,18 @@ def _redis_stats(r: Any) -> dict[str, Any]:
                                   "clients.normal", "aof.buffer", "lua.caches", "functions.caches")
                if k in st}
         kinds: Counter[str] = Counter()
+        srv = [0, 0, 0]  # served records sampled: count, MEMORY USAGE, value bytes
         for key in r.scan_iter(count=1000):
             parts = key.decode(errors="replace").split(":")
             kinds[parts[2] if len(parts) > 2 else "?"] += 1
+            if parts[2:3] == ["srv"] and srv[0] < 2000:
+                srv[0] += 1
+                srv[1] += r.memory_usage(key, samples=0) or 0
+                srv[2] += r.strlen(key)
         out["keys_by_kind"] = dict(kinds.most_common(12))
+        if srv[0]:
+            out["served_sample"] = {"keys": srv[0], "memory_usage": round(srv[1] / srv[0], 1),
+                                    "value_len": round(srv[2] / srv[0], 1)}
     except Exception:  # noqa: BLE001 - diagnostics only
         pass
     return out
@@ -816,6 +841,11 @@ def render(report: dict[str, Any]) -> str:
                              f"~{_fmt(rg['bytes_per_event'])} B per event: by design, not a leak. Served records "
                              "(learned flag included) live 3 d, entity state 7 d (TTL), so Redis holds about "
                              "that many bytes per event of the last 3 days; bounded by TTL, not by count")
+            ss = e2e.get("redis_stats", {}).get("served_sample")
+            if ss:
+                lines.append(f"  served record: {ss['value_len']:.1f} B value, {ss['memory_usage']:.1f} B by MEMORY "
+                             f"USAGE (mean of {ss['keys']:,}); learn log at the last sample: "
+                             f"{_fmt(e2e['redis_stats'].get('learn_log_at_end'))} entries")
         if any(p.get("broker_rss_mb") is not None for p in pts):
             lines.append("end-to-end broker RSS (tansu keeps topics in memory; grows with what was produced): "
                          + ", ".join(f"{_fmt(p['events'])} ev {_fmt(p.get('broker_rss_mb'), '.0f')} MB"

@@ -10,8 +10,9 @@ Encodings, told apart by the first byte:
 
 * ``{`` (0x7B): JSON, as written before this module (read only). Its "learned" state is the
   separate marker key :meth:`Keys.learned <streamlearn.featurestore.keys.Keys.learned>`.
-* ``0x04``-``0x07`` packed (written now): ``0x04 | flags`` (the flags in the first byte),
-  layout digest (8 bytes), the event time (6 bytes, little-endian signed), varint s, then per
+* ``0x04``-``0x07`` packed (written where the second form below does not apply):
+  ``0x04 | flags`` (the flags in the first byte), layout digest (8 bytes), the event time
+  (6 bytes, little-endian signed), varint s, then per
   model one byte ``form << 3 | label tag`` (form: whether its probabilities are stored or are a
   binary classifier's ``(1 - score, score)``; tag: the predicted label None/False/True, or int,
   float, str whose value follows), its varint n (the first model's; every other model's as the
@@ -30,6 +31,26 @@ Encodings, told apart by the first byte:
   :data:`MAX_LAYOUTS` of them stores further new ones inline instead (flag bit 1: varint
   length and the layout's JSON in place of the digest), so an open-ended set of names cannot
   grow Redis by one key per event.
+* ``0x80``-``0xFF`` packed, second form (written now, when it applies): as ``0x04`` but the
+  first byte is ``0x80 | i << 2 | flags`` with ``i`` the serving model's index among the
+  layout's models (< 32: the serving version ``s`` is that model's version, so it is not
+  stored), the event time is 5 bytes unsigned after 2020-01-01 (ms, to 2054), and a model
+  after the first whose count is shorter as is than as a difference from the first's (a
+  challenger started long after the champion) has head bit ``0x20`` set and its own varint n.
+  A record of a single model has that model's head byte in the first byte's index bits
+  (``0x80 | head << 2 | flags``: the serving model can only be that one). Flag bit 1
+  (:data:`SHORT_ADDRESS`): in place of the 8-byte digest, a 4-byte address naming the layout
+  *and the kinds of the numbers* (which the record then omits). A (layout, kinds) pair seen
+  :data:`PAIR_AFTER` times gets one (a hash of the pair; at most :data:`MAX_PAIRS` per
+  process), stored under :meth:`Keys.layout` only if that key is absent; records use it once
+  this process has read the key back (:func:`decode_many`, with the next labels) holding
+  exactly its pair and living at least two more served TTLs, so the key outlives every record
+  naming it, and for half a served TTL per check. A key held by another pair is never
+  overwritten (that pair's records keep the digest); a verified one is rewritten (its TTL
+  extended) while it surely still holds the pair; readers keep what an address names only
+  while its key lives. A worker that never decodes (scoring only) keeps writing digests.
+  Inline layouts are written in the ``0x04`` form.
+  Records outside those ranges are written in the ``0x04`` form.
 * ``0x01`` compact (read only, written before packed): ``0x01, flags, layout digest (8 bytes),
   zigzag varint t, varint s``, then per model ``varint n``, a form byte and the predicted label
   (tag byte and value), then 2-bit kinds and the numbers (int8, float32 or float64), the layout
@@ -70,6 +91,15 @@ if TYPE_CHECKING:
 COMPACT = 0x01  # read only: records written before PACKED
 JSON_FLAGGED = 0x02
 PACKED = 0x04  # 0x04..0x07: PACKED | flags, the flags in the first byte's two low bits
+# 0x80..0xFF: PACKED2 | the serving model's index in the layout << 2 | flags (written now when
+# the serving version is one of the first 32 models and the event time within _T0 + 2**40 ms)
+PACKED2 = 0x80
+_T0 = 1_577_836_800_000  # 2020-01-01T00:00:00Z: a PACKED2 event time is 5 bytes after it (to 2054)
+_T2_END = _T0 + (1 << 40)
+_ABS_N = 0x20  # PACKED2 model head bit: n as is, not relative to the first model's (a fresh challenger)
+SHORT_ADDRESS = 0x02  # PACKED2 flag bit 1: a 4-byte address naming the layout and the kinds, not a digest
+MAX_PAIRS = 256  # (layout, kinds) pairs one process gives an address
+PAIR_AFTER = 8  # records of a pair seen before it is given one (a pair of a few records is not worth a key)
 LEARNED = 0x01
 INLINE_LAYOUT = 0x02
 MAX_LAYOUTS = 256  # distinct layouts one process interns in Redis; beyond: inline names
@@ -83,6 +113,10 @@ Layout = tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]
 
 class MissingLayout(KeyError):
     """A compact record names a layout this process has not loaded."""
+
+
+class _Inline(Exception):
+    """Names go inline: only the 0x04 form holds them."""
 
 
 # ------------------------------------------------------------------ varints
@@ -246,10 +280,11 @@ def _plan(kinds: bytes, n: int) -> tuple[struct.Struct, int, Any]:
     return got
 
 
-def _unpack_numbers2(b: bytes, pos: int, n: int) -> tuple[list[float], int]:
-    nk = (n + 3) // 4
-    kinds = bytes(b[pos:pos + nk])
-    pos += nk
+def _unpack_numbers2(b: bytes, pos: int, n: int, kinds: bytes | None = None) -> tuple[list[float], int]:
+    if kinds is None:  # in the record (else: named by its short address)
+        nk = (n + 3) // 4
+        kinds = bytes(b[pos:pos + nk])
+        pos += nk
     plan = _plans.get((kinds, n)) or _plan(kinds, n)
     st, ndec, order = plan
     fixed = st.unpack_from(b, pos)
@@ -433,18 +468,33 @@ class ServedCodec:
         self.clock = clock
         self._tries: dict[bytes, list[Any]] = {}  # digest -> [records since probe, where decimals were seen]
         self._kept_layouts: dict[Layout, Layout] = {}  # interned layouts, each as one object
+        # short addresses (PACKED2): a 4-byte address names a (layout, kinds of the numbers) pair;
+        # address -> clock time until which records may use it (verified: its key holds exactly
+        # that pair and outlives every record naming it)
+        self.short_ok: dict[bytes, float] = {}
+        self.unverified: set[bytes] = set()  # addresses whose key was just (re)written
+        self.owned_until: dict[bytes, float] = {}  # address -> until when its key surely holds our pair
+        self.by_short: dict[bytes, tuple[Layout, bytes, float]] = {}  # address -> (layout, kinds, valid until)
+        self.pairs: dict[tuple[bytes, bytes], bytes] = {}  # (digest, kinds) -> address (b"": none)
+        self.pair_value: dict[bytes, bytes] = {}  # address -> its key's content
+        self.pair_seen: dict[tuple[bytes, bytes], int] = {}
+        self.pair_written: dict[bytes, float] = {}  # address -> when to write its key again
+        self.pending_pairs: set[bytes] = set()  # addresses whose key the caller writes now
 
     # ---------------------------------------------------------------- encode
     def encode(self, rec: dict[str, Any], learned: bool = False) -> tuple[bytes, bytes | None]:
         """The record's bytes and, if the record uses a layout this process has not written
         lately, that layout's digest (the caller writes it in the same batch: :func:`add_layouts`)."""
         try:
-            return self._compact(rec, learned)
+            try:
+                return self._compact(rec, learned, True)
+            except _Inline:
+                return self._compact(rec, learned, False)
         except (TypeError, AttributeError, OverflowError, ValueError, UnicodeError):
             pass  # not representable exactly: JSON
         return bytes((JSON_FLAGGED, LEARNED if learned else 0)) + dumps(rec), None
 
-    def _compact(self, rec: dict[str, Any], learned: bool) -> tuple[bytes, bytes | None]:
+    def _compact(self, rec: dict[str, Any], learned: bool, v2: bool) -> tuple[bytes, bytes | None]:
         x, t, per_model, s = rec["x"], rec["t"], rec["m"], rec["s"]
         if type(t) is not int or type(s) is not int or len(rec) != 4:
             raise TypeError("t and s must be ints")
@@ -452,6 +502,13 @@ class ServedCodec:
         models = []
         heads = bytearray()
         n0 = -1
+        si = -1  # the serving model's index in the layout (PACKED2), or -1: PACKED
+        if v2 and _T0 <= t < _T2_END:
+            sv = str(s)
+            if sv in per_model:
+                si = list(per_model).index(sv)
+                if si > 31:
+                    si = -1
         for v, m in per_model.items():
             proba, score, n = m["proba"], m["score"], m["n"]
             if type(score) is not float or type(n) is not int or n < 0 \
@@ -473,7 +530,11 @@ class ServedCodec:
             if n0 < 0:
                 n0 = n
             else:
-                n = (n0 - n) << 1 if n <= n0 else ((n - n0) << 1) - 1
+                z = (n0 - n) << 1 if n <= n0 else ((n - n0) << 1) - 1
+                if si >= 0 and n < z:  # a challenger far behind the champion: its own count is shorter
+                    form |= 4  # _ABS_N in the head byte
+                else:
+                    n = z
             pred = m["pred"]
             if pred is False:
                 heads.append(form << 3 | _PRED_FALSE)
@@ -492,34 +553,85 @@ class ServedCodec:
             raise TypeError("not a float")
         layout: Layout = (tuple(x), tuple(models))
         digest = self.by_layout.get(layout)
-        flags = PACKED | LEARNED if learned else PACKED
+        now = self.clock()
+        flags = LEARNED if learned else 0
+        if si < 0:
+            flags |= PACKED
+        elif len(models) == 1:  # the serving model is the only one: its head byte takes the index's bits
+            flags |= PACKED2 | heads[0] << 2
+            del heads[0]
+        else:
+            flags |= PACKED2 | si << 2
         new: bytes | None = None
         if digest is None:
             if len(self.by_layout) >= MAX_LAYOUTS:
+                if si >= 0:
+                    raise _Inline
                 flags |= INLINE_LAYOUT
             else:
                 digest = layout_digest(layout)
                 self.by_layout[layout] = digest
                 self.by_digest[digest] = layout
+        # the numbers first: a record naming a verified (layout, kinds) pair omits its kinds
+        nb = bytearray()
+        st = self._tries.get(digest) if digest is not None else None
+        if st is not None and st[0] < DECIMAL_PROBE_EVERY and len(st[1]) == len(nums):
+            st[0] += 1
+            _pack_numbers2(nb, nums, st[1])
+        else:
+            self._probe(nb, nums, digest, st)
+        address = None
+        if si >= 0:
+            nk = (len(nums) + 3) >> 2
+            pair = (digest, bytes(nb[:nk]))
+            address = self.pairs.get(pair)  # type: ignore[arg-type]
+            if address is None:
+                address = self._seen(pair)  # type: ignore[arg-type]
+            if address:
+                if now > self.pair_written.get(address, -math.inf):
+                    self.pending_pairs.add(address)
+                if now < self.short_ok.get(address, -math.inf):
+                    flags |= SHORT_ADDRESS
+                    del nb[:nk]
+                else:
+                    address = None
         out = bytearray((flags,))
         if digest is not None:
-            out += digest
-            if self.clock() > self.written.get(digest, -1e18):
+            out += address or digest
+            if now > self.written.get(digest, -1e18):
                 new = digest  # the caller decides with its TTL whether to (re)write it
         else:
             lj = orjson.dumps(layout)
             _put_varint(out, len(lj))
             out += lj
-        out += t.to_bytes(6, "little", signed=True)  # ms: +-4,000 years; one C call, not a varint loop
-        _put_varint(out, s)
-        out += heads
-        st = self._tries.get(digest) if digest is not None else None
-        if st is not None and st[0] < DECIMAL_PROBE_EVERY and len(st[1]) == len(nums):
-            st[0] += 1
-            _pack_numbers2(out, nums, st[1])
+        if si >= 0:
+            out += (t - _T0).to_bytes(5, "little")  # s: the index in the first byte
         else:
-            self._probe(out, nums, digest, st)
+            out += t.to_bytes(6, "little", signed=True)  # ms: +-4,000 years; one C call, not a varint loop
+            _put_varint(out, s)
+        out += heads
+        out += nb
         return bytes(out), new
+
+    def _seen(self, pair: tuple[bytes, bytes]) -> bytes | None:
+        """The pair's address once PAIR_AFTER records of it have been seen (and fewer than
+        MAX_PAIRS have one), else None. Two pairs of this process with one address: the second
+        gets none (an address names one pair)."""
+        n = self.pair_seen.get(pair, 0) + 1
+        if n < PAIR_AFTER or len(self.pairs) >= MAX_PAIRS:
+            if len(self.pair_seen) >= 8192:
+                self.pair_seen.clear()
+            self.pair_seen[pair] = n
+            return None
+        self.pair_seen.pop(pair, None)
+        value = bytes((len(pair[1]),)) + pair[1] + self.layout_json(pair[0])
+        address = hashlib.blake2b(value, digest_size=4).digest()
+        if address in self.pair_value:
+            self.pairs[pair] = b""
+            return None
+        self.pairs[pair] = address
+        self.pair_value[address] = value
+        return address
 
     def keep(self, rec: dict[str, Any]) -> Kept | None:
         """``rec`` as a :data:`Kept` record, if it would be encoded packed with a layout this
@@ -586,6 +698,8 @@ class ServedCodec:
         """The layout digest a stored record needs, or None."""
         if raw and raw.__class__ is not Kept:
             first = raw[0]
+            if first & PACKED2:
+                return raw[1:5] if first & SHORT_ADDRESS else raw[1:9]
             if first & 0xFC == PACKED:
                 return None if first & INLINE_LAYOUT else raw[1:9]
             if first == COMPACT and not raw[1] & INLINE_LAYOUT:
@@ -597,8 +711,35 @@ class ServedCodec:
         self.by_digest[digest] = layout
         self.by_layout.setdefault(layout, digest)
 
+    def learn_short(self, address: bytes, raw: bytes, seconds_left: float) -> None:
+        """The layout and kinds a short address names, as long as its key lives: an address
+        can name another pair after that (its key is claimed, not derived)."""
+        self.by_short[address] = (_layout_from_json(raw[1 + raw[0]:]), bytes(raw[1:1 + raw[0]]),
+                                  self.clock() + seconds_left)
+
+    def knows(self, address: bytes) -> bool:
+        if len(address) == 8:
+            return address in self.by_digest
+        got = self.by_short.get(address)
+        return got is not None and self.clock() < got[2]
+
+    def verified(self, address: bytes, raw: bytes | None, seconds_left: float, served_ttl_s: float) -> bool:
+        """After this process has written an address's key (if absent): records may use the
+        address for half a served TTL if the key holds exactly our pair (no other pair claimed
+        it first) and lives at least two served TTLs more (it outlives every record naming it)."""
+        value = self.pair_value.get(address)
+        if raw is None or value is None or seconds_left < 2 * served_ttl_s or raw != value:
+            return False
+        now = self.clock()
+        self.short_ok[address] = now + served_ttl_s / 2
+        self.owned_until[address] = now + seconds_left
+        self.learn_short(address, raw, seconds_left)
+        return True
+
     def decode(self, raw: bytes) -> dict[str, Any]:
         first = raw[0]
+        if first & PACKED2:
+            return self._decode_packed2(raw)
         if first & 0xFC == PACKED:
             return self._decode_packed(raw)
         if first == COMPACT:
@@ -662,23 +803,67 @@ class ServedCodec:
         nums, pos = _unpack_numbers2(b, pos, count)
         return _record(names, models, heads, nums, t, s)
 
+    def _decode_packed2(self, b: bytes) -> dict[str, Any]:
+        first = b[0]
+        kinds = None
+        if first & SHORT_ADDRESS:
+            got = self.by_short.get(b[1:5])
+            if got is None:
+                raise MissingLayout(b[1:5].hex())
+            (names, models), kinds, _ = got
+            pos = 5
+        else:
+            (names, models), pos = self._layout_at(b, 1, False)
+        t = int.from_bytes(b[pos:pos + 5], "little") + _T0
+        pos += 5
+        one = len(models) == 1
+        s = int(models[0 if one else (first >> 2) & 0x1F][0])
+        heads = []
+        count = len(names)
+        n0 = -1
+        for _, keys in models:
+            if one:  # the head is in the first byte
+                head = (first >> 2) & 0x1F
+                pos -= 1
+            else:
+                head = b[pos]
+            n = b[pos + 1]
+            if n < 0x80:
+                pos += 2
+            else:
+                n, pos = _get_varint(b, pos + 1)
+            if n0 < 0:
+                n0 = n
+            elif not head & _ABS_N:
+                n = n0 - (n >> 1) if not n & 1 else n0 + ((n + 1) >> 1)
+            tag = head & 7
+            if tag < _PRED_INT:
+                pred: Any = (None, False, True)[tag]
+            else:
+                pred, pos = _pred_value(b, pos, tag)
+            form = (head >> 3) & 3
+            heads.append((n, form, pred))
+            count += 1 if form else 1 + len(keys)
+        nums, pos = _unpack_numbers2(b, pos, count, kinds)
+        return _record(names, models, heads, nums, t, s)
+
     # ---------------------------------------------------------------- the learned flag
     @staticmethod
     def is_learned(raw: bytes | Kept) -> bool:
         if raw.__class__ is Kept:
             return raw[0]
         first = raw[0]
-        if first & 0xFC == PACKED:
+        if first & PACKED2 or first & 0xFC == PACKED:
             return bool(first & LEARNED)
         return first in (COMPACT, JSON_FLAGGED) and bool(raw[1] & LEARNED)
 
     @staticmethod
     def can_flag(raw: bytes) -> bool:
-        return raw[0] & 0xFC == PACKED or raw[0] in (COMPACT, JSON_FLAGGED)
+        return raw[0] & PACKED2 or raw[0] & 0xFC == PACKED or raw[0] in (COMPACT, JSON_FLAGGED)
 
     @staticmethod
     def flagged(raw: bytes) -> bytes:
-        if raw[0] & 0xFC == PACKED:
+        if raw[0] & PACKED2 or raw[0] & 0xFC == PACKED:
             return bytes((raw[0] | LEARNED,)) + raw[1:]
         return raw[:1] + bytes((raw[1] | LEARNED,)) + raw[2:]
 
@@ -711,6 +896,21 @@ def encode_into(loop: OnlineLoop, wb: WriteBatch, eid: str, rec: dict[str, Any],
         wb.set(loop.keys.layout(new.hex()), c.layout_json(new), ttl)
         # rewritten when half a served TTL has passed, so it always outlives its records
         c.written[new] = c.clock() + (loop.served_ttl_s / 2 if loop.served_ttl_s else 1e18)
+    if c.pending_pairs:
+        if loop.served_ttl_s > 0:
+            ttl = loop.served_ttl_s * LAYOUT_TTL_FACTOR
+            now = c.clock()
+            for address in c.pending_pairs:
+                # a short address's key: claimed only if free, used once verified (decode_many);
+                # rewritten (its TTL extended) only while it surely still holds our pair
+                key, value = loop.keys.layout(address.hex()), c.pair_value[address]
+                if now < c.owned_until.get(address, -math.inf) - loop.served_ttl_s:
+                    wb.set(key, value, ttl)
+                else:
+                    wb.set_if_absent(key, value, ttl)
+                c.unverified.add(address)
+                c.pair_written[address] = now + loop.served_ttl_s / 2
+        c.pending_pairs.clear()
     return raw
 
 
@@ -733,16 +933,24 @@ async def decode_many(loop: OnlineLoop, raws: Sequence[bytes | None], what: str)
     for raw in raws:
         if raw is not None and raw.__class__ is not Kept:
             d = c.needs(raw)
-            if d is not None and d not in c.by_digest:
+            if d is not None and not c.knows(d):
                 if missing is None:
                     missing = set()
                 missing.add(d)
-    if missing:
-        want = list(missing)
-        got = await loop.io(lambda: loop.backend.read_many([loop.keys.layout(d.hex()) for d in want]), what)
-        for d, lj in zip(want, got):
+    check = list(c.unverified) if c.unverified and loop.served_ttl_s > 0 else []
+    if missing or check:
+        want = list(missing or ())
+        keys = [loop.keys.layout(d.hex()) for d in want + check]
+        got = await loop.io(lambda: loop.backend.read_with_ttl(keys), what)
+        for d, (lj, left) in zip(want, got):
             if lj is not None:
-                c.learn_layout(d, lj)
+                if len(d) == 8:
+                    c.learn_layout(d, lj)
+                else:
+                    c.learn_short(d, lj, left)
+        for d, (lj, left) in zip(check, got[len(want):]):
+            c.unverified.discard(d)
+            c.verified(d, lj, left, loop.served_ttl_s)
     out: list[dict[str, Any] | None] = []
     for raw in raws:
         if raw is None:

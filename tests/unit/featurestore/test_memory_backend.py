@@ -40,6 +40,11 @@ class ReferenceBackend(Backend):
             out.append(item[0] if item else None)
         return out
 
+    async def read_with_ttl(self, keys):  # noqa: ANN001, ANN201
+        got = await self.read_many(keys)
+        now = self._clock()
+        return [(v, self._kv[k][1] - now) if v is not None else (None, 0.0) for k, v in zip(keys, got)]
+
     async def park_unless_present(self, items):  # noqa: ANN001, ANN201
         out = []
         for key, value, ttl, guard in items:

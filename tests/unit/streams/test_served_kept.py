@@ -80,6 +80,9 @@ def test_kept_records_flag_and_read_like_bytes_and_the_collector_drops_them() ->
         def __init__(self, keep: bool) -> None:
             self.backend, self.keys, self.served_ttl_s = MemoryBackend(keep_objects=keep), Keys("t", "m"), 3600
 
+        async def io(self, op, what):  # noqa: ANN001, ANN202, ARG002
+            return await op()
+
     rec = {"x": {"a": 0.1, "b": -0.0}, "t": 1700000002596,
            "m": {"1": {"score": 0.25, "pred": False, "proba": {"False": 0.75, "True": 0.25}, "n": 12}}, "s": 1}
 
