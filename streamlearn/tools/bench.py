@@ -494,9 +494,11 @@ class Bench:
         pids = [p.proc.pid for p in procs]
         log_path = self.infra.workdir / f"{s.app_id}.log"
         r = redis.Redis.from_url(s.redis_url)
-        follower = profiler = None
+        follower = profiler = floor = None
         try:
             self._wait_joined(kind, s, procs, topics)
+            if rate is not None and kind == "end-to-end":
+                floor = self._start_floor(s)
             follower = PredictionFollower(s) if kind not in ("faust-ceiling", "transport-ceiling") else None
             others = {"broker": self.infra.broker.proc.pid, "redis": self.infra.redis.proc.pid, "bench": "self"}
             cpu0 = {"worker": _cpu_sum(pids), **{name: cpu_seconds(p) for name, p in others.items()}}
@@ -567,6 +569,8 @@ class Bench:
                 out["latency_ms_p99"] = percentile(follower.latencies, 0.99)
                 out["latency_ms_max"] = max(follower.latencies, default=float("nan"))
                 out["prediction_messages"] = follower.messages
+            if floor is not None:
+                out["floor"] = self._floor_result(*floor, wl.n_events)
             if kind == "end-to-end":
                 if workers == 1:
                     out["worker_timers"] = worker_breakdown(_scrape(proc.web_port), wl.n_events)
@@ -582,9 +586,34 @@ class Bench:
                 profiler.proc.kill()
             if follower is not None:
                 follower.close()
-            for p in procs:
+            for p in procs + ([floor[1]] if floor else []):
                 p.stop()
             self._cleanup(s)
+
+    def _start_floor(self, s: Any) -> tuple[Any, ChildProcess]:
+        """The paced run's latency floor (``bench_apps.floor``): the worker's consumer with no
+        work, in a group of its own, on the same events topic at the same time."""
+        fs = s.model_copy(update={"app_id": f"{s.app_id}-floor"})
+        proc = ChildProcess(["streamlearn.tools.bench_apps", "floor"], fs.to_env(),
+                            self.infra.workdir / f"{fs.app_id}.log").start()
+        self._wait_joined("floor", fs, [proc], (fs.topic_events,))
+        return fs, proc
+
+    def _floor_result(self, fs: Any, proc: ChildProcess, n_events: int) -> dict[str, Any]:
+        import redis
+
+        from streamlearn.tools.bench_apps import status_key
+
+        r = redis.Redis.from_url(fs.redis_url)
+
+        def state() -> dict[str, Any]:
+            return json.loads(r.get(status_key(fs)) or "{}")
+
+        # its summary is published every 0.5 s; the events may reach it after the worker's outputs
+        wait_until(lambda: state().get("latency_n", 0) >= n_events, 60, "the latency floor to see every event")
+        st = state()
+        return {"latency_ms_p50": st["latency_ms_p50"], "latency_ms_p99": st["latency_ms_p99"],
+                "events": st["latency_n"], "cpu_s": _r(cpu_seconds(proc.proc.pid), 2)}
 
     def run_learner(self, wl: Workload) -> dict[str, Any]:
         """Learner capacity: every event scored first, then only the labels streamed to the
@@ -792,13 +821,20 @@ def render(report: dict[str, Any]) -> str:
             continue
         row("learner (labels)" if name == "learner" else name, v[name])
         if name == "end-to-end" and "half_load" in v[name]:
-            row(f"  at half load ({_fmt(v[name]['half_load']['rate_limit'])}/s)", v[name]["half_load"])
+            half = v[name]["half_load"]
+            row(f"  at half load ({_fmt(half['rate_limit'])}/s)", half)
+            if "floor" in half:  # the same events read by a consumer doing nothing, in the same run
+                fl = half["floor"]
+                lines.append(f"{'    floor: no work':<22}{_fmt(fl['events']):>10}{'':>9}{'':>10}{'':>8}{'':>13}"
+                             f"{_fmt(fl['latency_ms_p50'], ',.1f'):>11}{_fmt(fl['latency_ms_p99'], ',.1f'):>11}")
     lines.append("(events/s: in-process variants over whole passes; broker variants from first event produced to"
                  " last output seen, all labels learned. CPU: cores used by the process doing the work;")
     lines.append(" CPU us/ev: its CPU time per event (with the event's label), the figure least distorted by other"
                  " load on the machine.")
     lines.append(" transport-ceiling: the worker's messages (events and labels in, one message out per event)"
                  " through the worker's consumer and producer with no other work.")
+    lines.append(" floor: during the half-load run, the same events read by the worker's consumer doing nothing"
+                 " (a group of its own): the delay from produce() to any consumer on this broker and machine.")
     lines.append(" learner: events scored first, then the labels alone to the model's learner: labels, labels/s,"
                  " CPU us per label.")
     lines.append(" scale-out: end-to-end on 2 event partitions, 1 worker then 2 (one of them the learner),"

@@ -201,6 +201,37 @@ async def transport(settings: Settings) -> None:
     await _serve(intake, rep)
 
 
+async def floor(settings: Settings) -> None:
+    """The latency floor of a paced run: the worker's consumer (its settings, fetch guards and
+    adaptive fetch wait) on the events topic in a group of its own, doing nothing but noting
+    each event's delay from its CreateTime to this process. What the broker, the producer and
+    the shared machine cost an event before any worker can have it."""
+    from streamlearn.streams.consumer import BatchConsumer, patch_aiokafka
+    from streamlearn.tools.harness import percentile
+
+    patch_aiokafka(settings.fetch_min_wait_ms)
+    rep = Reporter(settings, aioredis.Redis.from_url(settings.redis_url))
+    delays: list[float] = []
+
+    async def note(records: list) -> int:
+        now = time.time() * 1000
+        rep.first()
+        delays.extend(now - r.timestamp for r in records)
+        await rep.events(len(records))
+        return len(records)
+
+    async def summary() -> None:
+        rep.state.update(latency_ms_p50=percentile(delays, 0.5), latency_ms_p99=percentile(delays, 0.99),
+                         latency_n=len(delays))
+
+    async def nothing() -> None:
+        pass
+
+    intake = BatchConsumer(settings, {settings.topic_events: note},
+                           on_assigned=rep.assigned, on_revoked=nothing, deliver=nothing)
+    await _serve(intake, rep, tick=summary)
+
+
 async def _serve(intake, rep: Reporter, tick=None) -> None:  # noqa: ANN001
     """Run ``intake`` until SIGTERM/SIGINT, publishing progress every 0.5 s."""
     stop = asyncio.Event()
@@ -296,7 +327,7 @@ def naive_app(settings: Settings) -> faust.App:
 
 
 APPS = {"naive": naive_app, "ceiling": ceiling_app}
-PROGRAMS = {"transport": transport}
+PROGRAMS = {"transport": transport, "floor": floor}
 
 
 def main(argv: list[str] | None = None) -> None:

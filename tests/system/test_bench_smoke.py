@@ -24,7 +24,7 @@ def test_bench_smoke_prints_table_ratios_and_json(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.rstrip("\n").splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("variant"))
-    table = lines[header + 2 : header + 2 + len(VARIANTS) + 2]
+    table = lines[header + 2 : header + 2 + len(VARIANTS) + 3]  # + half load, its floor, 2 workers
     assert [row.split()[0] for row in table if not row.startswith("  ")] == [
         "bare", "end-to-end", "naive", "backtest", "faust-ceiling", "transport-ceiling", "learner",
         "scale-out"]
@@ -55,6 +55,10 @@ def test_bench_smoke_prints_table_ratios_and_json(tmp_path: Path) -> None:
     assert 0 <= e2e["latency_ms_p50"] <= e2e["latency_ms_p99"]
     assert e2e["half_load"]["rate_limit"] == e2e["events_per_s"] / 2
     assert e2e["half_load"]["latency_ms_p99"] >= e2e["half_load"]["latency_ms_p50"] >= 0
+    floor = e2e["half_load"]["floor"]  # the same paced events, read by a consumer with no work
+    assert floor["events"] >= e2e["half_load"]["events"]
+    assert floor["latency_ms_p99"] >= floor["latency_ms_p50"] >= 0
+    assert any(row.strip().startswith("floor: no work") for row in table)
     assert len(e2e["rss_curve"]) >= 2 and all(p["rss_mb"] > 0 for p in e2e["rss_curve"])
     last = e2e["rss_curve"][-1]  # Redis and the broker are sampled with the worker
     assert last["redis_keys"] > 2000 and last["redis_used_mb"] > 0 and last["broker_rss_mb"] > 0
