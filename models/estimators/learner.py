@@ -74,6 +74,13 @@ class Learner:
             self.metrics = self.task.metrics()
         _fast_metrics(self.metrics)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # the pickled state is the fields as always (checkpoints): not the per-label updater
+        state = self.__dict__
+        if "_updater" in state:
+            state = {k: v for k, v in state.items() if k != "_updater"}
+        return state
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         if self.__dict__.get("task") is None:
@@ -130,7 +137,7 @@ class Learner:
                     learn(x, y)
                     learned += 1
             else:
-                update = self._class_metrics_updater()
+                update = self._cached_updater()
                 for x, y, served in items:
                     if served is not None:
                         scored += 1
@@ -140,6 +147,19 @@ class Learner:
         finally:  # counted as they happen, written once (a model that raises keeps the count right)
             self.scored_labels += scored
             self.labels_learned += learned
+
+    def _cached_updater(self) -> Callable[[Any, dict[str, Any]], None]:
+        """:meth:`_class_metrics_updater`, built once and kept while the metric objects and the
+        task it was built for are the ones this learner has (batches of a label or two would
+        otherwise build it per label). It holds no state of its own that results depend on."""
+        ms = self.metrics
+        cached = self.__dict__.get("_updater")
+        if cached is not None and cached[0] is ms and cached[1] is self.task \
+                and cached[2] == tuple(ms.items()):
+            return cached[3]
+        update = self._class_metrics_updater()
+        self.__dict__["_updater"] = (ms, self.task, tuple(ms.items()), update)
+        return update
 
     def _class_metrics_updater(self) -> Callable[[Any, dict[str, Any]], None]:
         """``_update_class_metrics`` with the metrics sorted by what they take, once per batch

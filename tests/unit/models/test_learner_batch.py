@@ -77,3 +77,23 @@ def test_learn_many_equals_learn_label_by_label(case: str) -> None:
     x0 = rows[0][0]
     assert many.predict(x0) == one.predict(x0)
     assert pickle.dumps(many.metrics) == pickle.dumps(one.metrics)
+
+
+def test_batch_updater_is_kept_out_of_pickles_and_follows_the_metrics() -> None:
+    """learn_many keeps its per-label updater between batches; a checkpoint's pickle is the
+    learner's fields as before, and a copy (or new metric objects) gets an updater of its own."""
+    rows = _cards()[:300]
+    one, many = Learner("m", "logreg"), Learner("m", "logreg")
+    served = [one.predict(x).served() for x, _ in rows]
+    for (x, y), s in zip(rows, served):
+        one.learn(x, y, s)
+    many.learn_many([(x, y, s) for (x, y), s in zip(rows[:100], served[:100])])
+    assert "_updater" in many.__dict__
+    assert pickle.dumps(many).count(b"_updater") == 0
+    copy = pickle.loads(pickle.dumps(many))  # a restored checkpoint: its own metric objects
+    for learner in (many, copy):
+        learner.learn_many([(x, y, s) for (x, y), s in zip(rows[100:], served[100:])])
+        assert learner.metric_values() == one.metric_values()
+    many.metrics = many.task.metrics()  # replaced metrics are the ones updated
+    many.learn_many([(x, y, s) for (x, y), s in zip(rows[:1], served[:1])])
+    assert many.metrics["accuracy"].cm.n_samples == 1
