@@ -165,3 +165,49 @@ def test_a_replay_hides_older_objects_from_the_collector_only_while_it_runs() ->
         assert gc.get_freeze_count() == own
     finally:
         gc.unfreeze()
+
+
+def test_a_replays_own_objects_are_frozen_as_it_goes_unless_it_makes_cyclic_garbage() -> None:
+    """What a replay keeps is frozen every few batches (the young collections found nothing
+    there); a stream whose processing leaves cycles behind is seen by the periodic check and
+    handed back to the collector's policy, and its cycles are collected once it ends."""
+    import gc
+    import weakref
+
+    from streamlearn.replay.backtest.inprocess import YoungFrozen
+
+    if gc.get_freeze_count():  # another test in this process froze objects: nothing to see
+        return
+    counts: list[int] = []
+    loop = memory_loop("entity_v1", "logreg")
+    loop.on_learn = lambda *_: counts.append(gc.get_freeze_count())
+    asyncio.run(run_stream(loop, _cards(1500, perturb=False)))
+    assert counts[-1] > counts[0] and gc.get_freeze_count() == 0  # grew while it ran, given back after
+
+    class Node:
+        pass
+
+    made: list[weakref.ref[Node]] = []
+
+    def cycle(*_: Any) -> None:
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # type: ignore[attr-defined]
+        made.append(weakref.ref(a))
+
+    seen: list[bool] = []
+    stays = YoungFrozen.batch_done
+
+    def spy(self: YoungFrozen) -> None:
+        stays(self)
+        seen.append(self.active)
+
+    loop = memory_loop("entity_v1", "logreg")
+    loop.on_learn = cycle
+    YoungFrozen.batch_done = spy  # type: ignore[method-assign]
+    try:
+        asyncio.run(run_stream(loop, _cards(3000, perturb=False)))
+    finally:
+        YoungFrozen.batch_done = stays  # type: ignore[method-assign]
+    assert seen[0] and not seen[-1]  # found by the check, the collector's policy from then on
+    gc.collect()
+    assert made and all(r() is None for r in made)
