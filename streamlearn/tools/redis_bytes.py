@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -73,25 +72,12 @@ def _models_per_record(r: Any, prefix: str, limit: int = 2000) -> dict[int, int]
 
 def run(events: int = 60_000, window: int = 40, seed: int = 7, redis_url: str | None = None) -> dict[str, Any]:
     """One pass on a fresh worker and an empty Redis: ``used_memory`` added per event, and where."""
-    import redis
-
-    from streamlearn.settings import Settings
-    from streamlearn.streams.worker import WorkerRuntime
     from streamlearn.tools.bench import build_workload
-    from streamlearn.tools.infra import start_redis
-    from streamlearn.tools.worker_harness import _Collect, _drive
+    from streamlearn.tools.worker_harness import _drive, fresh_runtime
 
-    server = None
-    if redis_url is None:
-        server = start_redis(Path(tempfile.mkdtemp(prefix="sl-bytes-")), persist=False)
-        redis_url = f"redis://127.0.0.1:{server.port}/0"
-    try:
-        r = redis.Redis.from_url(redis_url)
-        r.execute_command("FLUSHDB", "SYNC")
+    with fresh_runtime(redis_url, "redis-bytes") as (rt, r):
+        settings = rt.settings
         wl = build_workload(events, seed)
-        settings = Settings(kafka_bootstrap="127.0.0.1:1", redis_url=redis_url, app_id="redis-bytes")
-        rt = WorkerRuntime(settings)
-        rt.out = _Collect()
         before = r.info("memory")["used_memory"]
 
         async def drive() -> None:
@@ -114,9 +100,6 @@ def run(events: int = 60_000, window: int = 40, seed: int = 7, redis_url: str | 
             **_breakdown(r, settings.redis_prefix),
             "models_per_record": _models_per_record(r, settings.redis_prefix),
         }
-    finally:
-        if server is not None:
-            server.stop()
 
 
 def main() -> None:

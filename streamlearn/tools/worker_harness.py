@@ -14,14 +14,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamlearn.schemas import AvroCodec
 from streamlearn.schemas.records import KafkaRecord
+
+if TYPE_CHECKING:
+    import redis
+
+    from streamlearn.streams.worker import WorkerRuntime
 
 
 class _Collect:
@@ -72,33 +79,42 @@ async def _drive(rt: Any, wire: list[tuple[bool, bytes, bytes]], window: int) ->
     return cpu
 
 
-def run(events: int = 5000, window: int = 40, seed: int = 7, redis_url: str | None = None) -> dict[str, Any]:
-    """One pass on a fresh worker and an empty Redis: CPU µs per event and the output digest."""
+@contextlib.contextmanager
+def fresh_runtime(redis_url: str | None, app_id: str) -> Iterator[tuple[WorkerRuntime, redis.Redis]]:
+    """A worker runtime with no broker (what it publishes is collected: :class:`_Collect`) on
+    an empty Redis: ``redis_url``'s database, flushed, or a private embedded Redis (None)."""
     import redis
 
     from streamlearn.settings import Settings
     from streamlearn.streams.worker import WorkerRuntime
-    from streamlearn.tools.bench import build_workload
     from streamlearn.tools.infra import start_redis
 
     server = None
     if redis_url is None:
-        server = start_redis(Path(tempfile.mkdtemp(prefix="sl-harness-")), persist=False)
+        server = start_redis(Path(tempfile.mkdtemp(prefix=f"sl-{app_id}-")), persist=False)
         redis_url = f"redis://127.0.0.1:{server.port}/0"
     try:
-        redis.Redis.from_url(redis_url).flushdb()
-        wl = build_workload(events, seed)
+        r = redis.Redis.from_url(redis_url)
+        r.execute_command("FLUSHDB", "SYNC")
         # no broker: the producer is never flushed, its client only exists
-        settings = Settings(kafka_bootstrap="127.0.0.1:1", redis_url=redis_url, app_id="harness")
-        rt = WorkerRuntime(settings)
+        rt = WorkerRuntime(Settings(kafka_bootstrap="127.0.0.1:1", redis_url=redis_url, app_id=app_id))
         rt.out = _Collect()
-        cpu = asyncio.run(_drive(rt, wl.wire, window))
-        return {"events": events, "cpu_us_per_event": cpu * 1e6 / events,
-                "published": len(rt.out.messages), "labels_learned": rt.loop.counters.labels_learned,
-                "digest": published_digest(rt.out.messages, settings)}
+        yield rt, r
     finally:
         if server is not None:
             server.stop()
+
+
+def run(events: int = 5000, window: int = 40, seed: int = 7, redis_url: str | None = None) -> dict[str, Any]:
+    """One pass on a fresh worker and an empty Redis: CPU µs per event and the output digest."""
+    from streamlearn.tools.bench import build_workload
+
+    with fresh_runtime(redis_url, "harness") as (rt, _):
+        wl = build_workload(events, seed)
+        cpu = asyncio.run(_drive(rt, wl.wire, window))
+        return {"events": events, "cpu_us_per_event": cpu * 1e6 / events,
+                "published": len(rt.out.messages), "labels_learned": rt.loop.counters.labels_learned,
+                "digest": published_digest(rt.out.messages, rt.settings)}
 
 
 def main() -> None:

@@ -458,6 +458,40 @@ def _unkeep(k: Kept) -> dict[str, Any]:
 _T_MIN, _T_MAX = -(1 << 47), 1 << 47  # the packed event time's 6 signed bytes
 
 
+def _packed_heads(b: bytes, pos: int, models: Sequence[tuple[str, Sequence[Any]]], count: int,
+                  first_head: int = -1) -> tuple[list[tuple[int, int, Any]], int, int]:
+    """The model heads of a packed record of either form, from ``pos``: (n, form, predicted
+    label) per model, the count of numbers that follow (``count`` features plus each model's),
+    and the position after the heads. ``first_head``: a one-model record of the second form
+    carries its head in the first byte. Heads of the ``0x04`` form never have the ``_ABS_N`` bit."""
+    heads = []
+    n0 = -1
+    for _, keys in models:
+        if first_head >= 0:
+            head = first_head
+            pos -= 1  # n follows at pos, where a head byte would otherwise be
+        else:
+            head = b[pos]
+        n = b[pos + 1]
+        if n < 0x80:
+            pos += 2
+        else:
+            n, pos = _get_varint(b, pos + 1)
+        if n0 < 0:
+            n0 = n
+        elif not head & _ABS_N:
+            n = n0 - (n >> 1) if not n & 1 else n0 + ((n + 1) >> 1)
+        tag = head & 7
+        if tag < _PRED_INT:
+            pred: Any = (None, False, True)[tag]
+        else:
+            pred, pos = _pred_value(b, pos, tag)
+        form = (head >> 3) & 3
+        heads.append((n, form, pred))
+        count += 1 if form else 1 + len(keys)
+    return heads, count, pos
+
+
 class ServedCodec:
     """Encodes/decodes served records; interns layouts (per process cache + Redis keys)."""
 
@@ -778,28 +812,7 @@ class ServedCodec:
         (names, models), pos = self._layout_at(b, 1, bool(b[0] & INLINE_LAYOUT))
         t = int.from_bytes(b[pos:pos + 6], "little", signed=True)
         s, pos = _get_varint(b, pos + 6)
-        heads = []
-        count = len(names)
-        n0 = -1
-        for _, keys in models:
-            head = b[pos]
-            n = b[pos + 1]
-            if n < 0x80:
-                pos += 2
-            else:
-                n, pos = _get_varint(b, pos + 1)
-            if n0 < 0:
-                n0 = n
-            else:
-                n = n0 - (n >> 1) if not n & 1 else n0 + ((n + 1) >> 1)
-            tag = head & 7
-            if tag < _PRED_INT:
-                pred: Any = (None, False, True)[tag]
-            else:
-                pred, pos = _pred_value(b, pos, tag)
-            form = head >> 3
-            heads.append((n, form, pred))
-            count += 1 if form else 1 + len(keys)
+        heads, count, pos = _packed_heads(b, pos, models, len(names))
         nums, pos = _unpack_numbers2(b, pos, count)
         return _record(names, models, heads, nums, t, s)
 
@@ -818,32 +831,7 @@ class ServedCodec:
         pos += 5
         one = len(models) == 1
         s = int(models[0 if one else (first >> 2) & 0x1F][0])
-        heads = []
-        count = len(names)
-        n0 = -1
-        for _, keys in models:
-            if one:  # the head is in the first byte
-                head = (first >> 2) & 0x1F
-                pos -= 1
-            else:
-                head = b[pos]
-            n = b[pos + 1]
-            if n < 0x80:
-                pos += 2
-            else:
-                n, pos = _get_varint(b, pos + 1)
-            if n0 < 0:
-                n0 = n
-            elif not head & _ABS_N:
-                n = n0 - (n >> 1) if not n & 1 else n0 + ((n + 1) >> 1)
-            tag = head & 7
-            if tag < _PRED_INT:
-                pred: Any = (None, False, True)[tag]
-            else:
-                pred, pos = _pred_value(b, pos, tag)
-            form = (head >> 3) & 3
-            heads.append((n, form, pred))
-            count += 1 if form else 1 + len(keys)
+        heads, count, pos = _packed_heads(b, pos, models, len(names), (first >> 2) & 0x1F if one else -1)
         nums, pos = _unpack_numbers2(b, pos, count, kinds)
         return _record(names, models, heads, nums, t, s)
 
