@@ -155,6 +155,9 @@ _P1_DIGEST3 = bytes.fromhex("69e5f41e2dc20fe2")
 _P1_LEARNED3 = bytes.fromhex(
     "0569e5f41e2dc20fe22d95b0d18b010209ba880105ee90020566726175640acc90022b31ff0106338dedf741c0f93f000000"
     "80355800662deb517e781a4133db2c773fd29104519203920371d30f")
+# _P1_LEARNED3 decoded: _V1_DECODED with a third model
+_P1_DECODED3 = {**_V1_DECODED, "m": {**_V1_DECODED["m"], "3": {
+    "score": 0.125, "pred": True, "proba": {"False": 0.875, "True": 0.125}, "n": 20}}}
 _P1_INLINE = bytes.fromhex(
     "06255b5b226272616e642d6e6577222c227a225d2c5b5b2237222c5b2230222c2231225d5d5d5dfdffffffffff070b00023f"
     "91031151")
@@ -169,8 +172,7 @@ def test_packed_records_of_the_first_packed_form_are_still_read_and_flagged() ->
     assert not ServedCodec.is_learned(_P1_RECORD) and ServedCodec.can_flag(_P1_RECORD)
     flagged = ServedCodec.flagged(_P1_RECORD)
     assert flagged[0] == 0x05 and ServedCodec.is_learned(flagged) and c.decode(flagged) == c.decode(_P1_RECORD)
-    three = {**_V1_DECODED, "m": {**_V1_DECODED["m"], "3": {
-        "score": 0.125, "pred": True, "proba": {"False": 0.875, "True": 0.125}, "n": 20}}}
+    three = _P1_DECODED3
     assert ServedCodec.is_learned(_P1_LEARNED3) and c.decode(_P1_LEARNED3) == three
     assert ServedCodec.needs(_P1_INLINE) is None
     assert ServedCodec().decode(_P1_INLINE) == {
@@ -195,8 +197,7 @@ def test_second_packed_form_golden_bytes() -> None:
     rec = c.decode(_P2_RECORD)
     assert rec["s"] == 2 and rec["t"] == _V1_DECODED["t"] and ServedCodec.is_learned(_P2_RECORD)
     assert [m["n"] for m in rec["m"].values()] == [17466, 3, 20]
-    _same({**_V1_DECODED, "m": {**_V1_DECODED["m"], "3": {
-        "score": 0.125, "pred": True, "proba": {"False": 0.875, "True": 0.125}, "n": 20}}}, rec)
+    _same(_P1_DECODED3, rec)
     assert c.encode(rec, learned=True)[0] == _P2_RECORD
 
 
