@@ -78,6 +78,7 @@ class WorkerRuntime:
         self.metrics = Metrics(model=settings.model_name)  # own registry, served on GET /metrics
         self.backend = InstrumentedBackend(RedisBackend(settings.redis_url), self.metrics)
         self.loop = build_loop(settings, self.backend)
+        self.loop.is_learner = False  # until it owns the feedback partition (on_assigned)
         # a view version is bound to its definition: refused here, before any consumer joins
         self._view_checked = self._check_view(wait=False)
         # outputs are not flushed per batch (deliver() before each commit), so they leave after
@@ -272,19 +273,22 @@ class WorkerRuntime:
     # ---------------------------------------------------------------- rebalances
     async def on_assigned(self, assigned: list[tuple[str, int]]) -> None:
         """Owning the feedback partition makes this worker the model's learner."""
-        self.assigned = assigned
         learner = any(t == self.settings.topic_feedback for t, _ in assigned)
         await self.ready.wait()
         if learner:
             # another worker may have learned meanwhile: resume from its checkpoint + log
             replayed = await self.loop.restore()
             log.info("learner for %s: restored, %d labels replayed", self.settings.model_name, replayed)
+        # the partitions and the role they give change together in the worker's status (a
+        # status written during the restore showed the feedback partition owned by no learner)
         self.loop.is_learner = learner
+        self.assigned = assigned
 
     async def on_revoked(self) -> None:
         if self.ready.is_set() and self.loop.is_learner:
             await self.loop.checkpoint(self.status_extra())  # hand over a fresh state
         self.loop.is_learner = False
+        self.assigned = []  # owned by nobody here until the next assignment
 
     async def publish_status(self) -> None:
         if self.ready.is_set():

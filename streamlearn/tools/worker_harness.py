@@ -61,6 +61,7 @@ def published_digest(messages: list[tuple[str, bytes]], settings: Any) -> str:
 async def _drive(rt: Any, wire: list[tuple[bool, bytes, bytes]], window: int) -> float:
     await rt.loop.restore()
     rt.ready.set()
+    rt.loop.is_learner = True  # it owns every partition here
     offset, cpu = 0, 0.0
     for i in range(0, len(wire), 2 * window):
         events, labels = [], []
