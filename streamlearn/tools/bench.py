@@ -63,6 +63,7 @@ from streamlearn.tools.harness import (
     Families,
     WorkerProcess,
     percentile,
+    quarter_p50s,
     sample_total,
     scrape,
     wait_until,
@@ -568,6 +569,7 @@ class Bench:
                 out["latency_ms_p50"] = percentile(follower.latencies, 0.5)
                 out["latency_ms_p99"] = percentile(follower.latencies, 0.99)
                 out["latency_ms_max"] = max(follower.latencies, default=float("nan"))
+                out["latency_ms_p50_quarters"] = quarter_p50s(follower.latencies)
                 out["prediction_messages"] = follower.messages
             if floor is not None:
                 out["floor"] = self._floor_result(*floor, wl.n_events)
@@ -613,6 +615,7 @@ class Bench:
         wait_until(lambda: state().get("latency_n", 0) >= n_events, 60, "the latency floor to see every event")
         st = state()
         return {"latency_ms_p50": st["latency_ms_p50"], "latency_ms_p99": st["latency_ms_p99"],
+                "latency_ms_p50_quarters": st["latency_ms_p50_quarters"],
                 "events": st["latency_n"], "cpu_s": _r(cpu_seconds(proc.proc.pid), 2)}
 
     def run_learner(self, wl: Workload) -> dict[str, Any]:
@@ -827,6 +830,10 @@ def render(report: dict[str, Any]) -> str:
                 fl = half["floor"]
                 lines.append(f"{'    floor: no work':<22}{_fmt(fl['events']):>10}{'':>9}{'':>10}{'':>8}{'':>13}"
                              f"{_fmt(fl['latency_ms_p50'], ',.1f'):>11}{_fmt(fl['latency_ms_p99'], ',.1f'):>11}")
+            if "latency_ms_p50_quarters" in half:  # level over the run, or growing with it?
+                q = " / ".join(_fmt(x, ",.1f") for x in half["latency_ms_p50_quarters"])
+                fq = " / ".join(_fmt(x, ",.1f") for x in half.get("floor", {}).get("latency_ms_p50_quarters", []))
+                lines.append(f"    p50 ms by quarter of the run: {q}" + (f"; floor {fq}" if fq else ""))
     lines.append("(events/s: in-process variants over whole passes; broker variants from first event produced to"
                  " last output seen, all labels learned. CPU: cores used by the process doing the work;")
     lines.append(" CPU us/ev: its CPU time per event (with the event's label), the figure least distorted by other"

@@ -207,7 +207,7 @@ async def floor(settings: Settings) -> None:
     each event's delay from its CreateTime to this process. What the broker, the producer and
     the shared machine cost an event before any worker can have it."""
     from streamlearn.streams.consumer import BatchConsumer, patch_aiokafka
-    from streamlearn.tools.harness import percentile
+    from streamlearn.tools.harness import percentile, quarter_p50s
 
     patch_aiokafka(settings.fetch_min_wait_ms)
     rep = Reporter(settings, aioredis.Redis.from_url(settings.redis_url))
@@ -222,6 +222,7 @@ async def floor(settings: Settings) -> None:
 
     async def summary() -> None:
         rep.state.update(latency_ms_p50=percentile(delays, 0.5), latency_ms_p99=percentile(delays, 0.99),
+                         latency_ms_p50_quarters=quarter_p50s(delays),
                          latency_n=len(delays))
 
     async def nothing() -> None:

@@ -159,6 +159,20 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def quarter_p50s(values: Sequence[float]) -> list[float]:
+    """The median of each quarter of ``values`` in the order given (arrival order): whether a
+    latency stays level over a run or grows with it (on the embedded broker a partition's
+    fetch scans its batches, so a paced run's delay grows with the partition).
+
+    >>> quarter_p50s([1, 2, 3, 4, 10, 20, 30, 40])
+    [2, 4, 20, 40]
+    >>> quarter_p50s([5.0])  # fewer values than quarters: NaN where a quarter is empty
+    [nan, nan, nan, 5.0]
+    """
+    n = len(values)
+    return [percentile(values[k * n // 4:(k + 1) * n // 4], 0.5) for k in range(4)]
+
+
 def scrape(port: int, timeout: float = 15.0) -> Families:
     """A worker's ``GET /metrics``, parsed: ``{family: {(sample, sorted label items): value}}``."""
     from prometheus_client.parser import text_string_to_metric_families

@@ -24,7 +24,7 @@ def test_bench_smoke_prints_table_ratios_and_json(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.rstrip("\n").splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("variant"))
-    table = lines[header + 2 : header + 2 + len(VARIANTS) + 3]  # + half load, its floor, 2 workers
+    table = lines[header + 2 : header + 2 + len(VARIANTS) + 4]  # + half load, its floor, quarters, 2 workers
     assert [row.split()[0] for row in table if not row.startswith("  ")] == [
         "bare", "end-to-end", "naive", "backtest", "faust-ceiling", "transport-ceiling", "learner",
         "scale-out"]
@@ -59,6 +59,10 @@ def test_bench_smoke_prints_table_ratios_and_json(tmp_path: Path) -> None:
     assert floor["events"] >= e2e["half_load"]["events"]
     assert floor["latency_ms_p99"] >= floor["latency_ms_p50"] >= 0
     assert any(row.strip().startswith("floor: no work") for row in table)
+    # p50 per quarter of the paced run (arrival order), the worker's and the floor's, printed too
+    for r in (e2e["half_load"], floor):
+        assert len(r["latency_ms_p50_quarters"]) == 4 and all(x >= 0 for x in r["latency_ms_p50_quarters"])
+    assert any(row.strip().startswith("p50 ms by quarter of the run: ") and "; floor " in row for row in table)
     assert len(e2e["rss_curve"]) >= 2 and all(p["rss_mb"] > 0 for p in e2e["rss_curve"])
     last = e2e["rss_curve"][-1]  # Redis and the broker are sampled with the worker
     assert last["redis_keys"] > 2000 and last["redis_used_mb"] > 0 and last["broker_rss_mb"] > 0
