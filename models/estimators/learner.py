@@ -186,13 +186,18 @@ class Learner:
             else:
                 with_proba.append(m.update)
         keys: dict[tuple[str, type], Any] = {}  # a served class name in the label's type
+        # the served class names (all str, in order) -> the same names in the label's type
+        names: dict[tuple[tuple[str, ...], type], tuple[Any, ...]] = {}
 
         def update(y: Any, served: dict[str, Any]) -> None:
             probas = served.get("proba")
             proba: dict[Any, float] | None = None
             if probas:
                 ty = type(y)
-                if ty in _CACHEABLE:
+                ck = names.get((tuple(probas), ty))
+                if ck is not None:  # the loop below, as it went for these names before
+                    proba = dict(zip(ck, probas.values()))
+                elif ty in _CACHEABLE:
                     proba = {}
                     for k, v in probas.items():
                         if type(k) is str:
@@ -202,6 +207,8 @@ class Learner:
                             proba[ck] = v
                         else:
                             proba[_same_type(k, y)] = v
+                    if len(names) < 64 and all(type(k) is str for k in probas):
+                        names[(tuple(probas), ty)] = tuple(keys[(k, ty)] for k in probas)
                 else:
                     proba = _proba_from_served(served, y)
             pred = served.get("pred")

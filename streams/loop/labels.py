@@ -98,7 +98,7 @@ async def learn_locked(loop: OnlineLoop, feedback: Sequence[dict[str, Any]]) -> 
     keys = loop.keys
     ids = [fb["event_id"] for fb in feedback]
     read_keys = [keys.served(i) for i in ids] + [keys.learned(i) for i in ids]
-    raw = await loop.io(lambda: loop.backend.read_many(read_keys), "learn read")
+    raw = await loop.read(read_keys, "learn read")
     served, marked = raw[: len(ids)], raw[len(ids) :]
     recs = await srv.decode_many(loop, served, "learn read")
     wb = WriteBatch()
