@@ -22,11 +22,12 @@ metrics and what a prediction holds:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from river import base, metrics
+from river import base, metrics, stats
 
 from streamlearn.models.estimators.fast_metrics import fast_rocauc
 from streamlearn.models.estimators.spec import ModelSpec, build_model
@@ -165,18 +166,38 @@ class Learner:
         """``_update_class_metrics`` with the metrics sorted by what they take, once per batch
         (each metric is its own object: the order they are updated in changes nothing)."""
         with_pred, with_some_pred, with_proba = [], [], []
-        for name, m in self.metrics.items():
-            (with_pred if name == "accuracy" else with_some_pred if name == "macro_f1" else with_proba).append(m.update)
         positive = self.task.positive
         multiclass = self.task.kind == "multiclass"
+        # River's own Accuracy and LogLoss are updated here, inline: their exact arithmetic
+        # without ~7 calls per label (the same objects, so checkpoints are unchanged)
+        accs: list[Any] = []  # plain Accuracy metrics (their confusion matrix read per label)
+        losses: list[Any] = []  # plain LogLoss metrics' running means
+        for name, m in self.metrics.items():
+            if name == "accuracy":
+                if _INLINE_RIVER and type(m) is metrics.Accuracy:
+                    accs.append(m)
+                else:
+                    with_pred.append(m.update)
+            elif name == "macro_f1":
+                with_some_pred.append(m.update)
+            elif _INLINE_RIVER and not multiclass and type(m) is metrics.LogLoss \
+                    and type(m.__dict__.get("_mean")) is stats.Mean:
+                losses.append(m._mean)
+            else:
+                with_proba.append(m.update)
         keys: dict[tuple[str, type], Any] = {}  # a served class name in the label's type
+        # the served class names (all str, in order) -> the same names in the label's type
+        names: dict[tuple[tuple[str, ...], type], tuple[Any, ...]] = {}
 
         def update(y: Any, served: dict[str, Any]) -> None:
             probas = served.get("proba")
             proba: dict[Any, float] | None = None
             if probas:
                 ty = type(y)
-                if ty in _CACHEABLE:
+                ck = names.get((tuple(probas), ty))
+                if ck is not None:  # the loop below, as it went for these names before
+                    proba = dict(zip(ck, probas.values()))
+                elif ty in _CACHEABLE:
                     proba = {}
                     for k, v in probas.items():
                         if type(k) is str:
@@ -186,6 +207,8 @@ class Learner:
                             proba[ck] = v
                         else:
                             proba[_same_type(k, y)] = v
+                    if len(names) < 64 and all(type(k) is str for k in probas):
+                        names[(tuple(probas), ty)] = tuple(keys[(k, ty)] for k in probas)
                 else:
                     proba = _proba_from_served(served, y)
             pred = served.get("pred")
@@ -193,9 +216,33 @@ class Learner:
                 pred = _same_type(pred, y)
             for u in with_pred:
                 u(y, pred)
+            for m in accs:
+                cm = m.cm
+                if type(cm) is not metrics.ConfusionMatrix:  # a replaced matrix: River's code
+                    m.update(y, pred)
+                    continue
+                # ConfusionMatrix.update(y, pred, w=1.0), as Accuracy.update calls it
+                cm.n_samples += 1
+                cm.data[y][pred] += 1.0
+                cm.total_weight += 1.0
+                cm.sum_row[y] += 1.0
+                cm.sum_col[pred] += 1.0
+                if y == pred:
+                    cm._total_true_positives += 1.0
             if pred is not None:
                 for u in with_some_pred:
                     u(y, pred)
+            if proba is not None and losses:
+                # LogLoss.update(y_true, {True: p}): MeanMetric.update(w=1.0) of its _eval
+                if positive is not None:
+                    yt, p = y == positive, proba.get(positive, 0.0)
+                else:
+                    yt, p = y, proba.get(True, 0.0)
+                p = max(min(p, _P_MAX), _P_MIN)  # River's _clamp_proba
+                loss = -math.log(p) if yt else -math.log(1 - p)
+                for mean in losses:
+                    mean.n += 1.0
+                    mean._mean += (1.0 / mean.n) * (loss - mean._mean)
             if proba is not None and with_proba:
                 if positive is not None:
                     for u in with_proba:
@@ -248,6 +295,14 @@ def _fast_metrics(ms: dict[str, Any]) -> None:
     for k, m in ms.items():
         ms[k] = fast_rocauc(m)
 
+
+# River's updates that the learner's per-label updater inlines: only while they are the code
+# it copies (a River that changes them is called as it is)
+_INLINE_RIVER = (metrics.Accuracy.update is metrics.base.ClassificationMetric.update
+                 and metrics.LogLoss.update is metrics.base.MeanMetric.update
+                 and metrics.LogLoss._clamp_proba is metrics.base.ClassificationMetric._clamp_proba
+                 and stats.Mean.update.__qualname__ == "Mean.update")
+_P_MIN, _P_MAX = 1e-15, 1 - 1e-15  # River's _clamp_proba bounds
 
 # label types whose conversion of a served class name (a str) depends on the name alone
 _CACHEABLE = frozenset((bool, int, str))

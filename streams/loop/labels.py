@@ -96,9 +96,16 @@ async def learn_locked(loop: OnlineLoop, feedback: Sequence[dict[str, Any]]) -> 
     """Join labels to what was served and learn each exactly once, in order (lock held)."""
     report = LearnReport()
     keys = loop.keys
-    ids = [fb["event_id"] for fb in feedback]
-    read_keys = [keys.served(i) for i in ids] + [keys.learned(i) for i in ids]
-    raw = await loop.io(lambda: loop.backend.read_many(read_keys), "learn read")
+    ids = []
+    read_keys = []
+    learned_keys = []
+    for fb in feedback:  # one loop, no comprehensions: each is a function object and a frame per batch
+        i = fb["event_id"]
+        ids.append(i)
+        read_keys.append(keys.served(i))
+        learned_keys.append(keys.learned(i))
+    read_keys += learned_keys
+    raw = await loop.read(read_keys, "learn read")
     served, marked = raw[: len(ids)], raw[len(ids) :]
     recs = await srv.decode_many(loop, served, "learn read")
     wb = WriteBatch()

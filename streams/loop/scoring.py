@@ -50,12 +50,21 @@ async def score_locked(loop: OnlineLoop, events: Sequence[dict[str, Any]]) -> li
     Batches are small when events and labels interleave (one or two events, in a replay
     too), so the per-batch work is kept to one pass and each key is built once."""
     keys = loop.keys
-    entities = list(dict.fromkeys([ev["entity"] for ev in events]))
-    ent_keys = [keys.entity(e) for e in entities]
-    srv_keys = [keys.served(ev["event_id"]) for ev in events]
+    # one loop, no comprehensions: each is a function object and a frame per batch
+    ent_index: dict[str, None] = {}
+    srv_keys = []
+    for ev in events:
+        ent_index[ev["entity"]] = None
+        srv_keys.append(keys.served(ev["event_id"]))
+    entities = list(ent_index)
+    ent_keys = []
+    for e in entities:
+        ent_keys.append(keys.entity(e))
     raw = await loop.read(ent_keys + srv_keys, "score read")
     n_ent = len(entities)
-    states = {e: (loads(v) if v else None) for e, v in zip(entities, raw)}
+    states: dict[str, Any] = {}
+    for e, v in zip(entities, raw):
+        states[e] = loads(v) if v else None
     served_before = raw[n_ent:]
     prior_recs = (served_before if served_before.count(None) == len(served_before)
                   else await served.decode_many(loop, served_before, "score read"))
@@ -99,7 +108,10 @@ async def score_locked(loop: OnlineLoop, events: Sequence[dict[str, Any]]) -> li
             batch.set(k, dumps(states[e]), loop.entity_ttl_s)
     taken = await loop.write(batch, "score write")
     loop.counters.events_scored += len(preds)
-    parked = [(eid, loads(v)["y"]) for eid, pk in pending if (v := taken.get(pk)) is not None]
+    parked = []
+    for eid, pk in pending:
+        if (v := taken.get(pk)) is not None:
+            parked.append((eid, loads(v)["y"]))
     if parked:  # labels that arrived before their event
         await labels.learn_parked(loop, parked, preds, served_now, served_raw)
     if loop.lifecycle is not None and loop.is_learner:

@@ -445,7 +445,8 @@ _f64_by_n: dict[int, struct.Struct] = {}
 def _unkeep(k: Kept) -> dict[str, Any]:
     """A fresh record as decoding gives one: new dicts (keys in the decoder's order), same values."""
     _, (names, models), t, s, nums, heads = k
-    vals = _f64s(len(nums) >> 3).unpack(nums)
+    st = _f64_by_n.get(len(nums) >> 3)
+    vals = (st or _f64s(len(nums) >> 3)).unpack(nums)
     i = len(names)
     per_model: dict[str, Any] = {}
     for (v, keys), (pred, n) in zip(models, heads):
@@ -710,7 +711,8 @@ class ServedCodec:
                 return None
             canon = self._kept_layouts[layout] = layout  # at most MAX_LAYOUTS of them
         # one layout object for all its records
-        return (False, canon, t, s, _f64s(len(nums)).pack(*nums), tuple(heads))
+        st = _f64_by_n.get(len(nums))
+        return (False, canon, t, s, (st or _f64s(len(nums))).pack(*nums), tuple(heads))
 
     def _probe(self, out: bytearray, nums: list[float], digest: bytes | None, st: list[Any] | None) -> None:
         """Short decimals are tried only at the positions of a layout where they have been seen
@@ -869,7 +871,7 @@ def encode_into(loop: OnlineLoop, wb: WriteBatch, eid: str, rec: dict[str, Any],
     """Put the served record (and its layout, if new to this process lately) into ``wb``
     (``key``: the record's key, if the caller has built it). Returns what was stored: its
     bytes, or a :data:`Kept` record on a backend that keeps objects."""
-    c = codec(loop)
+    c = loop.__dict__.get("_served_codec") or codec(loop)  # once per event: no call
     if key is None:
         key = loop.keys.served(eid)
     if getattr(loop.backend, "keep_objects", False) and (kept := c.keep(rec)) is not None:

@@ -219,3 +219,29 @@ def test_a_replays_own_objects_are_frozen_as_it_goes_unless_it_makes_cyclic_garb
     assert seen[0] and not seen[-1]  # found by the check, the collector's policy from then on
     gc.collect()
     assert made and all(r() is None for r in made)
+
+
+def test_replay_metrics_equal_plain_river_metrics_on_cards() -> None:
+    """The champion's progressive metrics after a replay (the learner's per-label updater,
+    River's Accuracy and LogLoss updated inline, FastROCAUC) pickle exactly as River's own
+    metrics fed each learned label with the prediction its event was served with."""
+    import pickle
+
+    from river import metrics
+
+    stream = _cards(3000, perturb=False)
+    loop = memory_loop("entity_v1", "logreg")
+    preds = {p.event_id: p for p in asyncio.run(run_stream(loop, stream))}
+    acc, loss, auc = metrics.Accuracy(), metrics.LogLoss(), metrics.ROCAUC()
+    for kind, rec in stream:
+        if kind == "feedback":
+            p, y = preds[rec["event_id"]], rec["label"]
+            proba = {k == "True": v for k, v in p.probabilities.items()}
+            acc.update(y, p.predicted)
+            loss.update(y, proba)
+            auc.update(y, proba)
+    ms = loop.champion.metrics
+    assert loop.champion.scored_labels > 2000
+    assert pickle.dumps(ms["accuracy"]) == pickle.dumps(acc)
+    assert pickle.dumps(ms["log_loss"]) == pickle.dumps(loss)
+    assert pickle.dumps(ms["roc_auc"]) == pickle.dumps(auc)
