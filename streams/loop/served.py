@@ -968,6 +968,18 @@ def mark_learned(loop: OnlineLoop, wb: WriteBatch, eid: str, raw: bytes) -> None
         wb.set(loop.keys.learned(eid), b"1", loop.served_ttl_s)
 
 
+def mark_learned_many(loop: OnlineLoop, wb: WriteBatch, todo: Sequence[tuple[str, Any, Any, bytes]]) -> None:
+    """:func:`mark_learned` for each ``(event id, _, _, stored record)`` in order, the checks
+    of the common case (a packed record, flagged in its first byte) inlined: the same writes."""
+    sets = wb.sets
+    served_key, ttl = loop.keys.served, loop.served_ttl_s
+    for eid, _, _, raw in todo:
+        if raw.__class__ is bytes and raw[0] & PACKED2:  # (ServedCodec.can_flag and flagged)
+            sets[served_key(eid)] = (bytes((raw[0] | LEARNED,)) + raw[1:], ttl)
+        else:
+            mark_learned(loop, wb, eid, raw)
+
+
 async def decode_many(loop: OnlineLoop, raws: Sequence[bytes | None], what: str) -> list[dict[str, Any] | None]:
     """Decode stored records, loading unknown layouts first (one read). A record whose layout
     is gone (it cannot be, short of a flushed Redis) decodes to None, like an expired one."""
