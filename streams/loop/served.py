@@ -985,13 +985,21 @@ async def decode_many(loop: OnlineLoop, raws: Sequence[bytes | None], what: str)
     is gone (it cannot be, short of a flushed Redis) decodes to None, like an expired one."""
     c = codec(loop)
     missing: set[bytes] | None = None
+    known: set[bytes] = set()  # addresses found known in this batch (a batch's records share a few)
     for raw in raws:
-        if raw is not None and raw.__class__ is not Kept:
-            d = c.needs(raw)
-            if d is not None and not c.knows(d):
-                if missing is None:
-                    missing = set()
-                missing.add(d)
+        if raw and raw.__class__ is not Kept:  # (None, or b"": nothing needed, as needs says)
+            first = raw[0]
+            if first & PACKED2:  # (ServedCodec.needs, inlined for the common form)
+                d = raw[1:5] if first & SHORT_ADDRESS else raw[1:9]
+            else:
+                d = c.needs(raw)
+            if d is not None and d not in known:
+                if c.knows(d):
+                    known.add(d)
+                else:
+                    if missing is None:
+                        missing = set()
+                    missing.add(d)
     check = list(c.unverified) if c.unverified and loop.served_ttl_s > 0 else []
     if missing or check:
         want = list(missing or ())
