@@ -99,6 +99,7 @@ class _LinearPack:
             args = tuple(args[0].split()) + args[1:]
         encoding, errors = self.encoder.encoding, self.encoder.encoding_errors
         out = [b"*%d\r\n" % len(args)]
+        append = out.append
         for arg in args:
             t = type(arg)
             if t is bytes:
@@ -109,9 +110,7 @@ class _LinearPack:
                 arg = b"%d" % arg
             else:
                 arg = self.encoder.encode(arg)
-            out.append(b"$%d\r\n" % len(arg))
-            out.append(arg)
-            out.append(b"\r\n")
+            append(b"$%d\r\n%b\r\n" % (len(arg), arg))  # one piece per argument (a loop's are small)
         return [b"".join(out)]
 
 

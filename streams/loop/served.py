@@ -421,6 +421,38 @@ def _record(names: tuple[str, ...], models: tuple[tuple[str, tuple[str, ...]], .
     return {"x": x, "t": t, "m": per_model, "s": s}
 
 
+MAX_BUILDERS = 1024  # compiled record builders one codec keeps (one per layout and probability forms)
+
+
+def _compile_builder(layout: Layout, forms: tuple[int, ...]) -> Any:
+    """``build(nums, t, s, heads) -> record``: :func:`_record` as one dict display for one
+    layout and its models' probability forms (the same values, types and key order; tested
+    against it). Names are passed in as constants, never spliced into the source."""
+    names, models = layout
+    x = ", ".join(f"_K[{j}]: n[{j}]" for j in range(len(names)))
+    i = len(names)
+    per_model = []
+    for mi, ((_, keys), form) in enumerate(zip(models, forms)):
+        score = f"n[{i}]"
+        if form == _P_COMPLEMENT_FIRST:
+            pv = [f"1.0 - {score}", score]
+            i += 1
+        elif form == _P_SCORE_FIRST:
+            pv = [score, f"1.0 - {score}"]
+            i += 1
+        else:
+            pv = [f"n[{i + 1 + j}]" for j in range(len(keys))]
+            i += 1 + len(keys)
+        proba = ", ".join(f"_M[{mi}][1][{j}]: {v}" for j, v in zip(range(len(keys)), pv))  # zip's truncation
+        per_model.append(f"_M[{mi}][0]: {{'score': {score}, 'pred': heads[{mi}][2], 'proba': {{{proba}}}, "
+                         f"'n': heads[{mi}][0]}}")
+    src = (f"def build(n, t, s, heads):\n"
+           f"    return {{'x': {{{x}}}, 't': t, 'm': {{{', '.join(per_model)}}}, 's': s}}\n")
+    env: dict[str, Any] = {"_K": names, "_M": models}
+    exec(compile(src, "<served record builder>", "exec"), env)  # noqa: S102 - our own source, names as constants
+    return env["build"]
+
+
 # A record kept as objects, in place of its bytes, by a backend that keeps them (the in-memory
 # backend of an in-process replay): only a record the packed encoding gives back exactly
 # (:meth:`ServedCodec.keep`), copied when stored and rebuilt when read, so a replay computes
@@ -515,6 +547,8 @@ class ServedCodec:
         self.pair_seen: dict[tuple[bytes, bytes], int] = {}
         self.pair_written: dict[bytes, float] = {}  # address -> when to write its key again
         self.pending_pairs: set[bytes] = set()  # addresses whose key the caller writes now
+        # (address, probability forms) -> (layout, its compiled record builder), for decode
+        self._builders: dict[tuple[bytes, Any], tuple[Layout, Any]] = {}
 
     # ---------------------------------------------------------------- encode
     def encode(self, rec: dict[str, Any], learned: bool = False) -> tuple[bytes, bytes | None]:
@@ -822,20 +856,41 @@ class ServedCodec:
         first = b[0]
         kinds = None
         if first & SHORT_ADDRESS:
-            got = self.by_short.get(b[1:5])
+            address = b[1:5]
+            got = self.by_short.get(address)
             if got is None:
-                raise MissingLayout(b[1:5].hex())
-            (names, models), kinds, _ = got
+                raise MissingLayout(address.hex())
+            layout, kinds, _ = got
             pos = 5
         else:
-            (names, models), pos = self._layout_at(b, 1, False)
+            address = b[1:9]
+            layout = self.by_digest.get(address)
+            if layout is None:
+                raise MissingLayout(address.hex())
+            pos = 9
+        names, models = layout
         t = int.from_bytes(b[pos:pos + 5], "little") + _T0
         pos += 5
         one = len(models) == 1
         s = int(models[0 if one else (first >> 2) & 0x1F][0])
         heads, count, pos = _packed_heads(b, pos, models, len(names), (first >> 2) & 0x1F if one else -1)
+        key = (address, heads[0][1] if one else tuple(h[1] for h in heads))
+        got = self._builders.get(key)
+        # an address names one layout while its entry lives (a short one may name another later)
+        build = got[1] if got is not None and got[0] is layout else self._builder(key, layout)
         nums, pos = _unpack_numbers2(b, pos, count, kinds)
+        if build is not None:
+            return build(nums, t, s, heads)
         return _record(names, models, heads, nums, t, s)
+
+    def _builder(self, key: tuple[bytes, Any], layout: Layout) -> Any:
+        """The record builder for one (address, probability forms), kept with the layout it
+        was built for; None past :data:`MAX_BUILDERS` (:func:`_record` then)."""
+        if len(self._builders) >= MAX_BUILDERS and key not in self._builders:
+            return None
+        build = _compile_builder(layout, (key[1],) if type(key[1]) is int else key[1])
+        self._builders[key] = (layout, build)
+        return build
 
     # ---------------------------------------------------------------- the learned flag
     @staticmethod
@@ -915,18 +970,38 @@ def mark_learned(loop: OnlineLoop, wb: WriteBatch, eid: str, raw: bytes) -> None
         wb.set(loop.keys.learned(eid), b"1", loop.served_ttl_s)
 
 
+def mark_learned_many(loop: OnlineLoop, wb: WriteBatch, todo: Sequence[tuple[str, Any, Any, bytes]]) -> None:
+    """:func:`mark_learned` for each ``(event id, _, _, stored record)`` in order, the checks
+    of the common case (a packed record, flagged in its first byte) inlined: the same writes."""
+    sets = wb.sets
+    served_key, ttl = loop.keys.served, loop.served_ttl_s
+    for eid, _, _, raw in todo:
+        if raw.__class__ is bytes and raw[0] & PACKED2:  # (ServedCodec.can_flag and flagged)
+            sets[served_key(eid)] = (bytes((raw[0] | LEARNED,)) + raw[1:], ttl)
+        else:
+            mark_learned(loop, wb, eid, raw)
+
+
 async def decode_many(loop: OnlineLoop, raws: Sequence[bytes | None], what: str) -> list[dict[str, Any] | None]:
     """Decode stored records, loading unknown layouts first (one read). A record whose layout
     is gone (it cannot be, short of a flushed Redis) decodes to None, like an expired one."""
     c = codec(loop)
     missing: set[bytes] | None = None
+    known: set[bytes] = set()  # addresses found known in this batch (a batch's records share a few)
     for raw in raws:
-        if raw is not None and raw.__class__ is not Kept:
-            d = c.needs(raw)
-            if d is not None and not c.knows(d):
-                if missing is None:
-                    missing = set()
-                missing.add(d)
+        if raw and raw.__class__ is not Kept:  # (None, or b"": nothing needed, as needs says)
+            first = raw[0]
+            if first & PACKED2:  # (ServedCodec.needs, inlined for the common form)
+                d = raw[1:5] if first & SHORT_ADDRESS else raw[1:9]
+            else:
+                d = c.needs(raw)
+            if d is not None and d not in known:
+                if c.knows(d):
+                    known.add(d)
+                else:
+                    if missing is None:
+                        missing = set()
+                    missing.add(d)
     check = list(c.unverified) if c.unverified and loop.served_ttl_s > 0 else []
     if missing or check:
         want = list(missing or ())

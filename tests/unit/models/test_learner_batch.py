@@ -97,3 +97,51 @@ def test_batch_updater_is_kept_out_of_pickles_and_follows_the_metrics() -> None:
     many.metrics = many.task.metrics()  # replaced metrics are the ones updated
     many.learn_many([(x, y, s) for (x, y), s in zip(rows[:1], served[:1])])
     assert many.metrics["accuracy"].cm.n_samples == 1
+
+
+@pytest.mark.parametrize("task", [Task("binary"), Task("binary", (0, 1))])
+def test_inlined_accuracy_and_log_loss_equal_rivers_updates(task: Task) -> None:
+    """The batch updater inlines River's Accuracy (ConfusionMatrix) and LogLoss (running mean)
+    updates: the same state bit for bit as River's own ``update``, also at the clamped edges
+    (probabilities 0 and 1, a missing class), with no prediction, and continuing from a
+    checkpoint's metric objects."""
+    rng = random.Random(5)
+    classes = (False, True) if task.positive is None else (0, 1)
+    rows = []
+    for i in range(2000):
+        y = classes[rng.random() < 0.3]
+        p = rng.choice([0.0, 1.0, 1e-18, 1 - 1e-17, rng.random(), rng.random()])
+        proba = {str(classes[0]): 1.0 - p, str(classes[1]): p}
+        if i % 97 == 0:
+            proba = {str(classes[0]): 1.0}  # the positive class absent
+        pred = None if i % 89 == 0 else classes[p > 0.5]
+        rows.append((y, {"score": p, "pred": pred, "proba": proba, "n": i}))
+    river_side, fast = Learner("m", "logreg", task=task), Learner("m", "logreg", task=task)
+    update = fast._class_metrics_updater()
+    for k, (y, served) in enumerate(rows):
+        river_side._update_class_metrics(y, served)
+        update(y, served)
+        if k == 1000:  # restored from a checkpoint: River's objects, a fresh updater
+            fast = pickle.loads(pickle.dumps(fast))
+            update = fast._class_metrics_updater()
+    for name in ("accuracy", "log_loss", "roc_auc"):
+        assert pickle.dumps(fast.metrics[name]) == pickle.dumps(river_side.metrics[name]), name
+    assert fast.metric_values() == river_side.metric_values()
+
+
+def test_metrics_other_than_rivers_own_keep_their_update() -> None:
+    """A subclass (or a metric on a shared matrix) is not inlined: its own update runs."""
+    from river import metrics
+
+    calls = []
+
+    class Counting(metrics.LogLoss):
+        def update(self, y_true, y_pred, w=1.0):  # noqa: ANN001, ANN202
+            calls.append(y_true)
+            super().update(y_true, y_pred, w)
+
+    lr = Learner("m", "logreg")
+    lr.metrics = {"accuracy": metrics.Accuracy(), "log_loss": Counting()}
+    lr.learn_many([({"a": 1.0}, True, {"score": 0.7, "pred": True, "proba": {"False": 0.3, "True": 0.7}, "n": 0})])
+    assert calls == [True]
+    assert lr.metrics["accuracy"].cm.n_samples == 1

@@ -511,3 +511,47 @@ def test_a_cached_short_address_is_forgotten_when_its_key_expires() -> None:
         assert await served.decode_many(reader, [forged], "test") == [_rec(y)]
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize("forms", [(1,), (2,), (0,), (1, 0), (0, 2, 1)])
+@pytest.mark.parametrize("n_keys", [1, 2, 3])
+def test_compiled_record_builder_equals_the_generic_record(forms: tuple[int, ...], n_keys: int) -> None:
+    """Decoding builds a record with a builder compiled per (address, probability forms): the
+    same dict as ``_record`` (values bit for bit, types, key order), for every form, also with
+    key counts a pair form cannot hold (crafted bytes: zip's truncation) and odd names."""
+    rng = random.Random(len(forms) * 10 + n_keys)
+    names = ("amount", "it's \"quoted\"", "{x}", "n[0]", "ünï")
+    keys = tuple(f"k{j}'" for j in range(n_keys))
+    models = tuple((str(v + 1), keys) for v in range(len(forms)))
+    count = len(names) + sum(1 if f else 1 + n_keys for f in forms)
+    build = served._compile_builder((names, models), forms)
+    for _ in range(50):
+        nums = [rng.choice([rng.random(), -0.0, 0.1 + 0.2, 1e300]) for _ in range(count)]
+        heads = [(rng.randint(0, 1000), f, rng.choice([None, True, False, 3, "a"])) for f in forms]
+        want = served._record(names, models, heads, nums, 1700000000000, 1)
+        got = build(nums, 1700000000000, 1, heads)
+        assert orjson.dumps(got) == orjson.dumps(want)
+        assert [list(m["proba"]) for m in got["m"].values()] == [list(m["proba"]) for m in want["m"].values()]
+        for a, b in zip(got["m"].values(), want["m"].values()):
+            assert [_bits(v) for v in a["proba"].values()] == [_bits(v) for v in b["proba"].values()]
+        _same(want, got)
+
+
+def test_record_builders_follow_the_layout_an_address_names_and_are_bounded(monkeypatch) -> None:  # noqa: ANN001
+    """A builder is used only with the layout object it was compiled for (a short address can
+    name another layout later); past MAX_BUILDERS the generic ``_record`` decodes (same result)."""
+    c = ServedCodec()
+    recs = [_rec({"a": 1.5, "b": 2.0}), _rec({"a": 1.5, "c": 2.0})]
+    raws = [c.encode(r)[0] for r in recs]
+    for rec, raw in zip(recs, raws):
+        _same(rec, c.decode(raw))
+    assert len(c._builders) == 2
+    (key, (layout, build)), = [(k, v) for k, v in c._builders.items() if k[0] == raws[0][1:9]]
+    c._builders[key] = (("stale",), build)  # another layout object for the address: rebuilt
+    _same(recs[0], c.decode(raws[0]))
+    assert c._builders[key][0] is c.by_digest[raws[0][1:9]]
+    c._builders.clear()
+    monkeypatch.setattr(served, "MAX_BUILDERS", 1)
+    for rec, raw in zip(recs * 2, raws * 2):
+        _same(rec, c.decode(raw))
+    assert len(c._builders) == 1
