@@ -13,7 +13,6 @@ from confluent_kafka import Consumer, TopicPartition
 from streamlearn.schemas import AvroCodec
 from streamlearn.settings import Settings
 from streamlearn.streams.transport import make_producer
-from streamlearn.tools.demo import read_status, worker_assigned, worker_status
 from streamlearn.tools.harness import WorkerProcess, scrape
 from streamlearn.tools.harness import wait_until as wait_for
 
@@ -32,14 +31,19 @@ class WorkerHandle:
         return self
 
     def wait_assigned(self, timeout: float = 60.0, topics: tuple[str, ...] | None = None) -> None:
+        from streamlearn.tools import demo  # not at import: it loads River and every model (the xdist controller
+        # and unit-only runs import this module through conftest and never need it)
+
         def ok() -> bool:
             self.assert_alive()
-            return worker_assigned(self.settings, self.process.proc.pid, topics)
+            return demo.worker_assigned(self.settings, self.process.proc.pid, topics)
 
         wait_for(ok, timeout, "worker partition assignment")
 
     def worker_status(self) -> dict[str, Any]:
-        return worker_status(self.settings, self.process.proc.pid)
+        from streamlearn.tools import demo
+
+        return demo.worker_status(self.settings, self.process.proc.pid)
 
     def assert_alive(self) -> None:
         assert self.process is not None and self.process.proc is not None
@@ -48,7 +52,9 @@ class WorkerHandle:
             raise AssertionError(f"worker exited with {rc}:\n{self.log()[-4000:]}")
 
     def status(self) -> dict[str, Any]:
-        return read_status(self.settings)
+        from streamlearn.tools import demo
+
+        return demo.read_status(self.settings)
 
     def counters(self) -> dict[str, int]:
         return self.status().get("counters", {})

@@ -229,11 +229,22 @@ def test_the_interleavings_exercise_early_and_duplicate_labels():
 
 
 # ---------------------------------------------------------------------- arrival backtest
-def test_arrival_backtest_is_deterministic_and_compares_models_side_by_side(tmp_path):
+def _unplotted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For a run repeated only to compare its outputs with the first run's: the PNG is not one
+    of them (~0.6 s of matplotlib per run; the first run draws it, test_plot.py checks it)."""
+    from streamlearn.replay.backtest import plot
+
+    monkeypatch.setattr(plot, "plot_metrics", lambda metrics, path: [])
+
+
+def test_arrival_backtest_is_deterministic_and_compares_models_side_by_side(tmp_path, monkeypatch):
     store = LocalStorage(tmp_path / "a")
     archive_items(store, datasets.cards(n=3000, seed=8), partitions=2, roll_bytes=50_000)
     r1 = run_backtest(tmp_path / "a", ["logreg", "hat"], out=tmp_path / "o1", rows=10)
-    r2 = run_backtest(tmp_path / "a", ["logreg", "hat"], out=tmp_path / "o2", rows=10)
+    assert (tmp_path / "o1" / "metrics.png").stat().st_size > 0
+    _unplotted(monkeypatch)
+    # bare=False: the bare River loop is timed and compared on r1; none of the compared outputs holds it
+    r2 = run_backtest(tmp_path / "a", ["logreg", "hat"], out=tmp_path / "o2", rows=10, bare=False)
     assert r2.final == r1.final
     assert r1.plan.mode == "arrival" and r1.plan.n_events == 3000
     for name in ("predictions.jsonl", "metrics.json", "metrics.csv"):
@@ -360,7 +371,7 @@ def test_recorded_replay_of_two_event_partitions_consumed_at_random_relative_spe
     assert replay.champion.metric_values() == live.champion.metric_values()
 
 
-def test_backtest_takes_the_lifecycle_decisions_the_live_system_would(tmp_path):
+def test_backtest_takes_the_lifecycle_decisions_the_live_system_would(tmp_path, monkeypatch):
     """prior (champion) vs logreg (shadow) on SEA with a concept change at event 4000: the
     gate starts logreg as a canary, the canary is promoted, and the concept detector fires
     after the change, not before; decided on event time, so two runs agree byte for byte."""
@@ -371,6 +382,7 @@ def test_backtest_takes_the_lifecycle_decisions_the_live_system_would(tmp_path):
     archive_items(LocalStorage(tmp_path / "a"), items, partitions=2)
     cfg = LifecycleConfig.from_settings(Settings(canary_fraction=0.5, canary_window=500))
     r1 = run_backtest(tmp_path / "a", ["prior", "logreg"], out=tmp_path / "o1", rows=20, lifecycle=cfg, bare=False)
+    _unplotted(monkeypatch)
     run_backtest(tmp_path / "a", ["prior", "logreg"], out=tmp_path / "o2", rows=20, lifecycle=cfg, bare=False)
     for name in ("predictions.jsonl", "metrics.json", "metrics.csv"):
         assert (tmp_path / "o1" / name).read_bytes() == (tmp_path / "o2" / name).read_bytes(), name

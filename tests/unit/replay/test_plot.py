@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from streamlearn.replay.backtest.plot import marker_label, plot_metrics
-
 
 def test_alarms_and_decisions_are_labelled_by_kind(tmp_path):
+    # imported here, not at collection: matplotlib costs every xdist worker ~0.5 s CPU
+    from streamlearn.replay.backtest.plot import marker_label, plot_metrics
+
     t0 = 1_700_000_000_000
     rows = [{"event_time": t0 + i * 60_000,
              "models": {"v1": {"window": {"accuracy": 0.9}, "cumulative": {"accuracy": 0.9}}}} for i in range(10)]
