@@ -173,8 +173,8 @@ def retrain(archive: Archive | str | Path, cfg: RetrainConfig, out: Path | None,
                              f"{train.rows} labeled example(s) of {len(classes)} class(es); need two classes")
         with threadpool_limits(limits=cfg.threads):  # OpenMP spins badly on a busy, shared machine
             model, scaler, params = _fit(cfg, train, classes)
-        metrics = {"held_out": _evaluate(model, scaler, held, classes),
-                   "train": _evaluate(model, scaler, train, classes)}
+            metrics = {"held_out": _evaluate(model, scaler, held, classes),
+                       "train": _evaluate(model, scaler, train, classes)}
         data = {"train_examples": train.rows, "held_out_examples": held.rows, "features": len(vocab.index),
                 "train_label_counts": {str(k): v for k, v in train.label_counts.items()},
                 "held_out_label_counts": {str(k): v for k, v in held.label_counts.items()}, **skipped}
