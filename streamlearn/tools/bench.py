@@ -22,10 +22,12 @@ On an embedded broker and Redis it starts itself, over one generated stream
 Broker variants are timed from the first event produced to the last prediction seen with
 every label learned. Messages are Avro-encoded before the clock starts so the producer
 costs the machine as little as possible. In-process variants repeat whole passes over the
-stream (fresh model and state each) until ``--min-seconds`` have passed.
+stream (fresh model and state each), a pass of each in turn, until each has run
+``--min-seconds``: their ratio is measured side by side, not on two stretches of a shared
+machine whose speed drifts.
 
 Memory: peak RSS (``VmHWM``) of the process doing the work (the subprocess for 2, 3, 5;
-this process for 1 and 4, with its peak reset before each). For broker variants the
+this process for 1 and 4, with its peak reset before each pass). For broker variants the
 worker's RSS, Redis ``used_memory`` and key count and the broker's RSS are also sampled
 over the run (``--events 1000000 --only end-to-end`` answers "RSS flat over 1M events":
 ``rss flat: yes/no``, growth from 25% to 100% of the events under 10%). Redis is expected
@@ -167,23 +169,32 @@ def _r(x: float | None, nd: int = 1) -> float | None:
 
 
 # ------------------------------------------------------------------ 1 and 4: in-process
-def _passes(one_pass: Callable[[], None], n_events: int, min_seconds: float) -> dict[str, Any]:
-    """Whole passes (fresh state each) until ``min_seconds``; events/s over all of them."""
-    reset = reset_peak_rss()
+def _passes(runs: dict[str, Callable[[], None]], n_events: int, min_seconds: float) -> dict[str, dict[str, Any]]:
+    """Whole passes (fresh state each) of every variant in ``runs``, taken in turn (one pass of
+    each, then again) until each has run ``min_seconds``: a machine whose speed drifts (shared
+    cores) slows them alike, so their ratio is side by side, not one stretch against another.
+    Per variant: events/s over all its passes, its CPU, the peak RSS of its passes."""
     base = rss_mb()
-    cpu0, t0 = cpu_seconds(), time.perf_counter()
-    passes = 0
-    while True:
-        one_pass()
-        passes += 1
-        elapsed = time.perf_counter() - t0
-        if elapsed >= min_seconds:
-            break
-    cpu1 = cpu_seconds()
-    return {"events": n_events * passes, "passes": passes, "seconds": elapsed,
-            "events_per_s": n_events * passes / elapsed, "peak_rss_mb": peak_rss_mb() if reset else None,
-            "rss_before_mb": base, "cpu": (cpu1 - cpu0) / elapsed if cpu0 is not None else None,
-            "rss_of": "this process (dataset included)"}
+    acc = {name: {"passes": 0, "seconds": 0.0, "cpu_s": 0.0, "peak": None} for name in runs}
+    while any(a["seconds"] < min_seconds for a in acc.values()):
+        for name, one_pass in runs.items():
+            a = acc[name]
+            if a["seconds"] >= min_seconds and a["passes"]:
+                continue
+            reset = reset_peak_rss()
+            cpu0, t0 = cpu_seconds(), time.perf_counter()
+            one_pass()
+            a["seconds"] += time.perf_counter() - t0
+            cpu1 = cpu_seconds()
+            a["passes"] += 1
+            a["cpu_s"] = a["cpu_s"] + (cpu1 - cpu0) if cpu0 is not None and a["cpu_s"] is not None else None
+            if reset:
+                a["peak"] = max(a["peak"] or 0.0, peak_rss_mb() or 0.0)
+    return {name: {"events": n_events * a["passes"], "passes": a["passes"], "seconds": a["seconds"],
+                   "events_per_s": n_events * a["passes"] / a["seconds"], "peak_rss_mb": a["peak"],
+                   "rss_before_mb": base, "cpu": a["cpu_s"] / a["seconds"] if a["cpu_s"] is not None else None,
+                   "rss_of": "this process (dataset included)"}
+            for name, a in acc.items()}
 
 
 def bare_pass(stream: Sequence[tuple[str, dict[str, Any]]], view_name: Any, spec: str) -> Callable[[], None]:
@@ -993,13 +1004,14 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = lambda m: print(m, 
     view = cfg.project.view if cfg.project is not None else cfg.view
     task = cfg.project.task if cfg.project is not None else None
     variants: dict[str, dict[str, Any]] = {}
+    in_process = {}
     if "bare" in cfg.only:
-        say("bare River loop ...")
-        variants["bare"] = _passes(bare_pass(wl.stream, view, cfg.spec), wl.n_events, cfg.min_seconds)
+        in_process["bare"] = bare_pass(wl.stream, view, cfg.spec)
     if "backtest" in cfg.only:
-        say("backtest (replay: OnlineLoop + MemoryBackend) ...")
-        variants["backtest"] = _passes(backtest_pass(wl.stream, view, cfg.spec, task), wl.n_events,
-                                       cfg.min_seconds)
+        in_process["backtest"] = backtest_pass(wl.stream, view, cfg.spec, task)
+    if in_process:
+        say(f"{' and '.join(in_process)} (in-process, a pass of each in turn) ...")
+        variants.update(_passes(in_process, wl.n_events, cfg.min_seconds))
     broker = [k for k in BROKER_VARIANTS if k in cfg.only]
     if broker:
         say("starting the embedded broker and Redis ...")

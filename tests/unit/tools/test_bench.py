@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from streamlearn.tools.bench import build_workload, redis_growth, rss_flatness, rss_growth, summarize_profile
+from streamlearn.tools.bench import (
+    _passes,
+    build_workload,
+    redis_growth,
+    rss_flatness,
+    rss_growth,
+    summarize_profile,
+)
 
 
 def test_workload_prefix_keeps_only_the_labels_of_its_events_in_order() -> None:
@@ -84,3 +92,26 @@ def test_render_shows_learner_scale_out_and_the_transport_ratio_last() -> None:
     assert lines[-1] == "ratio end-to-end/transport-ceiling: nan"
     t = report["targets"]
     assert t["learner labels/s"] == (5000.0, ">= 10,000", False)
+
+
+def test_in_process_variants_take_turns_until_each_has_run_long_enough() -> None:
+    """A pass of each in turn (side by side on a machine whose speed drifts); each variant is
+    timed on its own passes only, and the slower one is not cut short by the faster."""
+    order: list[str] = []
+
+    def work(name: str, seconds: float):  # noqa: ANN202
+        def one_pass() -> None:
+            order.append(name)
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                pass
+        return one_pass
+
+    out = _passes({"fast": work("fast", 0.002), "slow": work("slow", 0.01)}, n_events=10, min_seconds=0.03)
+    assert order[:6] == ["fast", "slow"] * 3  # alternating while both still need time
+    assert out["slow"]["seconds"] >= 0.03 and out["fast"]["seconds"] >= 0.03
+    assert out["fast"]["passes"] == order.count("fast") > out["slow"]["passes"] == order.count("slow") >= 3
+    for r in out.values():
+        assert r["events"] == 10 * r["passes"]
+        assert abs(r["events_per_s"] - r["events"] / r["seconds"]) < 1e-9
+    assert 2 < out["fast"]["events_per_s"] / out["slow"]["events_per_s"] < 8  # ~5: each timed on its own passes
