@@ -102,5 +102,26 @@ class BatchClassifier(base.Classifier):
             proba = self.estimator.predict_proba(self.vector(x))[0]
         return {c: float(p) for c, p in zip(self._classes, proba)}
 
+    def predict_proba_rows(self, xs: list[dict[str, float]]) -> list[dict[Any, float]]:
+        """:meth:`predict_proba_one` of each row, in one scikit-learn call (its input checks and
+        per-tree calls once per batch, not per row: ~1 ms each for HistGradientBoosting). Each
+        row's probabilities are the same bits as alone: the scaler works element by element and
+        a tree ensemble predicts every row on its own."""
+        if self._linear is not None or len(xs) < 2:
+            return [self.predict_proba_one(x) for x in xs]
+        rows = np.zeros((len(xs), len(self.features)))
+        index = self._index
+        for r, x in enumerate(xs):
+            for k, v in x.items():
+                i = index.get(k)
+                if i is not None:
+                    rows[r, i] = v
+        if self.scaler is not None:
+            rows = self.scaler.transform(rows)
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True), _one_thread():
+            proba = self.estimator.predict_proba(rows)
+        classes = self._classes
+        return [{c: float(p) for c, p in zip(classes, row)} for row in proba]
+
     def learn_one(self, x: dict[str, float], y: Any) -> None:
         """Frozen between retrains (see the module docstring)."""

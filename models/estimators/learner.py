@@ -93,7 +93,19 @@ class Learner:
         if task.kind == "regression":
             y = self.model.predict_one(x)
             return Scored(float(y or 0.0), float(y or 0.0), {})
-        proba = self.model.predict_proba_one(x)
+        return self._scored(self.model.predict_proba_one(x))
+
+    def predict_many(self, xs: Sequence[dict[str, float]]) -> list[Scored]:
+        """:meth:`predict` of each, in order. A model with ``predict_proba_rows`` (a batch
+        model: one scikit-learn call for all rows, which are predicted independently) is asked
+        once; any other row by row."""
+        rows = getattr(self.model, "predict_proba_rows", None)
+        if rows is None or self.task.kind == "regression" or len(xs) < 2:
+            return [self.predict(x) for x in xs]
+        return [self._scored(proba) for proba in rows(xs)]
+
+    def _scored(self, proba: dict[Any, float]) -> Scored:
+        task = self.task
         if not proba:
             return Scored(0.0, None, {})
         predicted = max(proba, key=proba.get)  # the model's own order breaks ties

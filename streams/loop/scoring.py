@@ -20,28 +20,41 @@ if TYPE_CHECKING:
     from streamlearn.streams.loop.core import OnlineLoop
 
 
-def score_one(loop: OnlineLoop, ev: dict[str, Any], x: dict[str, float]) -> tuple[Prediction, dict[str, Any]]:
-    """Score with every model; the serving one's prediction carries the others as shadows."""
+def score_many(loop: OnlineLoop, items: Sequence[tuple[dict[str, Any], dict[str, float]]]
+               ) -> list[tuple[Prediction, dict[str, Any]]]:
+    """Score each (event, features) with every model, in order; the serving model's prediction
+    carries the others as shadows. Each model is asked for the whole batch at once
+    (:meth:`Learner.predict_many`: one call for a batch model); models do not change while a
+    batch is scored, so this is event by event's result."""
     models = loop.models
-    serving = models.serving_version(ev["entity"])
-    eid, entity, event_time = ev["event_id"], ev["entity"], ev["event_time"]
-    per_model: dict[str, Any] = {}
-    main: Prediction | None = None
-    shadows: list[Prediction] = []
-    for v, learner in models.learners.items():
-        s = learner.predict(x)
-        n = learner.labels_learned
-        p = Prediction(event_id=eid, entity=entity, event_time=event_time, model_name=learner.name,
-                       model_version=v, labels_learned=n, score=s.score, predicted=s.predicted,
-                       probabilities=s.probabilities)
-        per_model[str(v)] = {"score": s.score, "pred": s.predicted, "proba": s.probabilities, "n": n}
-        if v == serving:
-            main = p
-        else:
-            shadows.append(p)
-    assert main is not None
-    main.shadows = shadows
-    return main, per_model
+    if len(items) == 1:  # the common batch of a replay: no batch machinery
+        x = items[0][1]
+        scored = [(v, learner, (learner.predict(x),)) for v, learner in models.learners.items()]
+    else:
+        xs = [x for _, x in items]
+        scored = [(v, learner, learner.predict_many(xs)) for v, learner in models.learners.items()]
+    out = []
+    for i, (ev, _) in enumerate(items):
+        serving = models.serving_version(ev["entity"])
+        eid, entity, event_time = ev["event_id"], ev["entity"], ev["event_time"]
+        per_model: dict[str, Any] = {}
+        main: Prediction | None = None
+        shadows: list[Prediction] = []
+        for v, learner, results in scored:
+            s = results[i]
+            n = learner.labels_learned
+            p = Prediction(event_id=eid, entity=entity, event_time=event_time, model_name=learner.name,
+                           model_version=v, labels_learned=n, score=s.score, predicted=s.predicted,
+                           probabilities=s.probabilities)
+            per_model[str(v)] = {"score": s.score, "pred": s.predicted, "proba": s.probabilities, "n": n}
+            if v == serving:
+                main = p
+            else:
+                shadows.append(p)
+        assert main is not None
+        main.shadows = shadows
+        out.append((main, per_model))
+    return out
 
 
 async def score_locked(loop: OnlineLoop, events: Sequence[dict[str, Any]]) -> list[Prediction]:
@@ -76,13 +89,15 @@ async def score_locked(loop: OnlineLoop, events: Sequence[dict[str, Any]]) -> li
     pending: list[tuple[str, str]] = []  # (event id, its parked label's key), as served now
     preds: list[Prediction] = []
     compute = loop.view.compute
+    # features first (entity state changes event by event), then every model scores the
+    # batch at once: the models do not change while a batch is scored
+    todo: list[tuple[dict[str, Any], dict[str, float], str | None]] = []  # (event, x, served key | None: a duplicate)
+    first_x: dict[str, dict[str, float]] = {}
     for ev, prior, prior_rec, srv_key in zip(events, served_before, prior_recs, srv_keys):
         eid = ev["event_id"]
-        if (prior is not None and prior_rec is not None) or eid in served_now:
+        if (prior is not None and prior_rec is not None) or eid in first_x:
             # re-delivered or duplicate id: same features as first served, state untouched
-            rec = served_now.get(eid) or prior_rec
-            preds.append(score_one(loop, ev, rec["x"])[0])
-            loop.counters.events_duplicate += 1
+            todo.append((ev, first_x[eid] if eid in first_x else prior_rec["x"], None))
             continue
         entity = ev["entity"]
         try:
@@ -92,8 +107,15 @@ async def score_locked(loop: OnlineLoop, events: Sequence[dict[str, Any]]) -> li
             continue
         states[entity] = new_state
         changed[entity] = None
-        p, per_model = score_one(loop, ev, x)
+        first_x[eid] = x
+        todo.append((ev, x, srv_key))
+    scored = score_many(loop, [(ev, x) for ev, x, _ in todo])
+    for (ev, x, srv_key), (p, per_model) in zip(todo, scored):
         preds.append(p)
+        if srv_key is None:
+            loop.counters.events_duplicate += 1
+            continue
+        eid = ev["event_id"]
         # what each model predicted is kept with the features: labels are scored against it
         rec = {"x": x, "t": ev["event_time"], "m": per_model, "s": p.model_version}
         served_now[eid] = rec
