@@ -5,7 +5,9 @@ What the bench's ``learner`` variant does minus the broker and Redis: the worker
 the cards stream's events first, then takes the labels in batches the way
 ``WorkerRuntime.on_feedback`` does (Avro decode + validation, ``Task.check_label``,
 ``OnlineLoop.learn_batch``). Prints the CPU microseconds per label of that second phase
-(process time, so less distorted by other load than wall time); ``--profile`` adds cProfile.
+(process time, so less distorted by other load than wall time) and a digest of what was
+learned (every model's pickled state, metrics and label count, and the learn log), so two
+builds can be compared for exactness as well as cost; ``--profile`` adds cProfile.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import hashlib
+import pickle
 import pstats
 import time
 from typing import Any
@@ -61,6 +65,20 @@ def learn_labels(settings: Any, loop: Any, codec: Any, wire: list[bytes], batch:
     return time.process_time() - t0
 
 
+def state_digest(loop: Any) -> str:
+    """A hash of what the labels changed: each model's pickled state, its metrics and label
+    count, in version order, and the learn log. (The champion's metrics alone cannot tell two
+    builds apart here: every event is scored before any label, so every prediction is the
+    untrained model's.)"""
+    h = hashlib.sha256()
+    for v, learner in sorted(loop.models.learners.items()):
+        h.update(f"{v}:{learner.labels_learned}:{sorted(learner.metric_values().items())!r}".encode())
+        h.update(pickle.dumps(learner.model, protocol=5))
+    for entry in asyncio.run(loop.backend.read_list(loop.keys.learn_log)):
+        h.update(entry)
+    return h.hexdigest()[:16]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=20_000)
@@ -76,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         prof.disable()
         pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
     print(f"{len(wire):,} labels, batches of {a.batch}: {cpu / len(wire) * 1e6:.1f} CPU us per label "
-          f"({loop.counters.labels_learned:,} learned); champion metrics {loop.champion.metric_values()}")
+          f"({loop.counters.labels_learned:,} learned); digest {state_digest(loop)}")
 
 
 if __name__ == "__main__":
