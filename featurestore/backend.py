@@ -381,8 +381,7 @@ class MemoryBackend(Backend):
                 d = now - ttl
                 if d < earliest:
                     earliest = d
-            # _own(value), inline: a call per key is a few per cent of a replay
-            kv[key] = (memoryview(value).tobytes() if value.__class__ is bytes else value, d)
+            kv[key] = (_own(value) if value.__class__ is bytes else value, d)
         self._none_expire_before = earliest
         if batch.deletes:  # (most batches have none of these three)
             for key in batch.deletes:
@@ -394,7 +393,7 @@ class MemoryBackend(Backend):
                 got_list = lists.get(key)
                 if got_list is None:
                     got_list = lists[key] = []
-                got_list += [memoryview(v).tobytes() for v in values]  # _own, inline
+                got_list += map(_own, values)
         if batch.trims:
             for key, n in batch.trims.items():
                 del self._lists.get(key, [])[:n]

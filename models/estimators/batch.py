@@ -83,13 +83,19 @@ class BatchClassifier(base.Classifier):
         return dict(zip(self.features, w.tolist())), b
 
     def vector(self, x: dict[str, float]) -> np.ndarray:
-        row = np.zeros((1, len(self.features)))
+        return self.matrix([x])
+
+    def matrix(self, xs: list[dict[str, float]]) -> np.ndarray:
+        """The rows scikit-learn takes: each feature dict on the training vocabulary (unknown
+        features ignored, missing ones 0), scaled as in training."""
+        rows = np.zeros((len(xs), len(self.features)))
         index = self._index
-        for k, v in x.items():
-            i = index.get(k)
-            if i is not None:
-                row[0, i] = v
-        return self.scaler.transform(row) if self.scaler is not None else row
+        for r, x in enumerate(xs):
+            for k, v in x.items():
+                i = index.get(k)
+                if i is not None:
+                    rows[r, i] = v
+        return self.scaler.transform(rows) if self.scaler is not None else rows
 
     def predict_proba_one(self, x: dict[str, float]) -> dict[Any, float]:
         if self._linear is not None:
@@ -107,19 +113,10 @@ class BatchClassifier(base.Classifier):
         per-tree calls once per batch, not per row: ~1 ms each for HistGradientBoosting). Each
         row's probabilities are the same bits as alone: the scaler works element by element and
         a tree ensemble predicts every row on its own."""
-        if self._linear is not None or len(xs) < 2:
+        if self._linear is not None:  # a dot product per row already
             return [self.predict_proba_one(x) for x in xs]
-        rows = np.zeros((len(xs), len(self.features)))
-        index = self._index
-        for r, x in enumerate(xs):
-            for k, v in x.items():
-                i = index.get(k)
-                if i is not None:
-                    rows[r, i] = v
-        if self.scaler is not None:
-            rows = self.scaler.transform(rows)
         with sklearn.config_context(assume_finite=True, skip_parameter_validation=True), _one_thread():
-            proba = self.estimator.predict_proba(rows)
+            proba = self.estimator.predict_proba(self.matrix(xs))
         classes = self._classes
         return [{c: float(p) for c, p in zip(classes, row)} for row in proba]
 

@@ -56,7 +56,8 @@ def learn_many(loop: OnlineLoop, todo: Sequence[tuple[str, Any, dict[str, Any], 
         learner.learn_many([(rec["x"], y, rec["m"].get(key)) for _, y, rec, _ in todo])
     if loop.lifecycle is not None:
         loop.lifecycle.on_labels(models, [(y, rec["m"], rec.get("s")) for _, y, rec, _ in todo])
-    srv.mark_learned_many(loop, wb, todo)  # each stored record ``raw`` flagged, or an old one's marker
+    for eid, _, _, raw in todo:
+        srv.mark_learned(loop, wb, eid, raw)  # the stored record ``raw`` flagged, or an old one's marker
     wb.appends.setdefault(loop.keys.learn_log, []).extend([dumps({"id": eid, "y": y}) for eid, y, _, _ in todo])
     report.learned.extend([eid for eid, _, _, _ in todo])
     loop.counters.labels_learned += len(todo)

@@ -27,12 +27,8 @@ def score_many(loop: OnlineLoop, items: Sequence[tuple[dict[str, Any], dict[str,
     (:meth:`Learner.predict_many`: one call for a batch model); models do not change while a
     batch is scored, so this is event by event's result."""
     models = loop.models
-    if len(items) == 1:  # the common batch of a replay: no batch machinery
-        x = items[0][1]
-        scored = [(v, learner, (learner.predict(x),)) for v, learner in models.learners.items()]
-    else:
-        xs = [x for _, x in items]
-        scored = [(v, learner, learner.predict_many(xs)) for v, learner in models.learners.items()]
+    xs = [x for _, x in items]
+    scored = [(v, learner, learner.predict_many(xs)) for v, learner in models.learners.items()]
     out = []
     for i, (ev, _) in enumerate(items):
         serving = models.serving_version(ev["entity"])

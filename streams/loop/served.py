@@ -477,8 +477,7 @@ _f64_by_n: dict[int, struct.Struct] = {}
 def _unkeep(k: Kept) -> dict[str, Any]:
     """A fresh record as decoding gives one: new dicts (keys in the decoder's order), same values."""
     _, (names, models), t, s, nums, heads = k
-    st = _f64_by_n.get(len(nums) >> 3)
-    vals = (st or _f64s(len(nums) >> 3)).unpack(nums)
+    vals = _f64s(len(nums) >> 3).unpack(nums)
     i = len(names)
     per_model: dict[str, Any] = {}
     for (v, keys), (pred, n) in zip(models, heads):
@@ -745,8 +744,7 @@ class ServedCodec:
                 return None
             canon = self._kept_layouts[layout] = layout  # at most MAX_LAYOUTS of them
         # one layout object for all its records
-        st = _f64_by_n.get(len(nums))
-        return (False, canon, t, s, (st or _f64s(len(nums))).pack(*nums), tuple(heads))
+        return (False, canon, t, s, _f64s(len(nums)).pack(*nums), tuple(heads))
 
     def _probe(self, out: bytearray, nums: list[float], digest: bytes | None, st: list[Any] | None) -> None:
         """Short decimals are tried only at the positions of a layout where they have been seen
@@ -926,7 +924,7 @@ def encode_into(loop: OnlineLoop, wb: WriteBatch, eid: str, rec: dict[str, Any],
     """Put the served record (and its layout, if new to this process lately) into ``wb``
     (``key``: the record's key, if the caller has built it). Returns what was stored: its
     bytes, or a :data:`Kept` record on a backend that keeps objects."""
-    c = loop.__dict__.get("_served_codec") or codec(loop)  # once per event: no call
+    c = codec(loop)
     if key is None:
         key = loop.keys.served(eid)
     if getattr(loop.backend, "keep_objects", False) and (kept := c.keep(rec)) is not None:
@@ -970,18 +968,6 @@ def mark_learned(loop: OnlineLoop, wb: WriteBatch, eid: str, raw: bytes) -> None
         wb.set(loop.keys.learned(eid), b"1", loop.served_ttl_s)
 
 
-def mark_learned_many(loop: OnlineLoop, wb: WriteBatch, todo: Sequence[tuple[str, Any, Any, bytes]]) -> None:
-    """:func:`mark_learned` for each ``(event id, _, _, stored record)`` in order, the checks
-    of the common case (a packed record, flagged in its first byte) inlined: the same writes."""
-    sets = wb.sets
-    served_key, ttl = loop.keys.served, loop.served_ttl_s
-    for eid, _, _, raw in todo:
-        if raw.__class__ is bytes and raw[0] & PACKED2:  # (ServedCodec.can_flag and flagged)
-            sets[served_key(eid)] = (bytes((raw[0] | LEARNED,)) + raw[1:], ttl)
-        else:
-            mark_learned(loop, wb, eid, raw)
-
-
 async def decode_many(loop: OnlineLoop, raws: Sequence[bytes | None], what: str) -> list[dict[str, Any] | None]:
     """Decode stored records, loading unknown layouts first (one read). A record whose layout
     is gone (it cannot be, short of a flushed Redis) decodes to None, like an expired one."""
@@ -990,11 +976,7 @@ async def decode_many(loop: OnlineLoop, raws: Sequence[bytes | None], what: str)
     known: set[bytes] = set()  # addresses found known in this batch (a batch's records share a few)
     for raw in raws:
         if raw and raw.__class__ is not Kept:  # (None, or b"": nothing needed, as needs says)
-            first = raw[0]
-            if first & PACKED2:  # (ServedCodec.needs, inlined for the common form)
-                d = raw[1:5] if first & SHORT_ADDRESS else raw[1:9]
-            else:
-                d = c.needs(raw)
+            d = c.needs(raw)
             if d is not None and d not in known:
                 if c.knows(d):
                     known.add(d)
