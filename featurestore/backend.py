@@ -316,7 +316,10 @@ class MemoryBackend(Backend):
 
     ``keep_objects``: values may be Python objects rather than bytes, stored and returned as
     given (an in-process replay keeps served records decoded: :mod:`streamlearn.streams.loop.served`
-    keeps only those its codec would give back exactly, so results are the same)."""
+    keeps only those its codec would give back exactly, so results are the same). The loop
+    then reads and writes this backend directly (:meth:`moment`, :meth:`get`, :meth:`put`,
+    :meth:`take`, :meth:`apply`) and keeps entity states as the view's objects too, so such a
+    backend is the loop's own: other readers of its entity keys get objects, not JSON."""
 
     #: a write is applied whole or not at all, and its caller always learns which: no receipts
     needs_receipts = False
