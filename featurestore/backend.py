@@ -316,7 +316,10 @@ class MemoryBackend(Backend):
 
     ``keep_objects``: values may be Python objects rather than bytes, stored and returned as
     given (an in-process replay keeps served records decoded: :mod:`streamlearn.streams.loop.served`
-    keeps only those its codec would give back exactly, so results are the same)."""
+    keeps only those its codec would give back exactly, so results are the same). The loop
+    then reads and writes this backend directly (:meth:`moment`, :meth:`get`, :meth:`put`,
+    :meth:`take`, :meth:`apply`) and keeps entity states as the view's objects too, so such a
+    backend is the loop's own: other readers of its entity keys get objects, not JSON."""
 
     #: a write is applied whole or not at all, and its caller always learns which: no receipts
     needs_receipts = False
@@ -357,6 +360,47 @@ class MemoryBackend(Backend):
         return out
 
     async def write_batch(self, batch: WriteBatch) -> dict[str, bytes | None]:
+        return self.apply(batch)
+
+    # ---------------------------------------------------------------- in-process callers
+    # An in-process replay's loop (``keep_objects``) calls these directly: the same semantics
+    # as read_many / write_batch, without a coroutine or a WriteBatch per call
+    # (:mod:`streamlearn.streams.loop.scoring`).
+    def moment(self) -> tuple[float, bool]:
+        """The clock, and whether no key can have expired by then (plain dictionary reads
+        are exact): read once per batch, for :meth:`get`, :meth:`put` and :meth:`take`."""
+        now = self._clock()
+        return now, now < self._none_expire_before
+
+    def get(self, key: str, now: float, fresh: bool) -> bytes | None:
+        """``key``'s value (``now``, ``fresh`` from :meth:`moment`)."""
+        if fresh:
+            item = self._kv.get(key)
+            return item[0] if item is not None else None
+        return self._get(key, now)
+
+    def put(self, key: str, value: bytes, ttl: int, now: float) -> None:
+        """Set ``key`` to ``value`` (kept as given), expiring ``ttl`` seconds after ``now``
+        (0: never)."""
+        if ttl > 0:
+            d = now + ttl
+            if d < self._none_expire_before:
+                self._none_expire_before = d
+        elif ttl == 0:
+            d = INF
+        else:
+            raise ValueError("put takes a ttl >= 0")
+        self._kv[key] = (value, d)
+
+    def take(self, key: str, now: float, fresh: bool) -> bytes | None:
+        """Read and delete ``key`` (GETDEL)."""
+        v = self.get(key, now, fresh)
+        if v is not None:
+            del self._kv[key]
+        return v
+
+    def apply(self, batch: WriteBatch) -> dict[str, bytes | None]:
+        """:meth:`write_batch`, called directly."""
         now = self._clock()
         kv = self._kv
         fresh = now < self._none_expire_before  # no key can have expired: no per-key checks

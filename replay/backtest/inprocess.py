@@ -2,7 +2,10 @@
 
 The same :class:`~streamlearn.streams.loop.OnlineLoop` the worker runs, so results
 differ from a live run only by the order in which events and labels interleave. Used by
-backtests, the demo's feature-store comparison and the tests.
+backtests, the demo's feature-store comparison and the tests. Its memory backend keeps
+objects, which the loop reads and writes directly (no write batches, coroutines or JSON per
+batch for them): tests/unit/replay/test_replay_objects_exact.py holds that path equal to
+every value stored as bytes through the backend, as on Redis.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from streamlearn.streams.loop import OnlineLoop
 
 
 def _replay_backend() -> MemoryBackend:
-    # served records kept as objects, not bytes: exact (see streams/loop/served.py), and the
-    # replay neither encodes nor decodes them
+    # served records and entity states kept as objects, not bytes: exact (see
+    # streams/loop/served.py and scoring.py), and the replay neither encodes nor decodes them
     return MemoryBackend(keep_objects=True)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from streamlearn.featurestore.backend import WriteBatch
+from streamlearn.featurestore.backend import MemoryBackend, WriteBatch
 from streamlearn.schemas.records import Prediction
 from streamlearn.streams.loop import served as srv
 from streamlearn.streams.loop.serde import dumps
@@ -103,7 +103,16 @@ async def learn_locked(loop: OnlineLoop, feedback: Sequence[dict[str, Any]]) -> 
         read_keys.append(keys.served(i))
         learned_keys.append(keys.learned(i))
     read_keys += learned_keys
-    raw = await loop.read(read_keys, "learn read")
+    backend = loop.backend
+    objects = backend.__class__ is MemoryBackend and backend.keep_objects
+    if objects:  # an in-process replay's memory backend, read directly (as scoring does)
+        now, fresh = backend.moment()
+        get = backend.get
+        raw = []
+        for k in read_keys:
+            raw.append(get(k, now, fresh))
+    else:
+        raw = await loop.read(read_keys, "learn read")
     served, marked = raw[: len(ids)], raw[len(ids) :]
     recs = await srv.decode_many(loop, served, "learn read")
     wb = WriteBatch()
@@ -134,7 +143,11 @@ async def learn_locked(loop: OnlineLoop, feedback: Sequence[dict[str, Any]]) -> 
                 todo.append((fb["event_id"], fb["label"], rec, stored))
     learn_many(loop, todo, wb, report)
     # in-memory model is ahead of the store until this lands: retry, never re-learn
-    await loop.write(wb, "learn write")
+    if objects:
+        backend.apply(wb)  # type: ignore[attr-defined]
+    else:
+        await loop.write(wb, "learn write")
     loop.log_len += len(report.learned)
-    await loop.decide_locked()
+    if loop.lifecycle is not None:  # (nothing to decide without one)
+        await loop.decide_locked()
     return report

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from streamlearn.featurestore.backend import WriteBatch
+from streamlearn.featurestore.backend import MemoryBackend, WriteBatch
 from streamlearn.featurestore.errors import FeatureError
 from streamlearn.schemas.records import Prediction
 from streamlearn.streams.loop import labels, served
@@ -57,7 +57,12 @@ async def score_locked(loop: OnlineLoop, events: Sequence[dict[str, Any]]) -> li
     """Features -> score -> persist, for events in order (the loop's lock is held).
 
     Batches are small when events and labels interleave (one or two events, in a replay
-    too), so the per-batch work is kept to one pass and each key is built once."""
+    too), so the per-batch work is kept to one pass and each key is built once. The state
+    access is the backend's (:func:`_read`, :func:`_write`), or, on an in-process replay's
+    memory backend that keeps objects, direct (:func:`_read_objects`, :func:`_write_objects`:
+    no coroutine, write batch or JSON per batch); the decisions below are the same for both."""
+    backend = loop.backend
+    objects = backend.__class__ is MemoryBackend and backend.keep_objects
     keys = loop.keys
     # one loop, no comprehensions: each is a function object and a frame per batch
     ent_index: dict[str, None] = {}
@@ -69,20 +74,15 @@ async def score_locked(loop: OnlineLoop, events: Sequence[dict[str, Any]]) -> li
     ent_keys = []
     for e in entities:
         ent_keys.append(keys.entity(e))
-    raw = await loop.read(ent_keys + srv_keys, "score read")
-    n_ent = len(entities)
-    states: dict[str, Any] = {}
-    for e, v in zip(entities, raw):
-        states[e] = loads(v) if v else None
-    served_before = raw[n_ent:]
+    if objects:
+        states, served_before = _read_objects(backend, entities, ent_keys, srv_keys)  # type: ignore[arg-type]
+    else:
+        states, served_before = await _read(loop, entities, ent_keys, srv_keys)
     prior_recs = (served_before if served_before.count(None) == len(served_before)
                   else await served.decode_many(loop, served_before, "score read"))
 
-    batch = WriteBatch()
     changed: dict[str, None] = {}  # entities whose state changed, in order
     served_now: dict[str, dict[str, Any]] = {}
-    served_raw: dict[str, Any] = {}
-    pending: list[tuple[str, str]] = []  # (event id, its parked label's key), as served now
     preds: list[Prediction] = []
     compute = loop.view.compute
     # features first (entity state changes event by event), then every model scores the
@@ -106,6 +106,7 @@ async def score_locked(loop: OnlineLoop, events: Sequence[dict[str, Any]]) -> li
         first_x[eid] = x
         todo.append((ev, x, srv_key))
     scored = score_many(loop, [(ev, x) for ev, x, _ in todo])
+    fresh: list[tuple[str, str, dict[str, Any]]] = []  # (event id, served key, record) to store
     for (ev, x, srv_key), (p, per_model) in zip(todo, scored):
         preds.append(p)
         if srv_key is None:
@@ -115,9 +116,44 @@ async def score_locked(loop: OnlineLoop, events: Sequence[dict[str, Any]]) -> li
         # what each model predicted is kept with the features: labels are scored against it
         rec = {"x": x, "t": ev["event_time"], "m": per_model, "s": p.model_version}
         served_now[eid] = rec
+        fresh.append((eid, srv_key, rec))
+    # the served records, each with any label parked before its event was served (taken in
+    # the same transaction that serves it, so another process can never park one in between
+    # unseen), and the entities' new states: one atomic write
+    if objects:
+        served_raw, parked = _write_objects(loop, fresh, entities, ent_keys, states, changed)
+    else:
+        served_raw, parked = await _write(loop, fresh, entities, ent_keys, states, changed)
+    loop.counters.events_scored += len(preds)
+    if parked:  # labels that arrived before their event
+        await labels.learn_parked(loop, parked, preds, served_now, served_raw)
+    if loop.lifecycle is not None and loop.is_learner:
+        loop.lifecycle.on_scored([rec["x"] for rec in served_now.values()])
+        await loop.decide_locked()
+    return preds
+
+
+async def _read(loop: OnlineLoop, entities: list[str], ent_keys: list[str], srv_keys: list[str]
+                ) -> tuple[dict[str, Any], list[Any]]:
+    """Entity states (decoded) and the records stored for the events (as stored), one read."""
+    raw = await loop.read(ent_keys + srv_keys, "score read")
+    states: dict[str, Any] = {}
+    for e, v in zip(entities, raw):
+        states[e] = loads(v) if v else None
+    return states, raw[len(entities):]
+
+
+async def _write(loop: OnlineLoop, fresh: list[tuple[str, str, dict[str, Any]]], entities: list[str],
+                 ent_keys: list[str], states: dict[str, Any], changed: dict[str, None]
+                 ) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+    """Store the records and changed states in one atomic write; returns what was stored per
+    event and the parked labels it took, as (event id, label)."""
+    keys = loop.keys
+    batch = WriteBatch()
+    served_raw: dict[str, Any] = {}
+    pending: list[tuple[str, str]] = []  # (event id, its parked label's key)
+    for eid, srv_key, rec in fresh:
         served_raw[eid] = served.encode_into(loop, batch, eid, rec, srv_key)
-        # a label parked before this event was served is taken in the same transaction
-        # that serves it, so another process can never park one in between unseen
         pk = keys.pending(eid)
         batch.getdels.append(pk)
         pending.append((eid, pk))
@@ -125,14 +161,58 @@ async def score_locked(loop: OnlineLoop, events: Sequence[dict[str, Any]]) -> li
         if e in changed:
             batch.set(k, dumps(states[e]), loop.entity_ttl_s)
     taken = await loop.write(batch, "score write")
-    loop.counters.events_scored += len(preds)
     parked = []
     for eid, pk in pending:
         if (v := taken.get(pk)) is not None:
             parked.append((eid, loads(v)["y"]))
-    if parked:  # labels that arrived before their event
-        await labels.learn_parked(loop, parked, preds, served_now, served_raw)
-    if loop.lifecycle is not None and loop.is_learner:
-        loop.lifecycle.on_scored([rec["x"] for rec in served_now.values()])
-        await loop.decide_locked()
-    return preds
+    return served_raw, parked
+
+
+def _read_objects(backend: MemoryBackend, entities: list[str], ent_keys: list[str], srv_keys: list[str]
+                  ) -> tuple[dict[str, Any], list[Any]]:
+    """:func:`_read` on a memory backend that keeps objects: entity states are stored as the
+    objects the view returned. (The view returns states as JSON gives them back, so a state
+    read from Redis equals the object: see FeatureView.compute; within a batch the loop
+    always used the object.)"""
+    now, fresh = backend.moment()
+    get = backend.get
+    states: dict[str, Any] = {}
+    for e, k in zip(entities, ent_keys):
+        v = get(k, now, fresh)
+        states[e] = (loads(v) if v.__class__ is bytes else v) if v else None
+    prior = []
+    for k in srv_keys:
+        prior.append(get(k, now, fresh))
+    return states, prior
+
+
+def _write_objects(loop: OnlineLoop, fresh: list[tuple[str, str, dict[str, Any]]], entities: list[str],
+                   ent_keys: list[str], states: dict[str, Any], changed: dict[str, None]
+                   ) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+    """:func:`_write` on a memory backend that keeps objects: each record kept as an object
+    (:meth:`ServedCodec.keep`; bytes where it cannot be), states as objects, set directly (one
+    process, the loop's lock held: nothing sees a half-applied batch)."""
+    backend: MemoryBackend = loop.backend  # type: ignore[assignment]
+    keys = loop.keys
+    now, is_fresh = backend.moment()
+    keep = served.codec(loop).keep
+    ttl = loop.served_ttl_s
+    served_raw: dict[str, Any] = {}
+    parked = []
+    for eid, srv_key, rec in fresh:
+        kept = keep(rec) if ttl > 0 else None
+        if kept is not None and backend.get(srv_key, now, is_fresh) is None:  # set if absent
+            backend.put(srv_key, kept, ttl, now)  # type: ignore[arg-type]
+            served_raw[eid] = kept
+        else:  # bytes (and its layout), or a record already there: as the backend's write does
+            wb = WriteBatch()
+            served_raw[eid] = served.encode_into(loop, wb, eid, rec, srv_key)
+            backend.apply(wb)
+        v = backend.take(keys.pending(eid), now, is_fresh)
+        if v is not None:
+            parked.append((eid, loads(v)["y"]))
+    ttl = loop.entity_ttl_s
+    for e, k in zip(entities, ent_keys):
+        if e in changed:
+            backend.put(k, states[e], ttl, now)
+    return served_raw, parked

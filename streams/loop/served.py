@@ -457,10 +457,11 @@ def _compile_builder(layout: Layout, forms: tuple[int, ...]) -> Any:
 # backend of an in-process replay): only a record the packed encoding gives back exactly
 # (:meth:`ServedCodec.keep`), copied when stored and rebuilt when read, so a replay computes
 # what it would from the bytes without encoding or decoding them. It is a plain tuple
-# ``(learned, layout, t, s, numbers, ((pred, n), ...))`` (never bytes, so told apart by its
-# class): the numbers (features in order, then per model its score and probabilities) packed
-# as float64 (bit for bit, 8 bytes each), the rest atoms and tuples of atoms, which the garbage
-# collector stops tracking; a replay holds one per event.
+# ``(learned, layout, t, s, numbers, ((n, form, pred), ...))`` (never bytes, so told apart by
+# its class; each model's head as a decoder reads it, its form _P_STORED): the numbers
+# (features in order, then per model its score and probabilities) packed as float64 (bit for
+# bit, 8 bytes each), the rest atoms and tuples of atoms, which the garbage collector stops
+# tracking; a replay holds one per event.
 Kept = tuple
 
 
@@ -474,17 +475,19 @@ def _f64s(n: int) -> struct.Struct:
 _f64_by_n: dict[int, struct.Struct] = {}
 
 
+_kept_builders: dict[Layout, Any] = {}  # a kept layout -> its record builder (_compile_builder)
+
+
 def _unkeep(k: Kept) -> dict[str, Any]:
-    """A fresh record as decoding gives one: new dicts (keys in the decoder's order), same values."""
-    _, (names, models), t, s, nums, heads = k
-    vals = _f64s(len(nums) >> 3).unpack(nums)
-    i = len(names)
-    per_model: dict[str, Any] = {}
-    for (v, keys), (pred, n) in zip(models, heads):
-        j = i + 1 + len(keys)
-        per_model[v] = {"score": vals[i], "pred": pred, "proba": dict(zip(keys, vals[i + 1:j])), "n": n}
-        i = j
-    return {"x": dict(zip(names, vals)), "t": t, "m": per_model, "s": s}
+    """A fresh record as decoding gives one: new dicts (keys in the decoder's order), same
+    values; built by the layout's compiled builder, as a decoder builds it."""
+    _, layout, t, s, nums, heads = k
+    build = _kept_builders.get(layout)
+    if build is None:
+        if len(_kept_builders) >= MAX_BUILDERS:
+            _kept_builders.clear()
+        build = _kept_builders[layout] = _compile_builder(layout, (_P_STORED,) * len(layout[1]))
+    return build(_f64s(len(nums) >> 3).unpack(nums), t, s, heads)
 
 
 _T_MIN, _T_MAX = -(1 << 47), 1 << 47  # the packed event time's 6 signed bytes
@@ -732,7 +735,7 @@ class ServedCodec:
                 nums.append(score)
                 nums += proba.values()
                 models.append((v, tuple(proba)))
-                heads.append((pred, n))
+                heads.append((n, _P_STORED, pred))
             if list(map(type, nums)).count(float) != len(nums):
                 return None
             layout: Layout = (tuple(x), tuple(models))
