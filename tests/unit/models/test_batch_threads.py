@@ -2,7 +2,7 @@
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
-from threadpoolctl import threadpool_info
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from streamlearn.models.estimators.batch import BatchClassifier
 
@@ -25,13 +25,16 @@ def test_one_row_is_predicted_with_one_openmp_thread_and_the_same_probabilities(
     rng = np.random.default_rng(3)
     X = rng.normal(size=(600, 4))
     y = X[:, 0] - X[:, 2] + rng.normal(size=600) > 0
-    est = _Watching(max_iter=20).fit(X, y)
-    before = _openmp_threads()
-    assert before, "scikit-learn's OpenMP runtime is loaded"
+    est = _Watching(max_iter=20).fit(X, y)  # with the unit tier's one thread (tests/unit/conftest.py)
     model = BatchClassifier(est, None, ["a", "b", "c", "d"])
-    for row in X[:25]:
-        p = model.predict_proba_one(dict(zip("abcd", row.tolist())))
+    _Watching.seen = []
+    # a pool of two threads whatever the machine or the tier's bound, so the bound is the model's
+    with threadpool_limits(limits=2, user_api="openmp"):
+        before = _openmp_threads()
+        assert before and set(before) == {2}, "scikit-learn's OpenMP runtime is loaded, with 2 threads"
+        got = [model.predict_proba_one(dict(zip("abcd", row.tolist()))) for row in X[:25]]
+        assert _openmp_threads() == before  # the bound ends with the call
+    for p, row in zip(got, X[:25]):
         want = HistGradientBoostingClassifier.predict_proba(est, row.reshape(1, -1))[0]
         assert [p[False], p[True]] == want.tolist()  # bit for bit, thread count aside
-    assert _Watching.seen and all(t and set(t) == {1} for t in _Watching.seen[:25])
-    assert _openmp_threads() == before  # the bound ends with the call
+    assert len(_Watching.seen) == 25 and all(t and set(t) == {1} for t in _Watching.seen)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 from streamlearn import datasets
 from streamlearn.featurestore.backend import MemoryBackend
@@ -30,16 +29,6 @@ from streamlearn.streams.loop import OnlineLoop
 
 KEY = b"test-artifact-key"
 VIEW = get_view("entity_v1")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread_per_process():
-    """sklearn's predictions (100 OpenMP regions per HGB predict_proba) and BLAS calls with the
-    default thread pool: with 3 xdist workers on 2 cores every region waits for descheduled,
-    spinning threads (the HGB test took 29-45 s wall instead of ~2 s). The numbers are the same
-    with one thread: each row's prediction is computed by one thread either way."""
-    with threadpool_limits(limits=1):
-        yield
 
 
 def _ev(eid: str, t: int, amount: float, entity: str = "card-1") -> dict:
