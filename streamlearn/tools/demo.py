@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -60,8 +61,11 @@ BAD_MESSAGES = [
 
 
 def produce_stream(settings: Settings, items: list[datasets.Item], rate: float | None, bad: int = 0,
-                   on_event: Callable[[], None] | None = None) -> tuple[int, int]:
-    """Send events and labels in arrival order (optionally paced). Returns (events, labels)."""
+                   on_event: Callable[[], None] | None = None,
+                   stop: threading.Event | None = None) -> tuple[int, int]:
+    """Send events and labels in arrival order (optionally paced). Returns (events, labels).
+    Once ``stop`` is set (Ctrl-C) it sends nothing more and drops what is queued: a producer
+    left running holds its connection, and the embedded broker waits for it on shutdown."""
     reg = AvroCodec.default()
     enc_event, enc_fb = reg.encoder("event"), reg.encoder("feedback")
     producer = make_producer(settings)
@@ -69,6 +73,10 @@ def produce_stream(settings: Settings, items: list[datasets.Item], rate: float |
     start = time.monotonic()
     bad_every = max(1, len(items) // (bad + 1)) if bad else 0
     for kind, rec in datasets.arrival_order(items):
+        if stop is not None and stop.is_set():
+            producer.purge()
+            producer.flush(1)
+            return n_ev, n_fb
         if kind == "event":
             producer.produce(settings.topic_events, enc_event(rec), rec["entity"].encode())
             n_ev += 1
@@ -80,7 +88,10 @@ def produce_stream(settings: Settings, items: list[datasets.Item], rate: float |
             if rate:
                 ahead = n_ev / rate - (time.monotonic() - start)
                 if ahead > 0:
-                    time.sleep(ahead)
+                    if stop is not None:
+                        stop.wait(ahead)
+                    else:
+                        time.sleep(ahead)
         else:
             producer.produce(settings.topic_feedback, enc_fb(rec), rec["event_id"].encode())
             n_fb += 1
@@ -138,6 +149,8 @@ def run_demo(dataset: str = "cards", events: int | None = None, rate: float | No
     infra = None
     worker = None
     follower = None
+    producing: threading.Thread | None = None
+    stop_producing = threading.Event()
     try:
         if kafka and redis_url:
             addresses = {"KAFKA_BOOTSTRAP": kafka, "REDIS_URL": redis_url}
@@ -169,16 +182,13 @@ def run_demo(dataset: str = "cards", events: int | None = None, rate: float | No
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                       MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
             task = progress.add_task("predictions", total=len(items))
-            import threading
-
-            done = threading.Event()
             counts: dict[str, int] = {}
 
             def produce() -> None:
-                counts["events"], counts["labels"] = produce_stream(settings, items, rate, bad)
-                done.set()
+                counts["events"], counts["labels"] = produce_stream(settings, items, rate, bad,
+                                                                    stop=stop_producing)
 
-            th = threading.Thread(target=produce, daemon=True)
+            th = producing = threading.Thread(target=produce, daemon=True)
             th.start()
             r = redis.Redis.from_url(settings.redis_url)
             deadline = time.monotonic() + 300 + len(items) / 200
@@ -217,6 +227,9 @@ def run_demo(dataset: str = "cards", events: int | None = None, rate: float | No
         print_summary(summary)
         return summary
     finally:
+        if producing is not None and producing.is_alive():  # interrupted mid-stream
+            stop_producing.set()
+            producing.join(10)
         if follower:
             follower.close()
         if worker:

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 
 from streamlearn.settings import Settings
 from streamlearn.tools.demo import read_status
@@ -57,6 +58,11 @@ def test_ctrl_c_stops_everything_and_leaves_no_orphans(tmp_path):
         return "worker   pid" in line
 
     wait_for(worker_started, 60, "the demo to start its worker", interval=0)
+    # from here on its output is read as a terminal would read it: a full pipe would block the
+    # demo's own writes (its progress, librdkafka's logs) and look like a hang
+    rest: list[str] = []
+    reader = threading.Thread(target=lambda: rest.extend(proc.stdout), daemon=True)
+    reader.start()
     children = _children(proc.pid)
     worker_pid = int(re.search(r"pid (\d+)", lines[-1]).group(1))
     assert worker_pid in children and len(children) >= 3  # broker, redis, worker
@@ -65,5 +71,11 @@ def test_ctrl_c_stops_everything_and_leaves_no_orphans(tmp_path):
     # interrupt mid-stream: once the worker has scored some events
     wait_for(lambda: read_status(settings).get("counters", {}).get("events_scored", 0) > 0, 60, "scoring")
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=60)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        reader.join(5)
+        raise AssertionError("the demo did not exit within 60 s of Ctrl-C; its output:\n"
+                             + "".join(lines + rest)[-4000:]) from None
     wait_for(lambda: not any(pid_alive(p) for p in children), 30, "broker, redis and worker to exit")
