@@ -154,5 +154,6 @@ def run_worker(settings: Settings, loglevel: str = "info",
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
     worker = _Worker(app, loglevel=loglevel, quiet=True, override_logging=True)
-    worker.stop_guard = StopGuard(settings.stop_timeout_s, runtime.backend.ping, app.streamlearn_intake.commit)  # type: ignore[attr-defined]
+    worker.stop_guard = StopGuard(settings.stop_timeout_s, runtime.backend.ping, app.streamlearn_intake.commit,  # type: ignore[attr-defined]
+                                  released=lambda: runtime.store_released)
     worker.execute_from_commandline()

@@ -6,7 +6,9 @@ call forever (a Redis restart must stall, never crash), so that stop never ended
 ~10 minutes, then SIGKILL from any supervisor). Two bounds:
 
 * at the signal, the state store is pinged; if it does not answer, the worker commits what
-  it has finished (bounded) and exits at once: there is no checkpoint to write anyway;
+  it has finished (bounded) and exits at once: there is no checkpoint to write anyway (unless
+  the graceful stop has already written it and is closing its client: that ping's failure
+  is its own close);
 * whatever else hangs, the process exits ``stop_timeout_s`` after the signal.
 
 Either exit is as safe as a crash, which the design already survives: every learned label
@@ -39,10 +41,15 @@ class StopGuard:
 
     def __init__(self, timeout_s: float, store_ping: Callable[[], Awaitable[bool]],
                  commit: Callable[[], Awaitable[object]] | None = None,
-                 exit: Callable[[int], None] = os._exit) -> None:
+                 exit: Callable[[int], None] = os._exit,
+                 released: Callable[[], bool] | None = None) -> None:
         self.timeout_s = timeout_s
         self.store_ping = store_ping
         self.commit = commit
+        # True once the graceful stop is done with the store (final checkpoint written) and
+        # closes its client: a ping failing after that is that close, not an unreachable store
+        self.released = released
+        self.check: asyncio.Task[None] | None = None
         self._exit = exit
         self.armed = False
         self._timer: threading.Timer | None = None
@@ -55,7 +62,7 @@ class StopGuard:
         self._timer = threading.Timer(self.timeout_s, self._deadline)
         self._timer.daemon = True
         self._timer.start()
-        loop.create_task(self._check_store())
+        self.check = loop.create_task(self._check_store())
 
     def _deadline(self) -> None:
         self.exit_now(f"the graceful stop did not finish within {self.timeout_s:g}s (stop_timeout_s)")
@@ -65,7 +72,7 @@ class StopGuard:
             ok = await asyncio.wait_for(self.store_ping(), STORE_PING_TIMEOUT_S)
         except Exception:  # noqa: BLE001 - a timeout or a connection error: unreachable either way
             ok = False
-        if ok:
+        if ok or (self.released is not None and self.released()):
             return
         if self.commit is not None:
             try:  # offsets of finished batches only: less to process again on restart

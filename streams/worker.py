@@ -91,6 +91,7 @@ class WorkerRuntime:
         self.outbox_topics = {"lifecycle": settings.topic_lifecycle, "drift": settings.topic_drift,
                               "feedback": settings.topic_feedback}
         self.ready = asyncio.Event()
+        self.store_released = False  # set by close() once the final checkpoint is written
         self.deadlettered = 0
         self.assigned: list[tuple[str, int]] = []  # set by the transport on rebalance
         self.mirror = RegistryMirror(open_registry(settings), {
@@ -315,4 +316,5 @@ class WorkerRuntime:
         if self.ready.is_set():
             await self.loop.checkpoint(self.status_extra())
         await self.out.flush(10)
+        self.store_released = True  # the stop guard's ping may fail from here on: our own close
         await self.backend.close()

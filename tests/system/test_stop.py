@@ -94,6 +94,29 @@ def test_guard_exits_at_once_when_the_store_does_not_answer():
     assert commits == [1], "finished work is committed before leaving"
 
 
+def test_guard_does_not_take_the_graceful_stops_own_close_for_an_unreachable_store():
+    # the graceful stop can write its checkpoint and close the Redis client before the guard's
+    # ping answers (CI under load: a worker exited 143 after a clean stop); the ping then fails
+    dead = RedisBackend(f"redis://127.0.0.1:{free_port()}/0")  # the ping fails, as on a closed client
+    exits, commits, released = _Exits(), [], []
+
+    async def commit() -> bool:
+        commits.append(1)
+        return True
+
+    async def scenario() -> None:
+        guard = StopGuard(30.0, dead.ping, commit, exit=exits, released=lambda: bool(released))
+        released.append(1)  # what WorkerRuntime.close sets before closing its client
+        guard.arm(asyncio.get_running_loop())
+        assert guard.check is not None
+        await asyncio.wait_for(guard.check, 10)
+        guard.cancel()
+        await dead.close()
+
+    asyncio.run(scenario())
+    assert exits.codes == [] and commits == [], "a stop that is done with the store is left to finish"
+
+
 def test_guard_leaves_a_healthy_stop_alone_until_its_deadline(infra):
     live = RedisBackend(infra.redis_url)
     exits = _Exits()
