@@ -58,6 +58,10 @@ class Backend(ABC):
     #: whether the loop tags each write with a receipt, so a write retried after a lost answer
     #: (a store stopped mid-write) is applied at most once
     needs_receipts: bool = True
+    #: the online loop may read and write this backend directly, synchronously (``moment``,
+    #: ``get``/``get_all``, ``put``, ``take``, ``apply``): only an in-process replay's memory
+    #: backend that keeps objects (:class:`MemoryBackend`)
+    direct: bool = False
 
     @abstractmethod
     async def read_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
@@ -362,6 +366,11 @@ class MemoryBackend(Backend):
     async def write_batch(self, batch: WriteBatch) -> dict[str, bytes | None]:
         return self.apply(batch)
 
+    @property
+    def direct(self) -> bool:  # type: ignore[override]
+        # a subclass may change what a read or write does: only this class is used directly
+        return self.keep_objects and type(self) is MemoryBackend
+
     # ---------------------------------------------------------------- in-process callers
     # An in-process replay's loop (``keep_objects``) calls these directly: the same semantics
     # as read_many / write_batch, without a coroutine or a WriteBatch per call
@@ -378,6 +387,15 @@ class MemoryBackend(Backend):
             item = self._kv.get(key)
             return item[0] if item is not None else None
         return self._get(key, now)
+
+    def get_all(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Each key's value, read at one moment (:meth:`read_many`, called directly)."""
+        now, fresh = self.moment()
+        get = self.get
+        out = []
+        for k in keys:  # a loop, not a comprehension: replay batches hold one or two items
+            out.append(get(k, now, fresh))
+        return out
 
     def put(self, key: str, value: bytes, ttl: int, now: float) -> None:
         """Set ``key`` to ``value`` (kept as given), expiring ``ttl`` seconds after ``now``

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from streamlearn.featurestore.backend import MemoryBackend, WriteBatch
+from streamlearn.featurestore.backend import WriteBatch
 from streamlearn.schemas.records import Prediction
 from streamlearn.streams.loop import served as srv
 from streamlearn.streams.loop.serde import dumps
@@ -104,13 +104,9 @@ async def learn_locked(loop: OnlineLoop, feedback: Sequence[dict[str, Any]]) -> 
         learned_keys.append(keys.learned(i))
     read_keys += learned_keys
     backend = loop.backend
-    objects = backend.__class__ is MemoryBackend and backend.keep_objects
+    objects = backend.direct
     if objects:  # an in-process replay's memory backend, read directly (as scoring does)
-        now, fresh = backend.moment()
-        get = backend.get
-        raw = []
-        for k in read_keys:
-            raw.append(get(k, now, fresh))
+        raw = backend.get_all(read_keys)  # type: ignore[attr-defined]
     else:
         raw = await loop.read(read_keys, "learn read")
     served, marked = raw[: len(ids)], raw[len(ids) :]

@@ -62,7 +62,7 @@ async def score_locked(loop: OnlineLoop, events: Sequence[dict[str, Any]]) -> li
     memory backend that keeps objects, direct (:func:`_read_objects`, :func:`_write_objects`:
     no coroutine, write batch or JSON per batch); the decisions below are the same for both."""
     backend = loop.backend
-    objects = backend.__class__ is MemoryBackend and backend.keep_objects
+    objects = backend.direct
     keys = loop.keys
     # one loop, no comprehensions: each is a function object and a frame per batch
     ent_index: dict[str, None] = {}
@@ -174,16 +174,11 @@ def _read_objects(backend: MemoryBackend, entities: list[str], ent_keys: list[st
     objects the view returned. (The view returns states as JSON gives them back, so a state
     read from Redis equals the object: see FeatureView.compute; within a batch the loop
     always used the object.)"""
-    now, fresh = backend.moment()
-    get = backend.get
+    raw = backend.get_all(ent_keys + srv_keys)
     states: dict[str, Any] = {}
-    for e, k in zip(entities, ent_keys):
-        v = get(k, now, fresh)
+    for e, v in zip(entities, raw):
         states[e] = (loads(v) if v.__class__ is bytes else v) if v else None
-    prior = []
-    for k in srv_keys:
-        prior.append(get(k, now, fresh))
-    return states, prior
+    return states, raw[len(entities):]
 
 
 def _write_objects(loop: OnlineLoop, fresh: list[tuple[str, str, dict[str, Any]]], entities: list[str],
