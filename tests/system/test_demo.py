@@ -45,10 +45,19 @@ def test_demo_streams_the_whole_loop_and_prints_a_summary(tmp_path):
     assert "v1 predictions reproduced exactly" in proc.stdout
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    # the demo gets SIGINT as a terminal's foreground job does: a child inherits an ignored or
+    # blocked SIGINT from its parent, and earlier tests in the same test process can leave it
+    # so (in CI the demo streamed all 50,000 events after the signal, its handler never ran)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_ctrl_c_stops_everything_and_leaves_no_orphans(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlearn", "demo", "--events", "50000", "--rate", "2000", "--no-compare"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"},
+        preexec_fn=_ctrl_c_as_in_a_terminal,
     )
     lines: list[str] = []
 
