@@ -417,6 +417,13 @@ class MemoryBackend(Backend):
             del self._kv[key]
         return v
 
+    def extend_list(self, key: str, values: Sequence[bytes]) -> None:
+        """Append ``values`` to the list at ``key`` (as a write batch's ``appends`` does)."""
+        got = self._lists.get(key)
+        if got is None:
+            got = self._lists[key] = []
+        got += map(_own, values)
+
     def apply(self, batch: WriteBatch) -> dict[str, bytes | None]:
         """:meth:`write_batch`, called directly."""
         now = self._clock()
@@ -450,12 +457,8 @@ class MemoryBackend(Backend):
                 kv.pop(key, None)
                 self._lists.pop(key, None)
         if batch.appends:
-            lists = self._lists
             for key, values in batch.appends.items():
-                got_list = lists.get(key)
-                if got_list is None:
-                    got_list = lists[key] = []
-                got_list += map(_own, values)
+                self.extend_list(key, values)
         if batch.trims:
             for key, n in batch.trims.items():
                 del self._lists.get(key, [])[:n]

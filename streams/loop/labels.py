@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from streamlearn.featurestore.backend import WriteBatch
+from streamlearn.featurestore.backend import MemoryBackend, WriteBatch
 from streamlearn.schemas.records import Prediction
 from streamlearn.streams.loop import served as srv
 from streamlearn.streams.loop.serde import dumps
@@ -42,12 +42,15 @@ def learn_one(loop: OnlineLoop, eid: str, y: Any, rec: dict[str, Any], wb: Write
     learn_many(loop, [(eid, y, rec, raw)], wb, report)
 
 
-def learn_many(loop: OnlineLoop, todo: Sequence[tuple[str, Any, dict[str, Any], bytes]], wb: WriteBatch,
+def learn_many(loop: OnlineLoop, todo: Sequence[tuple[str, Any, dict[str, Any], bytes]], wb: WriteBatch | None,
                report: LearnReport) -> None:
     """Learn each ``(event id, label, served record, stored record)`` in order, as
     :func:`learn_all` one by one would: every model and the lifecycle see the labels in the
     same order and nothing of one reads another, so each takes the batch whole (its per-label
-    set-up done once). ``on_learn`` hooks then see each label in order (they read no model)."""
+    set-up done once). ``on_learn`` hooks then see each label in order (they read no model).
+    The learned flags and learn-log entries go into ``wb``, or with ``wb`` None (the plain
+    path of a backend the loop uses directly: every stored record a kept one) straight into
+    the backend, as applying them would."""
     if not todo:
         return
     models = loop.models
@@ -56,9 +59,17 @@ def learn_many(loop: OnlineLoop, todo: Sequence[tuple[str, Any, dict[str, Any], 
         learner.learn_many([(rec["x"], y, rec["m"].get(key)) for _, y, rec, _ in todo])
     if loop.lifecycle is not None:
         loop.lifecycle.on_labels(models, [(y, rec["m"], rec.get("s")) for _, y, rec, _ in todo])
-    for eid, _, _, raw in todo:
-        srv.mark_learned(loop, wb, eid, raw)  # the stored record ``raw`` flagged, or an old one's marker
-    wb.appends.setdefault(loop.keys.learn_log, []).extend([dumps({"id": eid, "y": y}) for eid, y, _, _ in todo])
+    if wb is None:
+        backend: MemoryBackend = loop.backend  # type: ignore[assignment]
+        now, _ = backend.moment()
+        ttl, key, put = loop.served_ttl_s, loop.keys.served, backend.put
+        for eid, _, _, raw in todo:
+            put(key(eid), (True, *raw[1:]), ttl, now)  # type: ignore[arg-type]  # (mark_learned's)
+        backend.extend_list(loop.keys.learn_log, [dumps({"id": eid, "y": y}) for eid, y, _, _ in todo])
+    else:
+        for eid, _, _, raw in todo:
+            srv.mark_learned(loop, wb, eid, raw)  # the stored record ``raw`` flagged, or an old one's marker
+        wb.appends.setdefault(loop.keys.learn_log, []).extend([dumps({"id": eid, "y": y}) for eid, y, _, _ in todo])
     report.learned.extend([eid for eid, _, _, _ in todo])
     loop.counters.labels_learned += len(todo)
     loop.dirty = True
@@ -93,6 +104,13 @@ async def learn_parked(loop: OnlineLoop, parked: list[tuple[str, Any]], preds: l
 async def learn_locked(loop: OnlineLoop, feedback: Sequence[dict[str, Any]]) -> LearnReport:
     """Join labels to what was served and learn each exactly once, in order (lock held)."""
     report = LearnReport()
+    backend = loop.backend
+    if backend.direct and (todo := _plain(loop, feedback)) is not None:
+        learn_many(loop, todo, None, report)
+        loop.log_len += len(report.learned)
+        if loop.lifecycle is not None:
+            await loop.decide_locked()
+        return report
     keys = loop.keys
     ids = []
     read_keys = []
@@ -103,7 +121,6 @@ async def learn_locked(loop: OnlineLoop, feedback: Sequence[dict[str, Any]]) -> 
         read_keys.append(keys.served(i))
         learned_keys.append(keys.learned(i))
     read_keys += learned_keys
-    backend = loop.backend
     objects = backend.direct
     if objects:  # an in-process replay's memory backend, read directly (as scoring does)
         raw = backend.get_all(read_keys)  # type: ignore[attr-defined]
@@ -147,3 +164,27 @@ async def learn_locked(loop: OnlineLoop, feedback: Sequence[dict[str, Any]]) -> 
     if loop.lifecycle is not None:  # (nothing to decide without one)
         await loop.decide_locked()
     return report
+
+
+def _plain(loop: OnlineLoop, feedback: Sequence[dict[str, Any]]) -> list[tuple[str, Any, dict[str, Any], Any]] | None:
+    """On a backend the loop uses directly (an in-process replay): the labels to learn, in
+    order, when every label is plain: its id once in the batch, its event served (a record
+    kept as objects), not learned before. Then :func:`learn_locked` learns them all without
+    its general path (lists of keys, decoding, parking); None, having changed nothing, when
+    any label is not plain (that batch takes the general path). Held equal to the general
+    path on bytes by tests/unit/replay/test_replay_objects_exact.py."""
+    backend = loop.backend
+    keys = loop.keys
+    now, fresh = backend.moment()  # type: ignore[attr-defined]
+    get = backend.get  # type: ignore[attr-defined]
+    todo = []
+    for fb in feedback:
+        eid = fb["event_id"]
+        raw = get(keys.served(eid), now, fresh)
+        if raw is None or raw.__class__ is not srv.Kept or raw[0] or get(keys.learned(eid), now, fresh) is not None:
+            return None
+        todo.append((eid, fb["label"], raw))
+    if len(todo) > 1 and len({eid for eid, _, _ in todo}) != len(todo):
+        return None
+    unkeep = srv.unkeep
+    return [(eid, y, unkeep(raw), raw) for eid, y, raw in todo]

@@ -478,7 +478,7 @@ _f64_by_n: dict[int, struct.Struct] = {}
 _kept_builders: dict[Layout, Any] = {}  # a kept layout -> its record builder (_compile_builder)
 
 
-def _unkeep(k: Kept) -> dict[str, Any]:
+def unkeep(k: Kept) -> dict[str, Any]:
     """A fresh record as decoding gives one: new dicts (keys in the decoder's order), same
     values; built by the layout's compiled builder, as a decoder builds it."""
     _, layout, t, s, nums, heads = k
@@ -1006,7 +1006,7 @@ async def decode_many(loop: OnlineLoop, raws: Sequence[bytes | None], what: str)
         if raw is None:
             out.append(None)
         elif raw.__class__ is Kept:
-            out.append(_unkeep(raw))
+            out.append(unkeep(raw))
         else:
             try:
                 out.append(c.decode(raw))

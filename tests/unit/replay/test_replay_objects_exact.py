@@ -1,6 +1,7 @@
 """An in-process replay's loop reads and writes its memory backend directly, keeping entity
 states and served records as objects (streams/loop/scoring.py ``_read_objects`` /
-``_write_objects``, labels.py): it must compute exactly what the loop computes through the
+``_write_objects``, labels.py; batches where every item is plain by ``_score_plain`` and
+labels' ``_plain``): it must compute exactly what the loop computes through the
 backend's generic reads and write batches with every value stored as bytes, the path a live
 worker takes on Redis. Compared on a real stream (cards) with what a live feedback topic
 brings: re-sent events and labels, labels ahead of their events, events whose features
@@ -25,7 +26,7 @@ from streamlearn.featurestore.definitions import EntityStats, FeatureView, Funct
 from streamlearn.models.governance.lifecycle import LifecycleConfig
 from streamlearn.replay.backtest.inprocess import memory_models_loop, run_stream
 from streamlearn.settings import Settings
-from streamlearn.streams.loop import OnlineLoop, served
+from streamlearn.streams.loop import OnlineLoop, labels, scoring, served
 from streamlearn.streams.loop.serde import loads
 
 
@@ -121,14 +122,25 @@ def _flat(preds: list[Any]) -> list[Any]:
 
 @pytest.mark.parametrize("lifecycle", [False, True])
 @pytest.mark.parametrize("view", list(VIEWS), ids=list(VIEWS))
-def test_objects_kept_in_memory_replay_exactly_as_bytes_through_the_backend(view: str, lifecycle: bool) -> None:
+def test_objects_kept_in_memory_replay_exactly_as_bytes_through_the_backend(
+        view: str, lifecycle: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     stream = _messy(2500, seed=3)
     cfg = LifecycleConfig.from_settings(Settings(drift_warmup=100, drift_feature_reference=300,
                                                  drift_feature_window=150)) if lifecycle else None
+    # batches served and learned by the direct path's plain shortcut, and by its general path
+    taken: dict[str, list[bool]] = {"score": [], "learn": []}
+    for name, module, fn in (("score", scoring, "_score_plain"), ("learn", labels, "_plain")):
+        def counted(*a: Any, _f: Any = getattr(module, fn), _n: str = name) -> Any:
+            out = _f(*a)
+            taken[_n].append(out is not None)
+            return out
+        monkeypatch.setattr(module, fn, counted)
     results = []
     for objects in (True, False):
         loop = _loop(VIEWS[view], objects, cfg)
         results.append((_flat(_run(loop, stream)), _state(loop), loop))
+    for name, outcomes in taken.items():  # (the bytes side never asks)
+        assert outcomes.count(True) > 100 and outcomes.count(False) > 10, (name, outcomes.count(True))
     (pa, sa, fast), (pb, sb, ref) = results
     # the paths are the ones meant: records kept as objects on one side, bytes on the other
     assert any(type(v) is tuple for v, _ in fast.backend._kv.values())  # type: ignore[attr-defined]

@@ -21,8 +21,10 @@ from streamlearn.streams.loop import labels, served
 from streamlearn.streams.loop.serde import dumps
 
 
-def _label_by_label(loop, todo, wb: WriteBatch, report) -> None:
-    """The loop's label path as it was: everything for one label, then the next."""
+def _label_by_label(loop, todo, wb: WriteBatch | None, report) -> None:
+    """The loop's label path as it was: everything for one label, then the next (into a write
+    batch applied at once where the loop writes its memory backend directly: wb None)."""
+    direct, wb = wb is None, wb if wb is not None else WriteBatch()
     for eid, y, rec, raw in todo:
         labels.learn_all(loop, y, rec)
         served.mark_learned(loop, wb, eid, raw)
@@ -32,6 +34,8 @@ def _label_by_label(loop, todo, wb: WriteBatch, report) -> None:
         loop.dirty = True
         if loop.on_learn is not None:
             loop.on_learn(eid, y, rec)
+    if direct:
+        loop.backend.apply(wb)
 
 
 def _messy_stream(n: int) -> list[tuple[str, dict[str, Any]]]:

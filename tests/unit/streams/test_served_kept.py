@@ -75,8 +75,8 @@ def test_a_record_is_kept_only_when_its_bytes_decode_to_exactly_it(rec: dict[str
     assert packed
     decoded = c.decode(raw)
     assert _shape(decoded) == _shape(rec)
-    assert _shape(served._unkeep(kept)) == _shape(decoded)
-    assert served._unkeep(kept)["x"] is not rec["x"]  # fresh dicts, as decoding gives
+    assert _shape(served.unkeep(kept)) == _shape(decoded)
+    assert served.unkeep(kept)["x"] is not rec["x"]  # fresh dicts, as decoding gives
 
 
 def test_kept_records_flag_and_read_like_bytes_and_the_collector_drops_them() -> None:
