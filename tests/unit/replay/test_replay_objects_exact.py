@@ -155,3 +155,35 @@ def test_objects_kept_in_memory_replay_exactly_as_bytes_through_the_backend(
     assert len(sa["learners"]) == 3 and any(lbl for *_, lbl in sa["served"])
     if lifecycle:
         assert sa["outbox"] and sa["lifecycle"]
+
+
+@pytest.mark.parametrize("name", ["trips", "segments"])
+def test_direct_replay_of_a_regression_and_a_multiclass_project_equals_bytes(name: str) -> None:
+    """The same on a user's project of another task (examples/: a regression, a multiclass
+    one with declared classes), its own stream, champion and a challenger of its own specs,
+    some labels re-sent: records of a regression (no probabilities) and of seven classes."""
+    from pathlib import Path
+
+    from streamlearn.project import Project
+
+    p = Project.load(Path(__file__).resolve().parents[3] / "examples" / name)
+    stream = list(datasets.arrival_order(p.demo_items(1500, 7)))
+    stream += [item for item in stream[500:900:7] if item[0] == "feedback"]  # re-sent labels
+    specs = [p.champion, next(s for s in p.specs.values() if s != p.champion)]
+    results = []
+    for objects in (True, False):
+        loop = memory_models_loop(p.view, specs, task=p.task)
+        if not objects:
+            loop.backend = MemoryBackend(keep_objects=False)
+        preds = asyncio.run(run_stream(loop, stream, batch=16))
+        # metrics by value (and their classes' order): a pickle also records which strings are
+        # one object, and a kept record's class names are shared where decoded ones are not
+        results.append((_flat(preds), {v: ({k: (m.get(), [(c, list(row.items())) for c, row in m.cm.data.items()]
+                                                if hasattr(m, "cm") else None) for k, m in lr.metrics.items()},
+                                           lr.labels_learned, lr.scored_labels)
+                                       for v, lr in loop.models.learners.items()},
+                        loop.counters.as_dict(), _stored(loop), loop))
+    (*a, fast), (*b, ref) = results
+    assert any(type(v) is tuple for v, _ in fast.backend._kv.values())  # type: ignore[attr-defined]
+    assert a == b
+    assert a[2]["labels_duplicate"] > 0 and a[2]["labels_learned"] > 1000
