@@ -25,7 +25,7 @@ def test_one_row_is_predicted_with_one_openmp_thread_and_the_same_probabilities(
     rng = np.random.default_rng(3)
     X = rng.normal(size=(600, 4))
     y = X[:, 0] - X[:, 2] + rng.normal(size=600) > 0
-    est = _Watching(max_iter=20).fit(X, y)  # with the unit tier's one thread (tests/unit/conftest.py)
+    est = _Watching(max_iter=20).fit(X, y)  # with the pure tiers' one thread (tests/conftest.py)
     model = BatchClassifier(est, None, ["a", "b", "c", "d"])
     _Watching.seen = []
     # a pool of two threads whatever the machine or the tier's bound, so the bound is the model's

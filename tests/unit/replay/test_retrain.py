@@ -1,4 +1,5 @@
-"""Batch retraining from the archive: point-in-time training sets, fit, held-out metric, lineage."""
+"""Batch retraining from the archive: point-in-time training sets, fit, held-out metric, lineage.
+(After drift, over a whole archive: tests/simulation/replay/test_retrain.py.)"""
 
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ from streamlearn.replay.archive.reader import Archive
 from streamlearn.replay.archive.storage import LocalStorage
 from streamlearn.replay.archive.synthetic import archive_items, records_for
 from streamlearn.replay.archive.writer import write_records
-from streamlearn.replay.retrain.challenge import gate_on_archive
 from streamlearn.replay.retrain.retrainer import RetrainConfig, load_batch_model, retrain
 from streamlearn.replay.retrain.training import examples, label_index
 from streamlearn.streams.loop import OnlineLoop
@@ -141,31 +141,6 @@ def test_retrain_registers_a_signed_model_with_lineage_served_by_the_online_loop
     assert len(preds) == 300 and all(0.0 <= p.score <= 1.0 for p in preds)
     assert loop.champion.labels_learned == sum(1 for it in tail if it.feedback)
     assert 0 < loop.champion.metric_values()["accuracy"] <= 1
-
-
-def test_after_drift_a_model_trained_on_recent_history_beats_one_trained_on_all(tmp_path):
-    """cards with drift at 50%: fraud turns from large to tiny amounts. A linear model fitted
-    on all history averages both regimes; one fitted after the drift wins on the held-out,
-    post-drift window, and the promotion gate promotes it over the other, never the reverse."""
-    n = 8000
-    items = datasets.cards(n=n, seed=2, n_cards=400, fraud_rate=0.05, drift_at=0.5)
-    store = LocalStorage(tmp_path)
-    archive_items(store, items)
-    archive = Archive(store)
-    drift_t, cutoff = items[n // 2].event["event_time"], items[int(n * 0.8)].event["event_time"]
-    everything = retrain(archive, RetrainConfig(cutoff=cutoff, name="all"), None, KEY)
-    recent = retrain(archive, RetrainConfig(cutoff=cutoff, train_from=drift_t, name="recent"), None, KEY)
-    assert everything.metrics["n"] == recent.metrics["n"] > 1000, "the same held-out window"
-    assert recent.metrics["roc_auc"] > everything.metrics["roc_auc"] + 0.02
-    assert recent.metrics["log_loss"] < everything.metrics["log_loss"]
-    assert recent.lineage["data"]["train_examples"] < everything.lineage["data"]["train_examples"]
-
-    # the promotion gate, fed paired losses from both models served side by side in one loop
-    champ, chall = (everything.spec, everything.model), (recent.spec, recent.model)
-    promote = gate_on_archive(archive, champ, chall, start=cutoff)
-    assert promote.promote and promote.reason == "promote" and promote.n > 1000, promote
-    keep = gate_on_archive(archive, chall, champ, start=cutoff)
-    assert not keep.promote and keep.reason == "not_significant", "the worse model is never promoted"
 
 
 def test_corrupt_archive_file_is_named_and_retraining_uses_the_rest(tmp_path):
