@@ -4,7 +4,7 @@ The same :class:`~streamlearn.streams.loop.OnlineLoop` the worker runs, so resul
 differ from a live run only by the order in which events and labels interleave. Used by
 backtests, the demo's feature-store comparison and the tests. Its memory backend keeps
 objects, which the loop reads and writes directly (no write batches, coroutines or JSON per
-batch for them): tests/unit/replay/test_replay_objects_exact.py holds that path equal to
+batch for them): tests/simulation/replay/test_replay_objects_exact.py holds that path equal to
 every value stored as bytes through the backend, as on Redis.
 """
 

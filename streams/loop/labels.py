@@ -172,7 +172,7 @@ def _plain(loop: OnlineLoop, feedback: Sequence[dict[str, Any]]) -> list[tuple[s
     kept as objects), not learned before. Then :func:`learn_locked` learns them all without
     its general path (lists of keys, decoding, parking); None, having changed nothing, when
     any label is not plain (that batch takes the general path). Held equal to the general
-    path on bytes by tests/unit/replay/test_replay_objects_exact.py."""
+    path on bytes by tests/simulation/replay/test_replay_objects_exact.py."""
     backend = loop.backend
     keys = loop.keys
     now, fresh = backend.moment()  # type: ignore[attr-defined]

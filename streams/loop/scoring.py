@@ -160,7 +160,7 @@ def _score_plain(loop: OnlineLoop, events: Sequence[dict[str, Any]]
     lists of keys, reads and records (a replay's batches hold one or two events; with the
     label side's, ~5% of a replay's instructions). Returns the predictions and the vectors served fresh, or None,
     having changed nothing, when any event is not plain: the general path serves that batch.
-    tests/unit/replay/test_replay_objects_exact.py holds both against every value stored as
+    tests/simulation/replay/test_replay_objects_exact.py holds both against every value stored as
     bytes (as on Redis), over streams with re-sent events, early labels and feature errors."""
     backend: MemoryBackend = loop.backend  # type: ignore[assignment]
     keys = loop.keys
