@@ -8,7 +8,6 @@ through it, follows the predictions topic with a progress bar and prints a summa
 from __future__ import annotations
 
 import json
-import signal
 import tempfile
 import threading
 import time
@@ -133,23 +132,6 @@ class PredictionFollower:
 
 
 # ------------------------------------------------------------------ the demo
-def _on_ctrl_c() -> threading.Event:
-    """Ctrl-C raises KeyboardInterrupt as usual and also sets the returned flag, which the
-    demo's loops check: an interrupt swallowed on its way through a C extension's call (the
-    demo waits in the Kafka client's consume most of the time) must still stop the demo."""
-    flag = threading.Event()
-    if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        return flag  # not ours to change (a caller's handler, or Ctrl-C ignored)
-
-    def _demo_ctrl_c(signum: int, frame: Any) -> None:
-        flag.set()
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, _demo_ctrl_c)
-    return flag
-
-
 def run_demo(dataset: str = "cards", events: int | None = None, rate: float | None = None, spec: str | None = None,
              bad: int = 3, seed: int = 7, compare: bool = True, kafka: str | None = None,
              redis_url: str | None = None, workdir: Path | None = None, replay: bool = True,
@@ -169,7 +151,6 @@ def run_demo(dataset: str = "cards", events: int | None = None, rate: float | No
     follower = None
     producing: threading.Thread | None = None
     stop_producing = threading.Event()
-    interrupted = _on_ctrl_c()
     try:
         if kafka and redis_url:
             addresses = {"KAFKA_BOOTSTRAP": kafka, "REDIS_URL": redis_url}
@@ -212,8 +193,6 @@ def run_demo(dataset: str = "cards", events: int | None = None, rate: float | No
             r = redis.Redis.from_url(settings.redis_url)
             deadline = time.monotonic() + 300 + len(items) / 200
             while len(follower.ids) < len(items):
-                if interrupted.is_set():  # Ctrl-C whose KeyboardInterrupt something swallowed
-                    raise KeyboardInterrupt
                 progress.update(task, advance=follower.poll())
                 worker.check("while the stream was produced")
                 if time.monotonic() > deadline:
@@ -248,8 +227,6 @@ def run_demo(dataset: str = "cards", events: int | None = None, rate: float | No
         print_summary(summary)
         return summary
     finally:
-        if getattr(signal.getsignal(signal.SIGINT), "__name__", "") == "_demo_ctrl_c":
-            signal.signal(signal.SIGINT, signal.default_int_handler)
         if producing is not None and producing.is_alive():  # interrupted mid-stream
             stop_producing.set()
             producing.join(10)
