@@ -158,10 +158,11 @@ def _score_plain(loop: OnlineLoop, events: Sequence[dict[str, Any]]
     label parked for it. Then the decisions are the plain ones (compute, score, store; nothing
     to reuse or learn late) and the batch is served item by item, without the general path's
     lists of keys, reads and records (a replay's batches hold one or two events; with the
-    label side's, ~5% of a replay's instructions). Returns the predictions and the vectors served fresh, or None,
-    having changed nothing, when any event is not plain: the general path serves that batch.
-    tests/simulation/replay/test_replay_objects_exact.py holds both against every value stored as
-    bytes (as on Redis), over streams with re-sent events, early labels and feature errors."""
+    label side's, ~5% of a replay's instructions). Returns the predictions and the vectors
+    served fresh, or None, having changed nothing, when any event is not plain: the general
+    path serves that batch. tests/simulation/replay/test_replay_objects_exact.py holds both
+    against every value stored as bytes (as on Redis), over streams with re-sent events,
+    early labels and feature errors."""
     backend: MemoryBackend = loop.backend  # type: ignore[assignment]
     keys = loop.keys
     now, fresh = backend.moment()
