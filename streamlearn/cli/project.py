@@ -38,28 +38,44 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def features(
-        sample: Path = typer.Option(..., "--sample", help="events: JSON lines or CSV (the produce format)"),
+        sample: Path = typer.Option(..., "--sample", exists=True, dir_okay=False, readable=True,
+                                    help="events: JSON lines or CSV (the produce format)"),
         n: int = typer.Option(5, "-n", min=1, help="how many events to show"),
         json_out: bool = typer.Option(False, "--json", help="one JSON vector per line"),
     ) -> None:
         """The feature vectors of the first events of a file, as the live loop would serve them."""
+        from streamlearn.cli.errors import CliError
         from streamlearn.cli.io import guess_format, read_rows
+        from streamlearn.featurestore.errors import FeatureError
         from streamlearn.project import project_for
-        from streamlearn.schemas import InvalidRecord
+        from streamlearn.schemas import AvroCodec, InvalidRecord
+        from streamlearn.schemas.validation import Limits, decode_event
+        from streamlearn.sdk.producers import encode_event
         from streamlearn.settings import get_settings
 
         project = project_for(get_settings())
-        events = []
+        codec, limits = AvroCodec.default(), Limits()
+        events, lines = [], []
         with open(sample) as fh:
             fmt = guess_format(str(sample), "auto", fh.readline())
             fh.seek(0)
             for line_no, row in read_rows(fh, fmt, "event"):
-                if isinstance(row, InvalidRecord):
-                    raise typer.BadParameter(f"{sample}: line {line_no}: {row}", param_hint="--sample")
-                events.append(row)
+                try:
+                    if isinstance(row, InvalidRecord):
+                        raise row
+                    # validated and decoded as the worker decodes it: the same event it computes on
+                    events.append(decode_event(encode_event(row, limits, codec), codec, limits))
+                except InvalidRecord as exc:
+                    raise CliError(f"{sample}: line {line_no}: {exc.reason}: {exc.detail}", code=2) from None
+                lines.append(line_no)
                 if len(events) >= n:
                     break
-        vectors = project.features(events)
+        vectors = []
+        try:
+            for x in project.iter_features(events):
+                vectors.append(x)
+        except FeatureError as exc:  # the event after the last vector made
+            raise CliError(f"{sample}: line {lines[len(vectors)]}: {exc}", code=2) from None
         for ev, x in zip(events, vectors):
             if json_out:
                 typer.echo(json.dumps({"event_id": ev.get("event_id"), "features": x}, sort_keys=True))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import sys
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,12 +107,15 @@ class Project:
 
     def features(self, events: list[dict[str, Any]]) -> list[dict[str, float]]:
         """The vectors the live loop would serve for ``events`` (in order, state in memory)."""
+        return list(self.iter_features(events))
+
+    def iter_features(self, events: Iterable[dict[str, Any]]) -> Iterator[dict[str, float]]:
+        """:meth:`features`, one vector at a time (a caller learns which event a
+        :class:`~streamlearn.featurestore.errors.FeatureError` came from)."""
         states: dict[str, Any] = {}
-        out = []
         for ev in events:
             x, states[ev["entity"]] = self.view.compute(ev, states.get(ev["entity"]))
-            out.append(x)
-        return out
+            yield x
 
     def demo_items(self, n: int | None = None, seed: int = 7) -> list[Any]:
         """The demo stream: ``[demo] generator = "module:fn"``, called as ``fn(n, seed)``, giving
@@ -299,10 +302,17 @@ def _one_line(exc: BaseException) -> str:
 
 
 def load_events(path: str | Path, limit: int | None = None) -> Iterator[dict[str, Any]]:
-    """Events from a JSON-lines file (one wire-format event object per line)."""
+    """Events from a JSON-lines file (one wire-format event object per line). A line that is
+    not a JSON object is a :class:`ProjectError` naming the file and line."""
     with open(path) as fh:
         for n, line in enumerate(fh):
             if limit is not None and n >= limit:
                 return
             if line.strip():
-                yield json.loads(line)
+                try:
+                    ev = json.loads(line)
+                except ValueError as exc:
+                    raise ProjectError(f"{path}: line {n + 1}: not JSON ({_one_line(exc)})") from None
+                if not isinstance(ev, dict):
+                    raise ProjectError(f"{path}: line {n + 1}: expected a JSON object, got {type(ev).__name__}")
+                yield ev

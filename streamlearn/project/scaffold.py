@@ -183,12 +183,15 @@ STREAMLEARN_PROJECT={dir} streamlearn worker                     # against your 
 
 def init_project(directory: str | Path, task: str = "binary", name: str | None = None,
                  force: bool = False) -> list[Path]:
-    """Write a runnable project into ``directory``; returns the files written."""
+    """Write a runnable project into ``directory``; returns the files written. Raises
+    :class:`~streamlearn.project.ProjectError` (one line from the command) for an unknown task
+    or a project file already there."""
+    from streamlearn.project import ProjectError
     if task not in _LABEL:
-        raise ValueError(f"task must be binary, multiclass or regression, not {task!r}")
+        raise ProjectError(f"--task must be binary, multiclass or regression, not {task!r}")
     d = Path(directory)
     if (d / PROJECT_FILE).exists() and not force:
-        raise ValueError(f"{d / PROJECT_FILE} exists already (--force to overwrite)")
+        raise ProjectError(f"{d / PROJECT_FILE} exists already (--force to overwrite)")
     name = name or d.resolve().name.replace(" ", "_").lower() or "project"
     d.mkdir(parents=True, exist_ok=True)
     classes = 'classes = ["high", "low", "mid"]\n' if task == "multiclass" else ""

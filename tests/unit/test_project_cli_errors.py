@@ -1,0 +1,93 @@
+"""A user's mistakes with ``init``, ``features --sample`` and a project's sample file are one
+``streamlearn: ...`` line (file and line where there is one) and exit 2, never a traceback;
+an event ``features`` refuses is one the worker would dead-letter (validated and decoded as
+the worker decodes it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from streamlearn.cli import app
+from streamlearn.cli.errors import run
+from streamlearn.project import Project, ProjectError, load_events
+from streamlearn.settings import get_settings
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    monkeypatch.setenv("STREAMLEARN_PROJECT", "")  # restored after: --project sets it
+    get_settings.cache_clear()
+
+    def call(*argv: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as info:
+            run(app, list(argv))
+        out, err = capsys.readouterr()
+        get_settings.cache_clear()
+        return info.value.code, out, err
+
+    yield call
+    get_settings.cache_clear()
+
+
+def _one_line(err: str, *parts: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("streamlearn: ") and "Traceback" not in err, err
+    for part in parts:
+        assert part in lines[0], (part, lines[0])
+
+
+def test_init_mistakes_are_one_line(tmp_path: Path, cli) -> None:
+    code, _, err = cli("init", str(tmp_path / "p"), "--task", "regresion")
+    assert code == 2
+    _one_line(err, "--task must be binary, multiclass or regression", "'regresion'")
+    code, out, _ = cli("init", str(tmp_path / "p"), "--task", "multiclass")
+    assert code == 0 and "streamlearn.toml" in out
+    code, _, err = cli("init", str(tmp_path / "p"), "--task", "multiclass")
+    assert code == 2
+    _one_line(err, "streamlearn.toml exists already (--force to overwrite)")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda ev: {**ev, "event_time": "yesterday"}, "line 2: schema: invalid value for streamlearn.v1.Event.event_time"),
+    (lambda ev: {k: v for k, v in ev.items() if k != "event_time"},
+     "line 2: schema: missing required field 'event_time'"),
+    (lambda ev: {**ev, "features": {**ev["features"], "amount": "ten"}},
+     "line 2: field 'amount' is declared numeric but got str 'ten'"),
+])
+def test_features_of_a_sample_the_worker_would_refuse_is_one_line_with_its_line(tmp_path: Path, cli, change,
+                                                                                message) -> None:
+    assert cli("init", str(tmp_path / "p"))[0] == 0
+    ev = json.loads((tmp_path / "p" / "sample.jsonl").read_text().splitlines()[0])
+    sample = tmp_path / "events.jsonl"
+    sample.write_text(json.dumps(ev) + "\n" + json.dumps({**change(ev), "event_id": "second"}) + "\n")
+    code, out, err = cli("--project", str(tmp_path / "p"), "features", "--sample", str(sample))
+    assert code == 2 and out == ""
+    _one_line(err, f"{sample}: {message}")
+    # the first event alone is fine, and shown as the worker would compute it
+    sample.write_text(json.dumps(ev) + "\n")
+    code, out, err = cli("--project", str(tmp_path / "p"), "features", "--sample", str(sample))
+    assert code == 0 and ev["event_id"] in out and "amount" in out, err
+
+
+def test_features_of_a_missing_sample_is_a_usage_error(tmp_path: Path, cli) -> None:
+    assert cli("init", str(tmp_path / "p"))[0] == 0
+    code, _, err = cli("--project", str(tmp_path / "p"), "features", "--sample", str(tmp_path / "nope.jsonl"))
+    assert code == 2 and "does not exist" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("line, message", [("{not json", "not JSON"), ("[1, 2]", "expected a JSON object, got list")])
+def test_a_project_sample_line_that_is_not_an_event_object_names_file_and_line(tmp_path: Path, cli, line,
+                                                                               message) -> None:
+    assert cli("init", str(tmp_path / "p"))[0] == 0
+    sample = tmp_path / "p" / "sample.jsonl"
+    n = len(sample.read_text().splitlines())
+    sample.write_text(sample.read_text() + line + "\n")
+    with pytest.raises(ProjectError, match=f"sample.jsonl: line {n + 1}: {message}") as info:
+        list(load_events(Project.load(tmp_path / "p").sample))  # (loading reads the sample already)
+    assert "\n" not in str(info.value)
+    code, _, err = cli("--project", str(tmp_path / "p"), "plan")
+    assert code == 2
+    _one_line(err, f"sample.jsonl: line {n + 1}: {message}")
