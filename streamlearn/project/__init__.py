@@ -88,12 +88,7 @@ class Project:
 
     def resolve_spec(self, spec: str) -> str:
         """A spec name of the project (or a preset, or a factory string) -> canonical string."""
-        if spec in self.specs:
-            return self.specs[spec]
-        try:
-            return str(ModelSpec.parse(spec))
-        except ValueError as exc:
-            raise ProjectError(f"model spec {spec!r}: {exc}") from None
+        return _canonical(spec, self.specs, "spec")
 
     def build_model(self, spec: str | None = None) -> Any:
         """A fresh estimator of ``spec`` (default: the champion's)."""
@@ -271,12 +266,22 @@ def _activate(directory: Path) -> None:
 
 
 def _canonical(spec: Any, named: Mapping[str, str], where: str) -> str:
+    """A spec name of the project (``named``), a preset or a factory -> its canonical string;
+    a name that is neither the project's nor a preset is one line with the nearest name."""
     if isinstance(spec, str) and spec in named:
         return named[spec]
     try:
-        return str(ModelSpec.parse(spec))
+        parsed = ModelSpec.parse(spec)
     except ValueError as exc:
         raise ProjectError(f"{where}: {_one_line(exc)}") from None
+    if not parsed.is_factory and parsed.target not in SPECS:
+        import difflib
+
+        near = difflib.get_close_matches(parsed.target, sorted(named) + sorted(SPECS), n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ProjectError(f"{where}: unknown model spec {parsed.target!r}{hint}; the project's: {sorted(named)}, "
+                           f"presets: {sorted(SPECS)}")
+    return str(parsed)
 
 
 def _table(data: dict[str, Any], name: str, where: str) -> dict[str, Any]:

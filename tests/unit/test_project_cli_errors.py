@@ -91,3 +91,23 @@ def test_a_project_sample_line_that_is_not_an_event_object_names_file_and_line(t
     code, _, err = cli("--project", str(tmp_path / "p"), "plan")
     assert code == 2
     _one_line(err, f"sample.jsonl: line {n + 1}: {message}")
+
+
+def test_an_unknown_spec_name_is_named_with_the_nearest_and_the_projects_own(tmp_path: Path, cli) -> None:
+    assert cli("init", str(tmp_path / "p"), "--task", "multiclass")[0] == 0
+    project = Project.load(tmp_path / "p")
+    assert project.resolve_spec("main") == project.champion and sorted(project.specs) == ["main", "tree"]
+    with pytest.raises(ProjectError, match=r"unknown model spec 'mian' \(did you mean 'main'\?\); "
+                                           r"the project's: \['main', 'tree'\], presets: \[") as info:
+        project.resolve_spec("mian")
+    assert "\n" not in str(info.value)
+    # the demo refuses it before starting a broker, Redis or a worker (a one-line exit 2)
+    code, _, err = cli("--project", str(tmp_path / "p"), "demo", "--spec", "mian", "--events", "50")
+    assert code == 2
+    _one_line(err, "unknown model spec 'mian' (did you mean 'main'?)")
+    # the same in the project file, with its file and key
+    toml = tmp_path / "p" / "streamlearn.toml"
+    toml.write_text(toml.read_text().replace('champion = "main"', 'champion = "mian"'))
+    with pytest.raises(ProjectError, match=r"streamlearn.toml: models.champion: unknown model spec 'mian' "
+                                           r"\(did you mean 'main'\?\)"):
+        Project.load(tmp_path / "p")
