@@ -392,7 +392,12 @@ def project_settings(project: str) -> dict[str, Any]:
         values.setdefault("feature_view", features["name"])
     if isinstance(proj, dict) and "task" in proj:
         task = proj["task"]
-        values.setdefault("task", task.get("kind", "") if isinstance(task, dict) else task)
+        kind = task.get("kind", "") if isinstance(task, dict) else task
+        tasks = ("binary", "multiclass", "regression")
+        if kind not in tasks:  # named here, with its file and key, not as the setting it feeds
+            raise SettingsError(f"{path}: project.task: must be one of {', '.join(tasks)}, not {kind!r}"
+                                f"{_did_you_mean(str(kind), tasks)}")
+        values.setdefault("task", kind)
     return values
 
 

@@ -16,7 +16,8 @@ def register(app: typer.Typer) -> None:
             "cards",
             help="cards (entity-keyed, with drift), drift (SEA concept drift: try --spec nb), phishing (River's)"),
         events: int | None = typer.Option(
-            None, help="number of events (default: 20,000; a project's [demo] events, else 5,000)"),
+            None, help="number of events (default: 20,000 for a built-in dataset; for a project, its "
+                       "\\[demo] events, else 5,000)"),
         rate: float | None = typer.Option(None, help="events per second; default: as fast as possible"),
         spec: str | None = typer.Option(None, help="model spec: logreg (default), hat, arf, nb ...; with a "
                                                     "project, one of its spec names (default: its champion)"),

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
 
         for path in init_project(directory, task, name, force):
             typer.echo(f"wrote {path}")
-        typer.echo(f"next: streamlearn plan --project {directory}; streamlearn demo --project {directory}")
+        typer.echo(f"next: streamlearn --project {directory} plan; streamlearn --project {directory} demo")
 
     @app.command()
     def plan(

@@ -297,7 +297,7 @@ def _known(table: Mapping[str, Any], known: set[str], where: str, prefix: str) -
     for key in table:
         if key not in known:
             near = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f" (did you mean {prefix}{near[0]!r}?)" if near else ""
+            hint = f" (did you mean {prefix + near[0]!r}?)" if near else ""
             raise ProjectError(f"{where}: {prefix}{key}: unknown key{hint}; expected one of {sorted(known)}")
 
 

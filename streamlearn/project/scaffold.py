@@ -52,8 +52,8 @@ def make_tree(grace_period: int = 50):
 ''',
 }
 
-TOML = '''# A streamlearn project: `streamlearn plan --project {dir}` shows what it declares,
-# `streamlearn demo --project {dir}` runs it on the embedded broker and Redis.
+TOML = '''# A streamlearn project: `streamlearn --project {dir} plan` shows what it declares,
+# `streamlearn --project {dir} demo` runs it on the embedded broker and Redis.
 
 [project]
 name = "{name}"
@@ -173,9 +173,9 @@ A streamlearn project ({task}). `streamlearn.toml` declares the features, models
 settings; `project.py` holds the code-shaped parts.
 
 ```bash
-streamlearn plan --project {dir}                                 # what it declares, and what changed
-streamlearn features --project {dir} --sample {dir}/sample.jsonl # vectors of the first events
-streamlearn demo --project {dir}                                 # run it on the embedded broker + Redis
+streamlearn --project {dir} plan                                 # what it declares, and what changed
+streamlearn --project {dir} features --sample {dir}/sample.jsonl # vectors of the first events
+streamlearn --project {dir} demo                                 # run it on the embedded broker + Redis
 STREAMLEARN_PROJECT={dir} streamlearn worker                     # against your Kafka and Redis
 ```
 '''

@@ -207,7 +207,7 @@ def run_demo(dataset: str = "cards", events: int | None = None, rate: float | No
             "dataset": dataset, "events": counts["events"], "predictions": len(follower.ids),
             "prediction_messages": follower.messages, "labels_sent": n_labels,
             "counters": status.get("counters", {}), "metrics": status.get("metrics", {}),
-            "deadlettered": status.get("deadlettered", 0), "seconds": t_pred,
+            "deadlettered": status.get("deadlettered", 0), "malformed_sent": bad, "seconds": t_pred,
             "events_per_s": counts["events"] / t_pred,
             "latency_ms_p50": percentile(follower.latencies, 0.5),
             "latency_ms_p99": percentile(follower.latencies, 0.99),
@@ -291,7 +291,9 @@ def print_summary(s: dict[str, Any]) -> None:
         ("labels sent / learned", f"{s['labels_sent']:,} / {c.get('labels_learned', 0):,}"),
         ("labels joined before their event", f"{c.get('labels_joined_late', 0):,}"),
         ("duplicate labels ignored", f"{c.get('labels_duplicate', 0):,}"),
-        ("dead-lettered messages", f"{s['deadlettered']:,}"),
+        # the malformed messages the demo mixes in on purpose (--bad) go there: say so
+        ("dead-lettered messages", f"{s['deadlettered']:,}" + (f" ({s['malformed_sent']} malformed on purpose, --bad)"
+                                                              if s.get("malformed_sent") else "")),
     ]
     rows += [(f"online {k} (progressive)", f"{v:.4f}") for k, v in s["metrics"].items()]
     rows += [

@@ -111,3 +111,13 @@ def test_an_unknown_spec_name_is_named_with_the_nearest_and_the_projects_own(tmp
     with pytest.raises(ProjectError, match=r"streamlearn.toml: models.champion: unknown model spec 'mian' "
                                            r"\(did you mean 'main'\?\)"):
         Project.load(tmp_path / "p")
+
+
+def test_a_misspelt_task_names_the_file_key_and_the_nearest_task(tmp_path: Path, cli) -> None:
+    assert cli("init", str(tmp_path / "p"), "--task", "multiclass")[0] == 0
+    toml = tmp_path / "p" / "streamlearn.toml"
+    toml.write_text(toml.read_text().replace('task = "multiclass"', 'task = "multiclas"', 1))
+    code, _, err = cli("--project", str(tmp_path / "p"), "plan")
+    assert code == 2
+    _one_line(err, "streamlearn.toml: project.task: must be one of binary, multiclass, regression, not 'multiclas' "
+                   "(did you mean multiclass?)")
