@@ -215,11 +215,12 @@ def _load(s: Settings) -> Project:
     champion = _canonical(s.model_spec, specs, f"{where}: models.champion")
     challenger = models.get("challenger")
     challenger = _canonical(challenger, specs, f"{where}: models.challenger") if challenger else None
+    own = {spec: f"models.specs.{name}" for name, spec in specs.items()}  # a named spec's own table
     for label, spec in [("champion", champion)] + ([("challenger", challenger)] if challenger else []):
         try:
             build_model(spec)  # a factory that does not import fails here, before any consumer joins
         except (ValueError, ImportError) as exc:
-            raise ProjectError(f"{where}: models.{label}: {_one_line(exc)}") from None
+            raise ProjectError(f"{where}: {own.get(spec, f'models.{label}')}: {_one_line(exc)}") from None
     declared = meta.get("task")
     try:
         if isinstance(declared, dict):

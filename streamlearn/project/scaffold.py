@@ -115,7 +115,7 @@ factory = "project:make_tree"
 params = {{ grace_period = 50 }}
 
 [demo]
-generator = "project:generate"   # the stream `streamlearn demo --project` sends
+generator = "project:generate"   # the stream `streamlearn --project DIR demo` sends
 
 [settings]                       # any streamlearn setting (topics, TTLs, gate, drift ...)
 topic_events = "{name}.events.v1"

@@ -235,7 +235,7 @@ def test_changing_a_view_without_a_version_bump_is_refused_and_a_bump_starts_a_n
 
 @pytest.mark.parametrize("old, new, message", [
     ('champion = "main"', 'champion = "main"\nchampoin = 1', "models.champoin: unknown key (did you mean "),
-    ("MODULE:make_pipeline", "nowhere:make", "models.champion: "),
+    ("MODULE:make_pipeline", "nowhere:make", "models.specs.main: "),  # the named spec's own table
     ('name = "flag"', 'name = "flagg"', "flagg"),
 ])
 def test_project_mistakes_are_one_line_errors_before_any_consumer_joins(tmp_path, old, new, message):
