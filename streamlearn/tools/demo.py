@@ -213,6 +213,8 @@ def run_demo(dataset: str = "cards", events: int | None = None, rate: float | No
             "latency_ms_p99": percentile(follower.latencies, 0.99),
             "model_spec": spec, "feature_view": view,
             "models": status.get("models", []), "decisions": status.get("history", []),
+            # a project's spec names, by the canonical spec the worker reports (shown by name)
+            "spec_names": {v: k for k, v in project.specs.items()} if project is not None else {},
         }
         if replay:
             console.print("[bold]archiving[/] the run and replaying it in-process (backtest) ...")
@@ -281,7 +283,8 @@ def replay_check(settings: Settings, status: dict[str, Any], root: Path) -> dict
 
 
 def print_summary(s: dict[str, Any]) -> None:
-    t = Table(title=f"streamlearn demo: {s['dataset']} with {s['model_spec']} on {s['feature_view']}")
+    spec = s.get("spec_names", {}).get(s["model_spec"], s["model_spec"])
+    t = Table(title=f"streamlearn demo: {s['dataset']} with {spec} on {s['feature_view']}")
     t.add_column("", style="bold")
     t.add_column("value", justify="right")
     c = s["counters"]
@@ -312,7 +315,8 @@ def print_summary(s: dict[str, Any]) -> None:
             met = m["metrics"]
             # a challenger started late may not have scored any labeled event yet: no metrics
             scored = m.get("scored_labels", m["labels_learned"]) > 0
-            mt.add_row(str(m["version"]), m["spec"], m["stage"], f"{m['labels_learned']:,}",
+            mt.add_row(str(m["version"]), s.get("spec_names", {}).get(m["spec"], m["spec"]), m["stage"],
+                       f"{m['labels_learned']:,}",
                        *(f"{met.get(k, float('nan')):.4f}" if scored else "n/a" for k in metric_names))
         console.print(mt)
     for d in s.get("decisions", []):

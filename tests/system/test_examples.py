@@ -61,6 +61,9 @@ def test_example_runs_end_to_end_and_its_backtest_reproduces_it(name, task, even
     assert all(math.isfinite(v) for v in s["metrics"].values())
     champion = s["models"][0]
     assert champion["version"] == 1 and champion["stage"] == "champion"
+    # the summary shows the project's spec names, not their canonical factory strings
+    names = {spec: n for n, spec in Project.load(ROOT / "examples" / name).specs.items()}
+    assert s["spec_names"] == names and f"│ {names.get(champion['spec'], champion['spec'])} " in stdout
     assert set(champion["metrics"]) == METRICS[task]
     rp = s["replay"]
     assert rp["events"] == events and rp["divergences"] == 0
