@@ -283,8 +283,9 @@ def replay_check(settings: Settings, status: dict[str, Any], root: Path) -> dict
 
 
 def print_summary(s: dict[str, Any]) -> None:
-    spec = s.get("spec_names", {}).get(s["model_spec"], s["model_spec"])
-    t = Table(title=f"streamlearn demo: {s['dataset']} with {spec} on {s['feature_view']}")
+    named = s.get("spec_names", {})  # a project's models by their spec names
+    t = Table(title=f"streamlearn demo: {s['dataset']} with {named.get(s['model_spec'], s['model_spec'])} "
+                    f"on {s['feature_view']}")
     t.add_column("", style="bold")
     t.add_column("value", justify="right")
     c = s["counters"]
@@ -315,8 +316,7 @@ def print_summary(s: dict[str, Any]) -> None:
             met = m["metrics"]
             # a challenger started late may not have scored any labeled event yet: no metrics
             scored = m.get("scored_labels", m["labels_learned"]) > 0
-            mt.add_row(str(m["version"]), s.get("spec_names", {}).get(m["spec"], m["spec"]), m["stage"],
-                       f"{m['labels_learned']:,}",
+            mt.add_row(str(m["version"]), named.get(m["spec"], m["spec"]), m["stage"], f"{m['labels_learned']:,}",
                        *(f"{met.get(k, float('nan')):.4f}" if scored else "n/a" for k in metric_names))
         console.print(mt)
     for d in s.get("decisions", []):
