@@ -207,7 +207,7 @@ class Settings(BaseSettings):
     max_features: int = 512
     max_string_length: int = 1024
 
-    # --- transport tuning (measured on the embedded broker: README "The embedded broker") --
+    # --- transport tuning (measured on the embedded broker: docs/embedded-broker.md) --
     # A batch is what the consumer has fetched when the loop asks (streams/consumer.py): one
     # event at low load, up to batch_max under a backlog (a fetch brings up to 1 MB per partition)
     batch_max: int = Field(500, ge=1, description="events (or labels) per batch, at most")
@@ -221,7 +221,7 @@ class Settings(BaseSettings):
     # ~50 ms idle (idle polls stay at the 20 ms rate). Apache Kafka answers on arrival.
     fetch_min_wait_ms: int = Field(2, ge=1, description="broker-side wait for fetch data while records flow")
 
-    # --- replay archive (streamlearn archive run; see README "Replay, backtests and retraining")
+    # --- replay archive (streamlearn archive run; see docs/replay.md)
     archive_dir: str = Field("streamlearn-archive", description="archive root: a local directory")
     archive_group_id: str = Field("streamlearn-archiver-v1", description="the archiver's consumer group")
     archive_roll_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="roll an archive file at this size")

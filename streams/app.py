@@ -3,7 +3,7 @@
 Input does not go through Faust's streams: ``streams/consumer.py`` reads the events and
 feedback topics in batches (one aiokafka group member, Faust's own client), as the worker
 always processed them; Faust's consumer is not started. Transport settings follow
-measurements on the embedded broker (README, "The embedded broker"): bounded poll batches so
+measurements on the embedded broker (docs/embedded-broker.md): bounded poll batches so
 a member is never dropped mid-batch, short session timeouts so group joins take seconds,
 leave-group on shutdown even in generation 0 (tansu starts there) so a restart does not wait
 for the old member, and inside aiokafka's fetcher two guards against the broker's faults.

@@ -3,7 +3,7 @@ the runtime whole batches as the client fetched them.
 
 Faust delivers a message at a time through its streams (a queue per topic, processors, an
 event object and acknowledgement bookkeeping per message): ~40% of the worker's CPU at max
-load went there, more than every piece of our own work together (README, Performance). The
+load went there, more than every piece of our own work together (docs/performance.md). The
 worker only ever wanted batches, so it reads them straight from aiokafka (Faust's own
 client): ``getmany`` returns what the background fetcher already holds, at once (one event at
 low load, up to ``batch_max`` under a backlog), and waits only while nothing is there. The
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 # Committing costs a broker round trip; a crash repeats at most this much input (idempotent).
 COMMIT_INTERVAL_S = 1.0
 # the longest fetch wait the adaptive wait reaches: tansu lists ~0.5-1k batches per ms on
-# 2 busy cores, so this keeps partitions of a few million one-record batches readable (README)
+# 2 busy cores, so this keeps partitions of a few million one-record batches readable (docs/embedded-broker.md)
 MAX_FETCH_WAIT_MS = 5000
 # the longest a label is held back behind its events (Holdback)
 HOLD_MAX_S = 5.0

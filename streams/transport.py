@@ -20,8 +20,9 @@ def topic_names(settings: Settings) -> list[str]:
 
 
 def partitions_of(settings: Settings, topic: str) -> int:
-    """Feedback has one partition: its owner is the model's single learner (see README,
-    scale-out). Lifecycle and drift are low-volume audit trails kept in one total order."""
+    """Feedback has one partition: its owner is the model's single learner (see
+    docs/lifecycle.md, "Scale-out"). Lifecycle and drift are low-volume audit trails kept in one
+    total order."""
     if topic in (settings.topic_feedback, settings.topic_lifecycle, settings.topic_drift):
         return 1
     return settings.topic_partitions

@@ -16,7 +16,7 @@ a benchmark or the tests start accept the development artifact key; nothing else
 The embedded broker is for the demo, the tests and development; production runs on Apache
 Kafka (``docker-compose.yml``). Its memory storage keeps every record and never deletes, and
 each fetch lists a partition's batches from its start for at most the fetch's wait: the
-longer a partition, the slower every fetch at its end (README, "The embedded broker").
+longer a partition, the slower every fetch at its end (docs/embedded-broker.md).
 :class:`PartitionWatch` warns before a partition gets that long.
 """
 
@@ -119,9 +119,10 @@ def start_redis(workdir: Path, port: int | None = None, *, persist: bool = True,
                 requirepass: str | None = None) -> Service:
     """Redis with append-only persistence on by default (a restart keeps its data).
 
-    ``appendfsync="always"`` makes every acknowledged write durable before its reply (see README,
-    "Delivery and learning guarantees"); ``requirepass`` turns on AUTH. The password goes into a
-    config file read by the server, never onto its command line (visible to every local user).
+    ``appendfsync="always"`` makes every acknowledged write durable before its reply (see
+    docs/operations.md, "What happens when Redis or the broker goes away"); ``requirepass`` turns
+    on AUTH. The password goes into a config file read by the server, never onto its command line
+    (visible to every local user).
     """
     port = port or free_port()
     argv = [redis_binary()]
@@ -164,8 +165,8 @@ class PartitionWatch:
                         self.warned.add((topic, p))
                         found.append((topic, p, high))
                         log.warning("embedded broker: %s[%d] holds %d records; fetches at its end slow down and "
-                                    "readers with a short fetch wait may stop receiving data (see README, 'The "
-                                    "embedded broker'): delete the topic or restart the broker", topic, p, high)
+                                    "readers with a short fetch wait may stop receiving data (see "
+                                    "docs/embedded-broker.md): delete the topic or restart the broker", topic, p, high)
         finally:
             c.close()
         return found

@@ -96,7 +96,8 @@ def test_a_retired_setting_is_warned_about_not_refused(monkeypatch, caplog):
 
 def test_every_streamlearn_variable_the_repository_mentions_is_a_setting_or_known():
     known = set(env_names()) | OTHER_ENV_VARS | set(RETIRED_ENV_VARS)
-    files = [ROOT / "README.md", ROOT / "docker-compose.yml", ROOT / "deploy" / "Dockerfile",
+    files = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"),  # the README's sections moved to docs/
+             ROOT / "docker-compose.yml", ROOT / "deploy" / "Dockerfile",
              *[p for d in ("streamlearn", "streams", "models", "replay", "featurestore", "schemas")
                for p in (ROOT / d).rglob("*.py")]]
     # (a name shown as the typo in a did-you-mean example is not a mention)

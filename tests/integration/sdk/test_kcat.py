@@ -1,7 +1,8 @@
-"""The README's kcat lines, run verbatim against the embedded broker (skipped without kcat).
+"""The kcat lines of the README and docs/, run verbatim against the embedded broker (skipped
+without kcat).
 
-Debian 12's kcat links librdkafka 2.0.2, which cannot parse tansu's ApiVersions answer (see the
-README, "kcat older than librdkafka 2.2"); the README's two setup lines give it the wheel's
+Debian 12's kcat links librdkafka 2.0.2, which cannot parse tansu's ApiVersions answer (see
+docs/wire-format.md, "kcat older than librdkafka 2.2"); its two setup lines give it the wheel's
 newer librdkafka. With an old librdkafka the test also shows the failure the lines fix.
 """
 
@@ -24,14 +25,16 @@ from streamlearn.streams.transport import ensure_topics
 from streamlearn.tools.infra import start_broker
 
 ROOT = Path(__file__).resolve().parents[3]
+# where users read kcat lines: the README (producing JSON by hand) and docs/ (reading output, old kcat)
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 KCAT = shutil.which("kcat") or shutil.which("kafkacat")
 pytestmark = pytest.mark.skipif(KCAT is None, reason="kcat is not installed")
 
 
 def _readme_blocks() -> list[str]:
-    """The shell (or unlabelled) code blocks of the README, fence by fence."""
+    """The shell (or unlabelled) code blocks of the README and docs/, fence by fence."""
     blocks, current, lang = [], None, ""
-    for line in (ROOT / "README.md").read_text().splitlines():
+    for line in "\n".join(doc.read_text() for doc in DOCS).splitlines():
         if line.startswith("```"):
             if current is None:
                 current, lang = [], line[3:].strip()
@@ -45,7 +48,7 @@ def _readme_blocks() -> list[str]:
 
 
 def _kcat_commands() -> list[str]:
-    """Every kcat command of the README, continuation lines joined, ``$ `` prompts removed."""
+    """Every kcat command of the README and docs/, continuation lines joined, ``$ `` prompts removed."""
     out = []
     for block in _readme_blocks():
         text = re.sub(r"\\\n\s*", " ", block)
@@ -57,8 +60,8 @@ def _kcat_commands() -> list[str]:
 
 
 def _setup_lines() -> list[str]:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("**kcat older than librdkafka 2.2.**", 1)[1]
+    doc = (ROOT / "docs" / "wire-format.md").read_text()
+    section = doc.split("\n## kcat older than librdkafka 2.2\n", 1)[1]
     block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
     return [ln for ln in block.splitlines() if ln.strip()]
 
@@ -102,7 +105,7 @@ def test_the_readme_kcat_lines_work_against_the_embedded_broker(tmp_path: Path):
 
         setup = ""
         if _librdkafka_version(env) < (2, 2, 0):
-            # the failure the README explains: plain kcat cannot even get the broker's API versions
+            # the failure docs/wire-format.md explains: plain kcat cannot even get the broker's API versions
             bare = _bash(produce[0], env, tmp_path)
             assert "Read underflow" in bare.stderr, bare.stderr[-2000:]
             setup = "\n".join(_setup_lines()) + "\n"
@@ -131,7 +134,7 @@ def test_the_readme_kcat_lines_work_against_the_embedded_broker(tmp_path: Path):
         assert key == b"card-7" and event["event_id"] == "e1" and event["features"]["amount"] == 12.5
         (key, label), = got[s.topic_feedback]
         assert key == b"e1" and label["label"] is False
-        # and kcat -C wrote the prediction's bytes, header and fingerprint as the README shows
+        # and kcat -C wrote the prediction's bytes, header and fingerprint as docs/producing.md shows
         data = (tmp_path / "p.bin").read_bytes()
         assert data[:10] == bytes.fromhex("c301cb3ded15a64dfe3e")
         assert reg.decode("prediction", data) == served and decode_prediction(data).event_id == "e1"
