@@ -392,6 +392,14 @@ def worker_breakdown(m: Families, n_events: int) -> dict[str, Any]:
     return out
 
 
+def finish_workdir(workdir: Path, remove: bool, say: Callable[[str], None]) -> None:
+    """Remove a finished run's folder, or say where it is kept."""
+    if remove:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        say(f"broker/Redis data and process logs: {workdir}")
+
+
 class Bench:
     """Embedded broker + Redis and the runs on them (each run: fresh topics, group, prefix)."""
 
@@ -404,9 +412,15 @@ class Bench:
         # a fresh directory per invocation: Redis would reload an earlier run's append-only file
         run_dir = workdir / f"bench-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}" if workdir else None
         self.infra = EmbeddedInfra(**({"workdir": run_dir} if run_dir else {})).start()
+        # a folder of our own choosing (no --workdir) is removed after a run that succeeded:
+        # broker/Redis data and Faust's data directories, tens of MB per run
+        self.own_workdir = run_dir is None
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Stop broker and Redis. The run's folder (process logs, data) is kept when the run
+        failed (errors name it) or was asked for (``--workdir``), else removed."""
         self.infra.stop()
+        finish_workdir(self.infra.workdir, self.own_workdir and not failed, self.say)
 
     def settings(self, kind: str, partitions: int = 1) -> Any:
         from streamlearn.settings import Settings
@@ -1017,6 +1031,7 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = lambda m: print(m, 
         say("starting the embedded broker and Redis ...")
         bench = Bench(cfg.view, cfg.spec, cfg.workdir, cfg.rss_interval, say,
                       project=str(cfg.project.directory) if cfg.project is not None else "")
+        failed = True
         try:
             for kind in broker:
                 say(f"{kind}: {wl.n_events:,} events through the broker ...")
@@ -1044,8 +1059,9 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = lambda m: print(m, 
                     sub = wl.prefix(max(1000, int(rate * cfg.min_seconds)))
                     say(f"end-to-end at half load: {sub.n_events:,} events at {rate:,.0f}/s ...")
                     variants[kind]["half_load"] = bench.run(kind, sub, rate=rate)
+            failed = False
         finally:
-            bench.close()
+            bench.close(failed)
     machine["load_end"] = [round(x, 2) for x in os.getloadavg()]
     for r in [*variants.values(), *(x[sub] for x in variants.values() for sub in ("half_load", "one_worker")
                                     if sub in x)]:

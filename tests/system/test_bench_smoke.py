@@ -15,13 +15,19 @@ from streamlearn.tools.bench import VARIANTS
 def test_bench_smoke_prints_table_ratios_and_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     # short session timeouts: tansu answers a join after half of it (shared notes), 4 joins here
-    env = {**os.environ, "STREAMLEARN_SESSION_TIMEOUT_S": "2", "STREAMLEARN_HEARTBEAT_INTERVAL_S": "0.25"}
+    # no --workdir: the bench makes its own folder (under TMPDIR) and removes it after a run
+    # that succeeded (a failed run keeps it: the error names it)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "STREAMLEARN_SESSION_TIMEOUT_S": "2", "STREAMLEARN_HEARTBEAT_INTERVAL_S": "0.25",
+           "TMPDIR": str(tmp)}
     proc = subprocess.run(
         [sys.executable, "-m", "streamlearn", "bench", "--events", "2000", "--min-seconds", "0.3",
-         "--rss-interval", "0.2", "--json", str(out), "--workdir", str(tmp_path / "work")],
+         "--rss-interval", "0.2", "--json", str(out)],
         env=env, capture_output=True, text=True, timeout=400, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert not [p.name for p in tmp.iterdir() if p.name.startswith("streamlearn-")], "the bench's folder is left"
     lines = proc.stdout.rstrip("\n").splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("variant"))
     table = lines[header + 2 : header + 2 + len(VARIANTS) + 4]  # + half load, its floor, quarters, 2 workers

@@ -115,3 +115,17 @@ def test_in_process_variants_take_turns_until_each_has_run_long_enough() -> None
         assert r["events"] == 10 * r["passes"]
         assert abs(r["events_per_s"] - r["events"] / r["seconds"]) < 1e-9
     assert 2 < out["fast"]["events_per_s"] / out["slow"]["events_per_s"] < 8  # ~5: each timed on its own passes
+
+
+def test_a_finished_runs_folder_is_removed_or_its_place_said(tmp_path: Path) -> None:
+    from streamlearn.tools.bench import finish_workdir
+
+    said: list[str] = []
+    kept, gone = tmp_path / "kept", tmp_path / "gone"
+    for d in (kept, gone):
+        (d / "w-data").mkdir(parents=True)
+        (d / "w.log").write_text("log")
+    finish_workdir(kept, False, said.append)
+    finish_workdir(gone, True, said.append)
+    assert (kept / "w.log").exists() and not gone.exists()
+    assert said == [f"broker/Redis data and process logs: {kept}"]
