@@ -31,12 +31,18 @@ def register(app: typer.Typer) -> None:
         json_out: Path | None = typer.Option(None, "--json-out", help="also write the summary as JSON to this file"),
     ) -> None:
         """Start broker + Redis + worker, stream a dataset with delayed labels through the loop."""
+        from streamlearn import datasets
+        from streamlearn.cli.errors import EXIT_CONFIG, CliError
         from streamlearn.tools import demo as tool
 
+        project_dir = os.environ.get("STREAMLEARN_PROJECT") or None
+        if project_dir is None and dataset not in datasets.DATASETS:  # before anything starts
+            raise CliError(f"--dataset: unknown dataset {dataset!r}; one of: {', '.join(sorted(datasets.DATASETS))}",
+                           code=EXIT_CONFIG)
         if as_json:  # stdout carries only the JSON
             tool.console.stderr = True
         summary = tool.run_demo(dataset, events, rate, spec, bad, seed, compare, kafka, redis_url, replay=replay,
-                                  project_dir=os.environ.get("STREAMLEARN_PROJECT") or None)
+                                  project_dir=project_dir)
         text = json.dumps(summary, indent=2, default=str)
         if json_out:
             json_out.write_text(text)

@@ -24,7 +24,7 @@ from rich.table import Table
 
 from streamlearn import datasets
 from streamlearn.featurestore.keys import Keys
-from streamlearn.project import Project, project_for
+from streamlearn.project import Project, builtin_spec, project_for
 from streamlearn.schemas import AvroCodec
 from streamlearn.settings import Settings
 from streamlearn.streams.transport import ensure_topics, make_producer
@@ -140,12 +140,12 @@ def run_demo(dataset: str = "cards", events: int | None = None, rate: float | No
     stream ([demo] generator), features, models and task; else a built-in dataset."""
     project = Project.load(project_dir) if project_dir else None
     if project is not None:
+        spec = project.resolve_spec(spec) if spec else project.champion
         items = project.demo_items(events, seed)
         dataset = project.name
-        spec = project.resolve_spec(spec) if spec else project.champion
-    else:
+    else:  # spec names checked before any broker, Redis or worker starts (as a project's are)
+        spec = builtin_spec(spec or "logreg")
         items = datasets.load(dataset, events or 20_000, seed)
-        spec = spec or "logreg"
     infra = None
     worker = None
     follower = None

@@ -182,3 +182,18 @@ def test_feedback_checks_labels_with_the_workers_own_check(tmp_path: Path) -> No
             check_label({"event_id": "e1", "label": label}, project.task)
         assert (cli_says.value.reason, cli_says.value.detail) == (worker_says.value.reason, worker_says.value.detail)
         assert cli_says.value.reason == "label"
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--spec", "bogus"), "spec: unknown model spec 'bogus'; presets: ['arf', 'hat', 'ht', 'linreg', 'logreg', "
+                          "'nb', 'prior'], or a factory 'module:function'"),
+    (("--spec", "logrge"), "spec: unknown model spec 'logrge' (did you mean 'logreg'?)"),
+    (("--dataset", "card"), "--dataset: unknown dataset 'card'; one of: cards, drift, phishing"),
+])
+def test_a_builtin_demo_refuses_an_unknown_spec_or_dataset_before_starting_anything(cli, args, message) -> None:
+    # addresses where nothing listens: the refusal comes before any broker, Redis or worker is used
+    port = _closed_port()
+    code, out, err = cli("demo", *args, "--events", "50", "--kafka", f"127.0.0.1:{port}",
+                         "--redis-url", f"redis://127.0.0.1:{port}/0")
+    assert code == 2 and out == ""
+    _one_line(err, message)

@@ -33,12 +33,15 @@ def cli(settings: Settings | None, *args: str, timeout: float = 120) -> tuple[su
 
 
 def test_demo_reports_a_worker_that_dies_at_start_at_once(infra, tmp_path):
+    # a real factory the demo accepts by name, whose build fails in the worker (an unknown
+    # parameter): an unknown name is refused before anything starts (tests/unit/test_project_cli_errors.py)
+    spec = "river.linear_model:LogisticRegression?no_such_param=1"
     proc, secs = cli(None, "demo", "--kafka", infra.kafka_bootstrap, "--redis-url", infra.redis_url,
-                     "--spec", "bogus", "--events", "50", "--no-replay", "--no-compare", timeout=80)
+                     "--spec", spec, "--events", "50", "--no-replay", "--no-compare", timeout=80)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     err = proc.stderr
     assert "streamlearn: streamlearn worker" in err and "exited with code" in err and "at start" in err
-    assert "unknown model spec 'bogus'" in err  # the child's own error, from the end of its log
+    assert "no_such_param" in err and "unexpected" in err  # the child's own error, from the end of its log
     assert "timed out" not in err
     assert secs < 60  # was a 90 s wait for a group join that could never happen
 
