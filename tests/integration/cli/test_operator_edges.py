@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 from streamlearn.replay.archive.archiver import Archiver
 from streamlearn.replay.archive.reader import Archive
@@ -44,6 +46,10 @@ def test_demo_reports_a_worker_that_dies_at_start_at_once(infra, tmp_path):
     assert "no_such_param" in err and "unexpected" in err  # the child's own error, from the end of its log
     assert "timed out" not in err
     assert secs < 60  # was a 90 s wait for a group join that could never happen
+    # the log it names is kept; nothing else of the run is left (tests/integration/cli/test_demo_cleanup.py)
+    log = Path(re.search(r"last lines of (\S+/worker\.log)", err).group(1))
+    assert sorted(p.name for p in log.parent.iterdir()) == ["worker.log"]
+    assert f"kept in {log.parent}" in proc.stdout, proc.stdout
 
 
 def test_models_commands_print_the_workers_refusal_at_once(make_settings, start_worker, tmp_path):
