@@ -197,3 +197,29 @@ def test_a_builtin_demo_refuses_an_unknown_spec_or_dataset_before_starting_anyth
                          "--redis-url", f"redis://127.0.0.1:{port}/0")
     assert code == 2 and out == ""
     _one_line(err, message)
+
+
+def test_plan_tells_declared_features_from_vector_columns_and_fits_80_columns(tmp_path: Path, cli,
+                                                                             monkeypatch) -> None:
+    assert cli("init", str(tmp_path / "p"))[0] == 0
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{_closed_port()}/0")
+    code, out, err = cli("--project", str(tmp_path / "p"), "plan")
+    assert code == 0, err
+    lines = out.splitlines()
+    project = Project.load(tmp_path / "p")
+    declared = project.view.describe(list(load_events(project.sample)))
+    n, observed = len(declared["features"]), len(declared["observed_features"])
+    assert (n, observed) == (15, 29)  # one hashed field (16 buckets), one function: more columns than rows
+    assert f"  {n} declared features (rows below); the sample's vectors have {observed} columns" in lines
+    start = lines.index("    feature                  kind                 cols  declared at")
+    table = lines[start + 1:start + 1 + n]
+    assert all(len(line) <= 80 for line in lines[start:start + 1 + n]), "\n".join(lines[start:start + 1 + n])
+    # every row's columns, and they add up to the vector's
+    rows = {line.split()[0]: line for line in table}
+    assert rows["merchant#<0..15>"].split()[-2] == "15"  # the buckets the sample hit
+    assert rows["ent_merchant_distinct"].endswith(" 1  aggregates[3]")  # 'distinct (KMV k=16)' fits its column
+    assert rows["<project:amount_band>"].split()[-3:] == ["function", "1", "functions[0]"]
+    assert sum(int(line.split()[-2]) for line in table) == observed
+    # offline: it says plainly that only Redis knows whether the definition changed since it was served
+    said = "whether version 1's definition changed since a worker first served it is recorded only in that Redis"
+    assert any(said in line and "bump features.version to 2" in line for line in lines), out
