@@ -79,3 +79,14 @@ def decode_feedback(data: bytes | None, registry: AvroCodec, limits: Limits) -> 
     else:
         _check_number("label", label, limits)
     return fb
+
+
+def check_label(fb: dict[str, Any], task: Any) -> dict[str, Any]:
+    """``fb`` with its label as ``task`` (a :class:`~streamlearn.models.task.Task`) learns it, or
+    InvalidRecord ``label``: the worker's check of a decoded label, also run by ``streamlearn
+    feedback`` before it sends, so a label the worker would dead-letter is refused at the source."""
+    try:
+        fb["label"] = task.check_label(fb["label"])
+    except ValueError as exc:  # e.g. a string label for a regression
+        raise InvalidRecord("label", f"{exc} (task: {task.kind})") from None
+    return fb

@@ -27,7 +27,7 @@ from streamlearn.models.registry.versions import open_registry
 from streamlearn.project import project_for
 from streamlearn.schemas import AvroCodec, InvalidRecord
 from streamlearn.schemas.records import KafkaRecord
-from streamlearn.schemas.validation import Limits, decode_event, decode_feedback
+from streamlearn.schemas.validation import Limits, check_label, decode_event, decode_feedback
 from streamlearn.settings import Settings
 from streamlearn.streams.loop import OnlineLoop, commands
 from streamlearn.streams.transport import BatchProducer, ensure_topics, make_producer
@@ -189,12 +189,7 @@ class WorkerRuntime:
         task = self.loop.champion.task
         for msg in batch:
             try:
-                fb = decode_feedback(msg.value, self.codec, self.limits)
-                try:
-                    fb["label"] = task.check_label(fb["label"])
-                except ValueError as exc:  # e.g. a string label for a regression
-                    raise InvalidRecord("label", f"{exc} (task: {task.kind})") from None
-                good.append(fb)
+                good.append(check_label(decode_feedback(msg.value, self.codec, self.limits), task))
             except InvalidRecord as err:
                 self._dead_letter(msg, err)
                 bad += 1

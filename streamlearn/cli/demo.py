@@ -29,14 +29,24 @@ def register(app: typer.Typer) -> None:
         redis_url: str | None = typer.Option(None, help="use this Redis instead of starting one"),
         as_json: bool = typer.Option(False, "--json", help="print the summary as JSON (tables go to stderr)"),
         json_out: Path | None = typer.Option(None, "--json-out", help="also write the summary as JSON to this file"),
+        keep: bool = typer.Option(
+            False, "--keep", help="keep all of the run's data in its folder (Redis, the archive for "
+                                  "'streamlearn backtest --archive', the backtest's predictions); by default "
+                                  "only its logs and the backtest's metrics PNG/CSV/JSON stay"),
     ) -> None:
         """Start broker + Redis + worker, stream a dataset with delayed labels through the loop."""
+        from streamlearn import datasets
+        from streamlearn.cli.errors import EXIT_CONFIG, CliError
         from streamlearn.tools import demo as tool
 
+        project_dir = os.environ.get("STREAMLEARN_PROJECT") or None
+        if project_dir is None and dataset not in datasets.DATASETS:  # before anything starts
+            raise CliError(f"--dataset: unknown dataset {dataset!r}; one of: {', '.join(sorted(datasets.DATASETS))}",
+                           code=EXIT_CONFIG)
         if as_json:  # stdout carries only the JSON
             tool.console.stderr = True
         summary = tool.run_demo(dataset, events, rate, spec, bad, seed, compare, kafka, redis_url, replay=replay,
-                                  project_dir=os.environ.get("STREAMLEARN_PROJECT") or None)
+                                  project_dir=project_dir, keep=keep)
         text = json.dumps(summary, indent=2, default=str)
         if json_out:
             json_out.write_text(text)

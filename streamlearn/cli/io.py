@@ -35,7 +35,7 @@ import math
 import re
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -213,6 +213,62 @@ def _file_rows(source: str, fmt: str, kind: str) -> tuple[int | None, Iterator[t
     return total, read_rows(stream, fmt, kind), stream
 
 
+def label_check(settings: Any) -> Callable[[dict[str, Any]], None]:
+    """The worker's own check of a label, for the project's task: encoded and decoded as the
+    worker will (schema, limits), then :func:`~streamlearn.schemas.validation.check_label`,
+    the worker's code. Raises InvalidRecord (reason ``label`` for a label it would dead-letter)."""
+    from streamlearn.project import project_for
+    from streamlearn.schemas import AvroCodec
+    from streamlearn.schemas.validation import Limits, check_label, decode_feedback
+    from streamlearn.sdk.producers import encode_feedback
+
+    task = project_for(settings).task
+    codec, limits = AvroCodec.default(), Limits.from_settings(settings)
+
+    def check(rec: dict[str, Any]) -> None:
+        check_label(decode_feedback(encode_feedback(rec, limits, codec), codec, limits), task)
+
+    return check
+
+
+def stamped(kind: str, rec: dict[str, Any]) -> dict[str, Any]:
+    """A label without ``label_time`` gets the time it is sent (see the module doc)."""
+    if kind == "feedback" and rec.get("label_time") is None:
+        return {**rec, "label_time": int(time.time() * 1000)}
+    return rec
+
+
+def invalid_rows(rows: Iterable[tuple[int, Any]], kind: str, check: Callable[[dict[str, Any]], None],
+                 key: str | None) -> list[tuple[int, InvalidRecord]]:
+    """(line, why) of every row that would not be sent: unreadable, refused by ``check``, or
+    without its key field. Sends nothing: the check before a file is sent."""
+    bad = []
+    for line_no, rec in rows:
+        try:
+            if isinstance(rec, InvalidRecord):
+                raise rec
+            rec = stamped(kind, rec)
+            check(rec)
+            if key is not None:
+                record_key(rec, key)
+        except InvalidRecord as exc:
+            bad.append((line_no, exc))
+    return bad
+
+
+def refusal(what: str, bad: list[tuple[int, InvalidRecord]], noun: str) -> str:
+    """One line: the first invalid row (file, line, reason, detail), how many more, and that nothing was sent."""
+    from streamlearn.cli.errors import one_line
+
+    line_no, exc = bad[0]
+    more = ""
+    if len(bad) > 1:
+        rest = [str(n) for n, _ in bad[1:21]]
+        more = f"; {len(bad) - 1} more invalid line(s): {', '.join(rest)}{' ...' if len(bad) > 21 else ''}"
+    return (f"{what}: line {line_no}: {exc.reason}: {one_line(exc.detail)}{more}; nothing was sent "
+            f"(--skip-invalid sends the valid {noun} and reports the others)")
+
+
 def send_rows(kind: str, source: str | None, generate: str | None, events: int, seed: int, fmt: str,
               rate: float | None, key: str | None, fail_fast: bool, topic: str | None,
               verbose: bool = False) -> int:
@@ -228,14 +284,36 @@ def send_rows(kind: str, source: str | None, generate: str | None, events: int, 
         raise typer.BadParameter("give exactly one of --input FILE|- and --generate SCENARIO")
     err = Console(stderr=True)
     stream = None
-    if generate is not None:
-        total, rows = _generated(kind, generate, events, seed)
-        what = f"{generate} (seed {seed})"
-    else:
-        total, rows, stream = _file_rows(source, fmt, kind)
-        what = "stdin" if source == "-" else source
     noun = "events" if kind == "event" else "labels"
     key_field = key or DEFAULT_KEY[kind]
+    settings = get_settings()
+    # labels: the worker's check against the project's task too (events: the producer's own)
+    check = label_check(settings) if kind == "feedback" else None
+    if generate is not None:
+        total, gen = _generated(kind, generate, events, seed)
+        generated = list(gen)
+        rows = iter(generated)
+        what = f"{generate} (seed {seed})"
+    else:
+        what = "stdin" if source == "-" else source
+    if check is not None and fail_fast and source != "-":
+        # labels from a file or generated: every line is checked before anything is sent, so a
+        # refused input leaves nothing half-sent. stdin is a stream: checked line by line below.
+        kf = key_field if key else None
+        if generate is not None:
+            bad = invalid_rows(generated, kind, check, kf)
+        else:
+            _, pre, pre_stream = _file_rows(source, fmt, kind)
+            try:
+                bad = invalid_rows(pre, kind, check, kf)
+            finally:
+                pre_stream.close()
+        if bad:
+            from streamlearn.cli.errors import EXIT_CONFIG, CliError
+
+            raise CliError(refusal(what, bad, noun), code=EXIT_CONFIG)
+    if generate is None:
+        total, rows, stream = _file_rows(source, fmt, kind)
     failures: list[Delivery] = []
 
     def on_delivery(d: Delivery) -> None:
@@ -244,7 +322,6 @@ def send_rows(kind: str, source: str | None, generate: str | None, events: int, 
             if len(failures) <= 10:
                 err.print(f"[red]delivery failed[/] {d.event_id}: {d.error}")
 
-    settings = get_settings()
     cls = EventProducer if kind == "event" else FeedbackProducer
     check_broker(settings, verbose)  # one clear line within seconds instead of a 30 s flush
     producer = cls(settings, topic=topic, on_delivery=on_delivery, **quiet_config(verbose))
@@ -260,8 +337,9 @@ def send_rows(kind: str, source: str | None, generate: str | None, events: int, 
                 try:
                     if isinstance(rec, InvalidRecord):
                         raise rec
-                    if kind == "feedback" and rec.get("label_time") is None:
-                        rec = {**rec, "label_time": int(time.time() * 1000)}
+                    rec = stamped(kind, rec)
+                    if check is not None:
+                        check(rec)
                     if key is None:  # the producer keys by entity / event id itself
                         producer.send_record(rec)
                     else:  # schema errors first: they say more than a missing key
@@ -474,12 +552,20 @@ def feedback(
     fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
     rate: str | None = typer.Option(None, help="labels per second, e.g. 200 or 200/s"),
     key: str | None = typer.Option(None, help="field used as the Kafka key; default: event_id"),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid/--fail-fast",
-                                      help="report invalid rows and go on, or stop at the first"),
+    skip_invalid: bool = typer.Option(
+        False, "--skip-invalid/--fail-fast",
+        help="send the valid labels and report the invalid ones by line, or (default) refuse the whole "
+             "file if one line is invalid, before anything is sent (stdin: stop at the first)"),
     topic: str | None = typer.Option(None, help="override the feedback topic"),
     verbose: bool = VERBOSE_OPT,
 ) -> None:
-    """Send labels (event_id, label, label_time) from a JSONL/CSV file, stdin, or a generated scenario."""
+    """Send labels (event_id, label, label_time) from a JSONL/CSV file, stdin, or a generated scenario.
+
+    Every label is checked as the worker checks it, against the project's task: a class not in
+    the project's classes, a non-number for regression, anything but a bool or 0/1 for binary would
+    be dead-lettered (reason 'label'), so it is refused here. A file (or --generate) is checked
+    whole before anything is sent: one invalid line refuses it (exit 2, naming the file, line
+    and reason) unless --skip-invalid. stdin is checked line by line as it is sent."""
     raise typer.Exit(send_rows("feedback", source, generate, events, seed, _fmt(fmt), parse_rate(rate), key,
                                not skip_invalid, topic, verbose))
 

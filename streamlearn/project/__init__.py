@@ -34,7 +34,7 @@ from streamlearn.models.estimators.spec import SPECS, ModelSpec, build_model
 from streamlearn.models.task import Task, infer_task
 from streamlearn.settings import PROJECT_FILE, Settings
 
-__all__ = ["PROJECT_FILE", "Project", "ProjectError", "project_for", "load_events"]
+__all__ = ["PROJECT_FILE", "Project", "ProjectError", "builtin_spec", "project_for", "load_events"]
 
 _TABLES = {"project", "features", "models", "settings", "demo"}
 _PROJECT_KEYS = {"name", "task", "classes", "positive", "sample", "description"}
@@ -280,9 +280,17 @@ def _canonical(spec: Any, named: Mapping[str, str], where: str) -> str:
 
         near = difflib.get_close_matches(parsed.target, sorted(named) + sorted(SPECS), n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise ProjectError(f"{where}: unknown model spec {parsed.target!r}{hint}; the project's: {sorted(named)}, "
-                           f"presets: {sorted(SPECS)}")
+        own = f"the project's: {sorted(named)}, " if named else ""  # the built-in project names none
+        raise ProjectError(f"{where}: unknown model spec {parsed.target!r}{hint}; {own}presets: {sorted(SPECS)}, "
+                           "or a factory 'module:function'")
     return str(parsed)
+
+
+def builtin_spec(spec: Any) -> str:
+    """A spec for the built-in project (a preset or a factory) -> its canonical string, checked
+    as :meth:`Project.resolve_spec` checks a project's: an unknown name is one line with the
+    nearest preset, before anything is started (the demo's ``--spec``)."""
+    return _canonical(spec, {}, "spec")
 
 
 def _table(data: dict[str, Any], name: str, where: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from rich.table import Table
 
 from streamlearn import datasets
 from streamlearn.featurestore.keys import Keys
-from streamlearn.project import Project, project_for
+from streamlearn.project import Project, builtin_spec, project_for
 from streamlearn.schemas import AvroCodec
 from streamlearn.settings import Settings
 from streamlearn.streams.transport import ensure_topics, make_producer
@@ -135,18 +135,23 @@ class PredictionFollower:
 def run_demo(dataset: str = "cards", events: int | None = None, rate: float | None = None, spec: str | None = None,
              bad: int = 3, seed: int = 7, compare: bool = True, kafka: str | None = None,
              redis_url: str | None = None, workdir: Path | None = None, replay: bool = True,
-             project_dir: str | None = None) -> dict[str, Any]:
+             project_dir: str | None = None, keep: bool = False) -> dict[str, Any]:
     """The whole loop on the embedded broker and Redis. With ``project_dir``, the project's
-    stream ([demo] generator), features, models and task; else a built-in dataset."""
+    stream ([demo] generator), features, models and task; else a built-in dataset.
+
+    The run's folder keeps only its logs and the backtest's small outputs at exit (success,
+    error or Ctrl-C alike), unless ``keep``: see :func:`tidy_run_dir`."""
     project = Project.load(project_dir) if project_dir else None
     if project is not None:
+        spec = project.resolve_spec(spec) if spec else project.champion
         items = project.demo_items(events, seed)
         dataset = project.name
-        spec = project.resolve_spec(spec) if spec else project.champion
-    else:
+    else:  # spec names checked before any broker, Redis or worker starts (as a project's are)
+        spec = builtin_spec(spec or "logreg")
         items = datasets.load(dataset, events or 20_000, seed)
-        spec = spec or "logreg"
     infra = None
+    run_dir: Path | None = None  # the run's folder: tidied at exit
+    summary: dict[str, Any] | None = None
     worker = None
     follower = None
     producing: threading.Thread | None = None
@@ -156,7 +161,9 @@ def run_demo(dataset: str = "cards", events: int | None = None, rate: float | No
             addresses = {"KAFKA_BOOTSTRAP": kafka, "REDIS_URL": redis_url}
         else:
             console.print("[bold]starting[/] embedded broker (tansu) and Redis (valkey) ...")
-            infra = EmbeddedInfra(**({"workdir": workdir} if workdir else {})).start()
+            infra = EmbeddedInfra(**({"workdir": workdir} if workdir else {}))
+            run_dir = infra.workdir  # (its logs say why, if a server does not start)
+            infra.start()
             addresses = infra.env()
         if project is not None:
             view = project.view.name
@@ -170,7 +177,7 @@ def run_demo(dataset: str = "cards", events: int | None = None, rate: float | No
                                 model_spec=spec, feature_view=view)
         ensure_topics(settings)
         # never the current directory: the worker log, the replay and Faust data go with the run
-        log_dir = workdir or (infra.workdir if infra else Path(tempfile.mkdtemp(prefix="streamlearn-demo-")))
+        log_dir = run_dir = Path(workdir or run_dir or tempfile.mkdtemp(prefix="streamlearn-demo-"))
         worker = WorkerProcess(env, Path(log_dir) / "worker.log", cwd=Path(log_dir)).start()
         console.print(f"  broker   {addresses['KAFKA_BOOTSTRAP']}\n  redis    {addresses['REDIS_URL']}\n"
                       f"  worker   pid {worker.proc.pid}, log {worker.log_path}\n"
@@ -215,6 +222,7 @@ def run_demo(dataset: str = "cards", events: int | None = None, rate: float | No
             "models": status.get("models", []), "decisions": status.get("history", []),
             # a project's spec names, by the canonical spec the worker reports (shown by name)
             "spec_names": {v: k for k, v in project.specs.items()} if project is not None else {},
+            "keep": keep,
         }
         if replay:
             console.print("[bold]archiving[/] the run and replaying it in-process (backtest) ...")
@@ -238,6 +246,56 @@ def run_demo(dataset: str = "cards", events: int | None = None, rate: float | No
             worker.stop()
         if infra:
             infra.stop()
+        if run_dir is not None and run_dir.is_dir():  # after the servers stopped writing to it
+            tidied = tidy_run_dir(run_dir, keep)
+            console.print(tidied["line"])
+            if summary is not None:
+                summary["run_dir"] = tidied
+                if not keep and summary.get("replay"):
+                    summary["replay"]["archive"] = None  # removed: --keep keeps it
+
+
+# What a run's folder keeps at exit without --keep: what the summary points at (the backtest's
+# PNG/CSV/JSON) and the logs (error messages name them). The rest -- Redis's append-only file,
+# the archive, the backtest's predictions.jsonl -- is ~20 MB for the default 20,000 events.
+KEPT_FILES = ("replay-*/backtest/metrics.png", "replay-*/backtest/metrics.csv", "replay-*/backtest/metrics.json",
+              "replay-*/backtest/summary.json")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
+def tidy_run_dir(run_dir: Path, keep: bool = False) -> dict[str, Any]:
+    """Remove the bulky data of a demo run from its folder, keeping the files of
+    :data:`KEPT_FILES` and its top-level ``*.log`` (everything with ``keep``). Returns
+    what was kept and removed, and a line for the user saying so."""
+    kept: list[str] = []
+    kept_bytes = removed_bytes = 0
+    for path in sorted(run_dir.rglob("*")):
+        if path.is_dir() and not path.is_symlink():
+            continue
+        rel = path.relative_to(run_dir)
+        size = path.lstat().st_size
+        if keep or (len(rel.parts) == 1 and rel.suffix == ".log") or any(rel.match(p) for p in KEPT_FILES):
+            kept.append(str(rel))
+            kept_bytes += size
+        else:
+            path.unlink()
+            removed_bytes += size
+    if not keep:  # folders left empty (Redis's, the archive's) go too
+        for path in sorted((p for p in run_dir.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            if not any(path.iterdir()):
+                path.rmdir()
+    if keep:
+        line = (f"  kept everything of this run in {run_dir} ({_size(kept_bytes)}: Redis data, archive, backtest "
+                f"outputs, logs); remove it with: rm -r {run_dir}")
+    else:
+        line = (f"  removed this run's data ({_size(removed_bytes)}: Redis, the archive, the backtest's "
+                f"predictions.jsonl; --keep keeps them); kept in {run_dir} ({_size(kept_bytes)}): its logs"
+                + (" and the backtest's metrics PNG/CSV/JSON" if any(k.startswith("replay-") for k in kept) else ""))
+    return {"path": str(run_dir), "kept": kept, "kept_bytes": kept_bytes, "removed_bytes": removed_bytes,
+            "keep": keep, "line": line}
 
 
 def replay_check(settings: Settings, status: dict[str, Any], root: Path) -> dict[str, Any]:
@@ -337,7 +395,8 @@ def print_summary(s: dict[str, Any]) -> None:
             speed += f" (bare River loop {rp['bare_events_per_s']:,.0f})"
         rt.add_row("backtest speed", speed)
         console.print(rt)
-        console.print(f"  backtest outputs (metrics.png, metrics.csv, predictions.jsonl): {rp['out']}")
+        files = "metrics.png, metrics.csv, predictions.jsonl" if s.get("keep", True) else "metrics.png, metrics.csv"
+        console.print(f"  backtest outputs ({files}): {rp['out']}")
     comp = s.get("feature_store_comparison")
     if comp:
         ct = Table(title="same stream, in-process: with vs without per-entity features")

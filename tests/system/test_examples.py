@@ -37,7 +37,7 @@ def run_example(name: str, events: int, infra: EmbeddedInfra, cwd: Path) -> tupl
     proc = subprocess.run(
         [sys.executable, "-m", "streamlearn", "--project", str(ROOT / "examples" / name), "demo",
          "--events", str(events), "--rate", "1000", "--kafka", infra.kafka_bootstrap,
-         "--redis-url", infra.redis_url, "--json", str(out)],
+         "--redis-url", infra.redis_url, "--json", str(out), "--keep"],  # --keep: the archive is backtested below
         capture_output=True, text=True, timeout=300, cwd=cwd, env={**env, **infra.env(), "COLUMNS": "200"},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

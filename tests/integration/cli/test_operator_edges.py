@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 from streamlearn.replay.archive.archiver import Archiver
 from streamlearn.replay.archive.reader import Archive
@@ -33,14 +35,21 @@ def cli(settings: Settings | None, *args: str, timeout: float = 120) -> tuple[su
 
 
 def test_demo_reports_a_worker_that_dies_at_start_at_once(infra, tmp_path):
+    # a real factory the demo accepts by name, whose build fails in the worker (an unknown
+    # parameter): an unknown name is refused before anything starts (tests/unit/test_project_cli_errors.py)
+    spec = "river.linear_model:LogisticRegression?no_such_param=1"
     proc, secs = cli(None, "demo", "--kafka", infra.kafka_bootstrap, "--redis-url", infra.redis_url,
-                     "--spec", "bogus", "--events", "50", "--no-replay", "--no-compare", timeout=80)
+                     "--spec", spec, "--events", "50", "--no-replay", "--no-compare", timeout=80)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     err = proc.stderr
     assert "streamlearn: streamlearn worker" in err and "exited with code" in err and "at start" in err
-    assert "unknown model spec 'bogus'" in err  # the child's own error, from the end of its log
+    assert "no_such_param" in err and "unexpected" in err  # the child's own error, from the end of its log
     assert "timed out" not in err
     assert secs < 60  # was a 90 s wait for a group join that could never happen
+    # the log it names is kept; nothing else of the run is left (tests/integration/cli/test_demo_cleanup.py)
+    log = Path(re.search(r"last lines of (\S+/worker\.log)", err).group(1))
+    assert sorted(p.name for p in log.parent.iterdir()) == ["worker.log"]
+    assert f"kept in {log.parent}" in proc.stdout, proc.stdout
 
 
 def test_models_commands_print_the_workers_refusal_at_once(make_settings, start_worker, tmp_path):
