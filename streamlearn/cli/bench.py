@@ -27,7 +27,9 @@ def register(app: typer.Typer) -> None:
         half_load: bool = typer.Option(True, help="also run end-to-end paced at half its max rate"),
         rss_interval: float = typer.Option(1.0, help="seconds between RSS samples of the worker"),
         profile: Path | None = typer.Option(None, help="py-spy each broker variant at max load; stacks go in this dir"),
-        workdir: Path | None = typer.Option(None, help="keep broker/Redis data and process logs here (default: a temporary folder, removed after a run that succeeded, kept after a failure)"),
+        workdir: Path | None = typer.Option(
+            None, help="keep broker/Redis data and process logs here (default: a temporary folder, "
+                       "removed after a run that succeeded, kept after a failure)"),
         as_json: bool = typer.Option(False, "--json", help="print the full report as JSON instead of the table"),
         json_out: Path | None = typer.Option(None, "--json-out", help="also write the full report as JSON here"),
     ) -> None:

@@ -231,6 +231,21 @@ def label_check(settings: Any) -> Callable[[dict[str, Any]], None]:
     return check
 
 
+def event_check(settings: Any) -> Callable[[dict[str, Any]], None]:
+    """The producer's own check of an event (schema, limits, as the worker decodes it), without
+    a producer: raises InvalidRecord naming the field."""
+    from streamlearn.schemas import AvroCodec
+    from streamlearn.schemas.validation import Limits
+    from streamlearn.sdk.producers import encode_event
+
+    codec, limits = AvroCodec.default(), Limits.from_settings(settings)
+
+    def check(rec: dict[str, Any]) -> None:
+        encode_event(rec, limits, codec)
+
+    return check
+
+
 def stamped(kind: str, rec: dict[str, Any]) -> dict[str, Any]:
     """A label without ``label_time`` gets the time it is sent (see the module doc)."""
     if kind == "feedback" and rec.get("label_time") is None:
@@ -287,7 +302,8 @@ def send_rows(kind: str, source: str | None, generate: str | None, events: int, 
     noun = "events" if kind == "event" else "labels"
     key_field = key or DEFAULT_KEY[kind]
     settings = get_settings()
-    # labels: the worker's check against the project's task too (events: the producer's own)
+    # labels: the worker's check against the project's task too (events: the producer's own,
+    # which send_record runs anyway: no second check per event while sending)
     check = label_check(settings) if kind == "feedback" else None
     if generate is not None:
         total, gen = _generated(kind, generate, events, seed)
@@ -296,16 +312,17 @@ def send_rows(kind: str, source: str | None, generate: str | None, events: int, 
         what = f"{generate} (seed {seed})"
     else:
         what = "stdin" if source == "-" else source
-    if check is not None and fail_fast and source != "-":
-        # labels from a file or generated: every line is checked before anything is sent, so a
+    if fail_fast and source != "-":
+        # a file or a generated stream: every line is checked before anything is sent, so a
         # refused input leaves nothing half-sent. stdin is a stream: checked line by line below.
         kf = key_field if key else None
+        pre_check = check if check is not None else event_check(settings)
         if generate is not None:
-            bad = invalid_rows(generated, kind, check, kf)
+            bad = invalid_rows(generated, kind, pre_check, kf)
         else:
             _, pre, pre_stream = _file_rows(source, fmt, kind)
             try:
-                bad = invalid_rows(pre, kind, check, kf)
+                bad = invalid_rows(pre, kind, pre_check, kf)
             finally:
                 pre_stream.close()
         if bad:
@@ -534,12 +551,18 @@ def produce(
     fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
     rate: str | None = typer.Option(None, help="events per second, e.g. 200 or 200/s; default: as fast as possible"),
     key: str | None = typer.Option(None, help="field (or feature) used as the Kafka key; default: entity"),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid/--fail-fast",
-                                      help="report invalid rows and go on, or stop at the first"),
+    skip_invalid: bool = typer.Option(
+        False, "--skip-invalid/--fail-fast",
+        help="send the valid events and report the invalid ones by line, or (default) refuse the whole "
+             "file if one line is invalid, before anything is sent (stdin: stop at the first)"),
     topic: str | None = typer.Option(None, help="override the events topic"),
     verbose: bool = VERBOSE_OPT,
 ) -> None:
-    """Send events from a JSONL/CSV file, stdin, or a generated scenario; invalid rows are reported by line."""
+    """Send events from a JSONL/CSV file, stdin, or a generated scenario; invalid rows are reported by line.
+
+    Every event is checked as the worker will decode it (schema, limits). A file (or --generate)
+    is checked whole before anything is sent: one invalid line refuses it (exit 2, naming the
+    file, line and reason) unless --skip-invalid. stdin is checked line by line as it is sent."""
     raise typer.Exit(send_rows("event", source, generate, events, seed, _fmt(fmt), parse_rate(rate), key,
                                not skip_invalid, topic, verbose))
 

@@ -247,7 +247,8 @@ def run_demo(dataset: str = "cards", events: int | None = None, rate: float | No
         if infra:
             infra.stop()
         if run_dir is not None and run_dir.is_dir():  # after the servers stopped writing to it
-            tidied = tidy_run_dir(run_dir, keep)
+            # a folder the caller chose (workdir) is theirs: reported, never tidied
+            tidied = tidy_run_dir(run_dir, keep or workdir is not None)
             console.print(tidied["line"])
             if summary is not None:
                 summary["run_dir"] = tidied

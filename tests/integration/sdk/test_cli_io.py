@@ -106,17 +106,26 @@ def test_produce_csv_fail_fast_stdin_and_generated_scenario(make_settings, tmp_p
         "c3,card-3,soon,1,fuel,1,true\n"
         "c4,card-4,1700000003000,1,fuel,1,true\n"
     )
-    r = cli(s, "produce", "--from", str(src))  # fail-fast is the default
-    assert r.returncode == 1
-    assert "line 4" in r.stderr and "event_time" in r.stderr
-    assert "sent 2 events" in r.stdout and "nothing after line 4 was read" in r.stdout
+    r = cli(s, "produce", "--from", str(src))  # fail-fast is the default: a file is checked whole first
+    assert r.returncode == 2
+    assert f"{src}: line 4: schema:" in r.stderr and "event_time" in r.stderr and "nothing was sent" in r.stderr
+    assert "sent" not in r.stdout
+    # the same file less its line 4
+    src.write_text("".join(line for i, line in enumerate(src.read_text().splitlines(True), 1) if i != 4))
+    r = cli(s, "produce", "--from", str(src), "--fail-fast")
+    assert r.returncode == 0 and "sent 3 events" in r.stdout, r.stderr
+    # stdin is a stream: checked line by line as it is sent, stopping at the first invalid one
+    lines = [json.dumps({"event_id": f"s{i}", "entity": "card-8", "event_time": 1, "features": {}}) for i in (1, 2)]
+    r = cli(s, "produce", "--from", "-", stdin=lines[0] + "\n" + '{"event_id": "s-bad"}\n' + lines[1] + "\n")
+    assert r.returncode == 1 and "line 2" in r.stderr
+    assert "sent 1 events" in r.stdout and "nothing after line 2 was read" in r.stdout
 
     # a sentinel through stdin: everything the CSV run sent precedes it on the topic
     sentinel = {"event_id": "end", "entity": "card-9", "event_time": 1, "features": {}}
     r = cli(s, "produce", "--from", "-", stdin=json.dumps(sentinel) + "\n")
     assert r.returncode == 0 and "sent 1 events" in r.stdout, r.stderr
-    events = TopicReader(s, s.topic_events, "event").wait_count(3)
-    assert [e["event_id"] for e in events] == ["c1", "c2", "end"]
+    events = TopicReader(s, s.topic_events, "event").wait_count(5)
+    assert [e["event_id"] for e in events] == ["c1", "c2", "c4", "s1", "end"]
     assert events[0] == {"event_id": "c1", "entity": "card-1", "event_time": 1_700_000_000_000,
                          "features": {"amount": 12.5, "category": "fuel", "zip": "007", "vip": True}}
     assert events[1]["features"] == {"amount": 3, "category": "grocery", "zip": None, "vip": False}
@@ -127,8 +136,8 @@ def test_produce_csv_fail_fast_stdin_and_generated_scenario(make_settings, tmp_p
     r = cli(s, "feedback", "--generate", "cards", "--events", "60", "--seed", "3")
     assert r.returncode == 0, r.stderr
     items = datasets.cards(n=60, seed=3)
-    events = TopicReader(s, s.topic_events, "event").wait_count(3 + 60)
-    assert events[3:] == [it.event for it in items]
+    events = TopicReader(s, s.topic_events, "event").wait_count(5 + 60)
+    assert events[5:] == [it.event for it in items]
     expected = sorted((it.feedback for it in items if it.feedback), key=lambda f: f["label_time"])
     assert 0 < len(expected) < 60  # some labels never arrive, by design of the scenario
     assert f"sent {len(expected)} labels" in r.stdout
