@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import random
+from pathlib import Path
 
+import orjson
 import redis
 
 from streamlearn.featurestore.keys import Keys
+from streamlearn.project import Project, view_namespace
 from streamlearn.replay.backtest.inprocess import memory_loop, run_stream
 from streamlearn.streams.loop import read_checkpoint
 from tests.helpers import Sender, TopicReader, feedback_for, make_events, wait_for
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def live_keys(s, project: Project) -> Keys:
+    """The keys a worker with these settings uses for the project's view."""
+    return Keys.from_settings(s, view_namespace(project.view))
 
 
 def _final_models(s):
@@ -69,4 +79,59 @@ def test_kill_9_at_random_points_changes_nothing(make_settings, start_worker):
     xs = [s_x for s_x in (ref.view.compute(e, None)[0] for e in probe)]
     assert [live.champion_learner.model.predict_proba_one(x) for x in xs] == \
         [ref.champion.model.predict_proba_one(x) for x in xs]
+    assert live.champion_learner.metric_values() == ref.champion.metric_values()
+
+
+def test_kill_9_changes_nothing_on_a_users_regression_project(make_settings, start_worker):
+    """The same promise for a project a user writes (examples/trips, as `streamlearn init` makes
+    them): a regression task, one-hot fields, window, decayed, since-last and distinct aggregates
+    and a feature function with its own per-entity state, all checkpointed through the kills."""
+    project = Project.load(EXAMPLES / "trips")  # its folder on sys.path: the factories import
+    s = make_settings(project=str(project.directory), lifecycle_auto=False, session_timeout_s=2.0,
+                      heartbeat_interval_s=0.25, batch_max=100)
+    items = project.demo_items(1500, seed=41)
+    events = [it.event for it in items]
+    labels = [{"event_id": it.event["event_id"], "label": it.label, "label_time": it.label_time}
+              for it in items if it.label is not None]
+    assert len(labels) > 1000 and any(e["entity"] == events[0]["entity"] for e in events[1:])
+    rnd = random.Random(8)
+    send, preds = Sender(s), TopicReader(s, s.topic_predictions, "prediction")
+    worker = start_worker(s, name="p0")
+    kills = 0
+
+    send.events(events)
+    target = rnd.randint(300, 900)
+    wait_for(lambda: len(preds.poll()) >= target, 60, f"{target} predictions")
+    worker.kill()
+    kills += 1
+    worker = start_worker(s, name=f"p{kills}")
+    preds.wait_count(len(events), timeout=90, key="event_id")
+
+    send.feedback(labels)
+    send.feedback(labels[:50])  # a resend: duplicates must be ignored
+    target = rnd.randint(200, 800)
+    wait_for(lambda: worker.worker_status().get("counters", {}).get("labels_learned", 0) >= target, 60,
+             f"{target} labels learned")
+    worker.kill()
+    kills += 1
+    worker = start_worker(s, name=f"p{kills}")
+    wait_for(lambda: worker.status().get("labels_learned") == len(labels), 90, "every label learned")
+    assert worker.stop() == 0
+
+    assert {p["event_id"] for p in preds.poll()} == {e["event_id"] for e in events}, "every event has a prediction"
+    live = _final_models(s)
+    assert live.champion_learner.labels_learned == len(labels), "no label learned twice, none lost"
+
+    # the uninterrupted reference, in-process, with the project's own view, champion and task
+    ref = memory_loop(project.view, project.champion, task=project.task)
+    asyncio.run(run_stream(ref, [("event", e) for e in events] + [("feedback", f) for f in labels]))
+    # the entity states the killed workers left equal the reference's, function state included
+    client = redis.Redis.from_url(s.redis_url)
+    for entity in sorted({e["entity"] for e in events})[:10]:
+        got = orjson.loads(client.get(live_keys(s, project).entity(entity)))
+        assert "fn:zone_switch" in got and "w2h:distance_km" in got, sorted(got)  # the function's and window's state
+        assert got == orjson.loads(orjson.dumps(ref.backend.get(ref.keys.entity(entity), 0.0, True))), entity
+    probe = [it.event for it in project.demo_items(40, seed=42)]
+    xs = [ref.view.compute(e, None)[0] for e in probe]
+    assert [live.champion_learner.model.predict_one(x) for x in xs] == [ref.champion.model.predict_one(x) for x in xs]
     assert live.champion_learner.metric_values() == ref.champion.metric_values()
