@@ -22,7 +22,7 @@ from confluent_kafka import (
 )
 
 from streamlearn.schemas import AvroCodec
-from streamlearn.schemas.validation import Limits, decode_event, decode_feedback
+from streamlearn.schemas.validation import Limits, check_label, decode_event, decode_feedback
 from streamlearn.settings import Settings
 from streamlearn.streams.transport import make_producer
 
@@ -45,9 +45,33 @@ def encode_event(event: Mapping[str, Any], limits: Limits = Limits(),
 
 
 def encode_feedback(feedback: Mapping[str, Any], limits: Limits = Limits(),
-                    codec: AvroCodec | None = None) -> bytes:
-    """Validate a label as the worker will and return its wire bytes; raises InvalidRecord."""
-    return _encode("feedback", feedback, decode_feedback, limits, codec)
+                    codec: AvroCodec | None = None, task: Any = None) -> bytes:
+    """Validate a label as the worker will and return its wire bytes; raises InvalidRecord.
+    With ``task`` (a :class:`~streamlearn.models.task.Task`, see :func:`label_task`) also the
+    worker's check of the label against it: a label it would dead-letter (reason ``label``)."""
+    return _encode("feedback", feedback, _feedback_check(task), limits, codec)
+
+
+def _feedback_check(task: Any) -> Callable[..., Any]:
+    if task is None:
+        return decode_feedback
+
+    def check(data: bytes, reg: AvroCodec, limits: Limits) -> Any:
+        return check_label(decode_feedback(data, reg, limits), task)
+
+    return check
+
+
+def label_task(settings: Settings) -> Any:
+    """The task labels are checked against before they are sent: the worker's, when the
+    settings say which it is (a project, ``STREAMLEARN_PROJECT``, or ``STREAMLEARN_TASK``);
+    None when they name neither (a producer configured by topics alone cannot know the task
+    of the worker reading them: schema and limits only)."""
+    if not (settings.project or settings.task):
+        return None
+    from streamlearn.project import project_for  # (imports a project's code: only when named)
+
+    return project_for(settings).task
 
 
 def now_ms() -> int:
@@ -243,13 +267,20 @@ class EventProducer(_Producer):
 
 
 class FeedbackProducer(_Producer):
-    """Sends labels to the feedback topic, keyed by event id."""
+    """Sends labels to the feedback topic, keyed by event id. With settings that name the
+    task (a project, or ``STREAMLEARN_TASK``), a label the worker would dead-letter for it (a
+    class not declared, a non-number for regression, anything but a bool or 0/1 for binary)
+    is refused before it is sent, as the worker's own check refuses it (:func:`label_task`)."""
 
     subject = "feedback"
     _check = staticmethod(decode_feedback)
 
     def __init__(self, settings: Settings, *, topic: str | None = None, **kwargs: Any) -> None:
         super().__init__(settings, topic or settings.topic_feedback, **kwargs)
+        self.task = label_task(settings)
+
+    def encode(self, record: Mapping[str, Any]) -> bytes:
+        return _encode(self.subject, record, _feedback_check(self.task), self.limits, self.codec)
 
     def send(self, event_id: str, label: bool | int | float | str, label_time: int | None = None, *,
              key: str | bytes | None = None) -> DeliveryFuture:

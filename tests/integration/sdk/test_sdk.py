@@ -6,6 +6,7 @@ import json
 import uuid
 from dataclasses import fields
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,8 @@ from streamlearn.settings import Settings
 from streamlearn.streams.transport import make_producer
 from streamlearn.tools.harness import free_port
 from tests.helpers import OPEN_CLIENTS, REG, Sender, label_of, make_events, wait_for
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 # Inputs the SDK must refuse with the same reason the worker dead-letters them with.
 BAD_EVENTS = [
@@ -132,6 +135,19 @@ def test_invalid_records_are_refused_before_sending(make_settings):
         with pytest.raises(InvalidRecord, match="'event_id' must not be empty"):
             fb.send("", True, 5)
         assert fb.send("e1", True).result(30).ok  # label_time defaults to now
+        assert fb.task is None  # settings naming no project or task: schema and limits only
+        assert fb.send("e2", 12.5).result(30).ok  # (a regression worker's label: not refused here)
+    assert fb.sent == 2
+
+    # settings naming a project: its task's check, the worker's own, before anything is sent
+    segments = make_settings(project=str(EXAMPLES / "segments"))
+    with FeedbackProducer(segments) as fb:
+        assert fb.task.kind == "multiclass"
+        for label in ("tarmac", 3, True):
+            with pytest.raises(InvalidRecord) as refused:
+                fb.send("e1", label, 5)
+            assert refused.value.reason == "label" and "(task: multiclass)" in refused.value.detail
+        assert fb.send("e1", "grass", 5).result(30).ok
     assert fb.sent == 1
 
 
