@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 from streamlearn.settings import Settings
 from streamlearn.tools.demo import read_status
@@ -91,3 +92,10 @@ def test_ctrl_c_stops_everything_and_leaves_no_orphans(tmp_path):
         raise AssertionError("the demo did not exit within 60 s of Ctrl-C; its output:\n"
                              + "".join(lines + rest)[-4000:]) from None
     wait_for(lambda: not any(pid_alive(p) for p in children), 30, "broker, redis and worker to exit")
+    assert proc.returncode == 130
+    # and it did not litter: the run's data removed (Redis's, Faust's), its logs kept, said so
+    run = Path(re.search(r"log (\S+)/worker\.log", lines[-1]).group(1))
+    files = {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()}
+    assert files == {"worker.log", "broker.log", "redis.log"}, files
+    reader.join(10)
+    assert f"kept in {run}" in "".join(rest) and "removed this run's data" in "".join(rest)
