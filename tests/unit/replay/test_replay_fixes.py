@@ -156,3 +156,15 @@ def test_backtest_refuses_the_label_as_the_live_worker_did(tmp_path):
     assert (tmp_path / "o1" / "predictions.jsonl").read_bytes() == (tmp_path / "o2" / "predictions.jsonl").read_bytes()
     assert got.final == ref.final and got.counters == ref.counters
     assert got.plan.counts["labels_refused"] == 1 and any("12.5" in n for n in got.plan.notes)
+
+
+def test_inspect_lists_every_topic_by_its_whole_name(tmp_path):
+    from streamlearn.replay.archive.inspect import format_summary, summarize
+
+    root, _, _ = _two_deployments(tmp_path)
+    long = "a.deployment.with.a.rather.long.name.events.v1"
+    write_records(LocalStorage(root), records_for([("event", e) for e in make_events(5, seed=6)],
+                                                  topics={"event": long}))
+    text = format_summary(summarize(Archive.open(root)))
+    for topic in (long, *OTHER.values(), "streamlearn.events.v1", "streamlearn.feedback.v1"):
+        assert f" {topic} " in text, topic
