@@ -213,6 +213,18 @@ class Archive:
                 yield rec, value
 
 
+def read_own_topics(archive: Archive, topics: dict[str, str], where: str) -> list[str]:
+    """Restrict ``archive`` to ``topics`` (topic -> kind: the archiver's ``archived_topics`` of
+    the settings in use) and return the other topics it holds, left unread; ValueError naming
+    the topics found when none of ``topics`` is there (``where``: the archive, for the message)."""
+    found = sorted({t for _, t in archive.topics()})
+    others = sorted({t for _, t in archive.only_topics(topics)})
+    if not archive.manifests:
+        raise ValueError(f"the archive at {where} holds none of the topics of the settings in use "
+                         f"({', '.join(topics)}); it holds {', '.join(found) or 'no topics'}")
+    return others
+
+
 def worker_labels(pairs: Iterable[tuple[dict[str, Any], dict[str, Any]]], task: Any, refused: Counter
                   ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """The decoded feedback the live worker learns: its own label check

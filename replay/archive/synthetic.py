@@ -66,7 +66,9 @@ def records_for(
     return out
 
 
-def archive_items(storage: Storage, items: list[Item], *, partitions: int = 1, **writer_kwargs: Any
-                  ) -> list[Manifest]:
-    """Archive a dataset as if it had streamed through Kafka (events, then labels as they arrive)."""
-    return write_records(storage, records_for(arrival_order(items), partitions=partitions), **writer_kwargs)
+def archive_items(storage: Storage, items: list[Item], *, partitions: int = 1, topics: dict[str, str] | None = None,
+                  **writer_kwargs: Any) -> list[Manifest]:
+    """Archive a dataset as if it had streamed through Kafka (events, then labels as they arrive);
+    ``topics``: kind -> topic name (default: the default settings')."""
+    return write_records(storage, records_for(arrival_order(items), partitions=partitions, topics=topics),
+                         **writer_kwargs)

@@ -56,7 +56,7 @@ from streamlearn.models import artifacts
 from streamlearn.models.estimators.batch import BatchClassifier
 from streamlearn.models.registry.versions import ModelRegistry, ModelVersion
 from streamlearn.models.task import Task
-from streamlearn.replay.archive.reader import Archive, refused_note
+from streamlearn.replay.archive.reader import Archive, read_own_topics, refused_note
 from streamlearn.replay.retrain.training import ChunkSpill, Vocabulary, examples, label_index
 
 log = logging.getLogger(__name__)
@@ -294,12 +294,18 @@ def scheduled_retrain(settings: Any) -> int:
     the worker's model name, return that version (the worker then adopts it as a challenger)."""
     from streamlearn.models.registry import open_registry
     from streamlearn.project import project_for
+    from streamlearn.replay.archive.archiver import archived_topics
 
     s = settings
     project = project_for(s)
     if not project.task.is_classification:
         raise ValueError(f"batch retraining fits classifiers; the {project.task.kind} task is not supported yet")
-    result = retrain(s.archive_dir, RetrainConfig(view=project.view.name, estimator=s.retrain_estimator, threads=1),
+    archive = Archive.open(s.archive_dir)
+    # several deployments can archive into one directory: train on this one's topics only
+    others = read_own_topics(archive, archived_topics(s), s.archive_dir)
+    if others:
+        log.info("batch retrain: archive also holds topics %s of other settings: not read", ", ".join(others))
+    result = retrain(archive, RetrainConfig(view=project.view.name, estimator=s.retrain_estimator, threads=1),
                      None, s.artifact_key.get_secret_value().encode(), registry=open_registry(s),
                      register_as=s.model_name, view=project.view, task=project.task)
     assert result.registered is not None

@@ -50,15 +50,14 @@ def _open_own(archive: Path | None):  # noqa: ANN202 - Archive
     archive into one directory (the default ``streamlearn-archive``), and a job of one must not
     read another's records. One line names the topics left unread; none of ours there: exit 2."""
     from streamlearn.replay.archive.archiver import archived_topics
+    from streamlearn.replay.archive.reader import read_own_topics
     from streamlearn.settings import get_settings
 
     arch = _open(archive)
-    ours = archived_topics(get_settings())
-    found = arch.topics()
-    others = sorted({topic for _, topic in arch.only_topics(ours)})
-    if not arch.manifests:
-        _fail(f"the archive at {_archive_dir(archive)} holds none of the topics of the settings in use "
-              f"({', '.join(ours)}); it holds {', '.join(sorted({t for _, t in found})) or 'no topics'}")
+    try:
+        others = read_own_topics(arch, archived_topics(get_settings()), _archive_dir(archive))
+    except ValueError as exc:
+        _fail(str(exc))
     if others:
         typer.echo(f"note: archive also holds topics {', '.join(others)} of other settings: not read", err=True)
     return arch
