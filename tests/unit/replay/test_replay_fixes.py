@@ -168,3 +168,15 @@ def test_inspect_lists_every_topic_by_its_whole_name(tmp_path):
     text = format_summary(summarize(Archive.open(root)))
     for topic in (long, *OTHER.values(), "streamlearn.events.v1", "streamlearn.feedback.v1"):
         assert f" {topic} " in text, topic
+
+
+def test_a_projects_backtest_from_python_reads_its_own_topics_of_a_directory(tmp_path):
+    from streamlearn.project import project_for
+    from streamlearn.replay.backtest import backtest
+
+    root, own, _ = _two_deployments(tmp_path)
+    project = project_for(Settings())
+    assert backtest(project, root, models=["logreg"], bare=False, lifecycle=False).plan.n_events == own
+    with pytest.raises(ValueError, match="holds none of the topics of the settings in use"):
+        backtest(project_for(Settings(topic_events="x.events", topic_feedback="x.feedback")), root,
+                 models=["logreg"], bare=False, lifecycle=False)
