@@ -51,13 +51,15 @@ def summarize(archive: Archive, verify: bool = False) -> dict[str, Any]:
 
 def format_summary(s: dict[str, Any]) -> str:
     lines = []
-    header = f"{'kind':<10} {'topic':<34} {'p':>2} {'files':>5} {'records':>9} {'offsets':>17} " \
+    # whole topic names: several deployments can share an archive, and the names tell them apart
+    tw = max([34, *(len(p["topic"]) for p in s["partitions"])])
+    header = f"{'kind':<10} {'topic':<{tw}} {'p':>2} {'files':>5} {'records':>9} {'offsets':>17} " \
              f"{'event time range (UTC)':<51} gaps"
     lines.append(header)
     for p in s["partitions"]:
         gaps = f"{len(p['gaps'])} ({p['missing_offsets']} offsets)" if p["gaps"] else "none"
         lines.append(
-            f"{p['kind']:<10} {p['topic'][:34]:<34} {p['partition']:>2} {p['files']:>5} {p['records']:>9} "
+            f"{p['kind']:<10} {p['topic']:<{tw}} {p['partition']:>2} {p['files']:>5} {p['records']:>9} "
             f"{p['first_offset']:>8}-{p['last_offset']:<8} "
             f"{iso(p['first_event_time']):<24} .. {iso(p['last_event_time']):<24} {gaps}")
         for a, b in p["gaps"][:5]:

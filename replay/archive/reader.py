@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 from streamlearn.replay.archive.format import KINDS, MANIFEST_SUFFIX, SUBJECT, ArchiveError, Manifest, read_file
 from streamlearn.replay.archive.storage import Storage, open_storage
 from streamlearn.schemas import AvroCodec, InvalidRecord
-from streamlearn.schemas.validation import Limits, decode_event, decode_feedback
+from streamlearn.schemas.validation import Limits, check_label, decode_event, decode_feedback
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,19 @@ class Archive:
                               "those records are skipped, the rest of the file loads")
             self.manifests.append(m)
         self.manifests.sort(key=lambda m: (m.kind, m.topic, m.partition, m.first_offset, m.last_offset))
+
+    def topics(self) -> list[tuple[str, str]]:
+        """(kind, topic) of every listed file."""
+        return sorted({(m.kind, m.topic) for m in self.manifests})
+
+    def only_topics(self, topics: dict[str, str]) -> list[tuple[str, str]]:
+        """Read only the files of ``topics`` (topic -> kind, as the archiver of one settings
+        archives them) from now on; return the (kind, topic) of the others, left unread.
+
+        Several deployments can archive into one directory: a job of one reads its own topics."""
+        others = sorted({(m.kind, m.topic) for m in self.manifests if topics.get(m.topic) != m.kind})
+        self.manifests = [m for m in self.manifests if topics.get(m.topic) == m.kind]
+        return others
 
     def files(self, kind: str | None = None) -> list[Manifest]:
         return [m for m in self.manifests if kind is None or m.kind == kind]
@@ -197,3 +211,39 @@ class Archive:
             value = self.decode(rec)
             if value is not None:
                 yield rec, value
+
+
+def read_own_topics(archive: Archive, topics: dict[str, str], where: str) -> list[str]:
+    """Restrict ``archive`` to ``topics`` (topic -> kind: the archiver's ``archived_topics`` of
+    the settings in use) and return the other topics it holds, left unread; ValueError naming
+    the topics found when none of ``topics`` is there (``where``: the archive, for the message)."""
+    found = sorted({t for _, t in archive.topics()})
+    others = sorted({t for _, t in archive.only_topics(topics)})
+    if not archive.manifests:
+        raise ValueError(f"the archive at {where} holds none of the topics of the settings in use "
+                         f"({', '.join(topics)}); it holds {', '.join(found) or 'no topics'}")
+    return others
+
+
+def worker_labels(pairs: Iterable[tuple[dict[str, Any], dict[str, Any]]], task: Any, refused: Counter
+                  ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """The decoded feedback the live worker learns: its own label check
+    (:func:`~streamlearn.schemas.validation.check_label` with ``task``) applied; a label it
+    dead-letters is skipped and counted in ``refused`` by reason. The feedback topic holds
+    what producers sent, refused labels included."""
+    for rec, fb in pairs:
+        try:
+            yield rec, check_label(fb, task)
+        except InvalidRecord as err:
+            refused[err.detail] += 1
+
+
+def refused_note(refused: Counter, total: int | None = None) -> str | None:
+    """One line for a report: how many labels were skipped as the worker refuses them, and why
+    (``total``: when ``refused`` holds only the commonest reasons)."""
+    n = sum(refused.values()) if total is None else total
+    if not n:
+        return None
+    reasons = "; ".join(f"{r} ({c}x)" if c > 1 else r for r, c in refused.most_common(3))
+    more = f"; {len(refused) - 3} more reason(s)" if len(refused) > 3 else ""
+    return f"skipped {n} label(s) the worker refuses (dead-lettered live): {reasons}{more}"

@@ -14,7 +14,7 @@ at its ``label_time``).
 >>> _ = archive_items(store, datasets.cards(n=200, seed=1), partitions=2)
 >>> a = Archive(store)
 >>> sum(m.record_count for m in a.files("event")), a.partitions("event")
-(200, [('events', 0), ('events', 1)])
+(200, [('streamlearn.events.v1', 0), ('streamlearn.events.v1', 1)])
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ from streamlearn.replay.archive.storage import Storage
 from streamlearn.replay.archive.writer import write_records
 from streamlearn.schemas import AvroCodec
 from streamlearn.schemas.records import KafkaRecord
+from streamlearn.settings import Settings
+
+#: the default settings' topic names, so the CLI with default settings reads these archives
+DEFAULT_TOPICS = {"event": Settings.model_fields["topic_events"].default,
+                  "feedback": Settings.model_fields["topic_feedback"].default}
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -44,7 +49,7 @@ def records_for(
 ) -> list[KafkaRecord]:
     """Kafka records for ("event", e) / ("feedback", f) items in arrival order."""
     reg = registry or AvroCodec.default()
-    topics = topics or {"event": "events", "feedback": "feedback"}
+    topics = topics or DEFAULT_TOPICS
     enc = {"event": reg.encoder("event"), "feedback": reg.encoder("feedback")}
     offsets: dict[tuple[str, int], int] = {}
     out: list[KafkaRecord] = []
@@ -61,7 +66,9 @@ def records_for(
     return out
 
 
-def archive_items(storage: Storage, items: list[Item], *, partitions: int = 1, **writer_kwargs: Any
-                  ) -> list[Manifest]:
-    """Archive a dataset as if it had streamed through Kafka (events, then labels as they arrive)."""
-    return write_records(storage, records_for(arrival_order(items), partitions=partitions), **writer_kwargs)
+def archive_items(storage: Storage, items: list[Item], *, partitions: int = 1, topics: dict[str, str] | None = None,
+                  **writer_kwargs: Any) -> list[Manifest]:
+    """Archive a dataset as if it had streamed through Kafka (events, then labels as they arrive);
+    ``topics``: kind -> topic name (default: the default settings')."""
+    return write_records(storage, records_for(arrival_order(items), partitions=partitions, topics=topics),
+                         **writer_kwargs)

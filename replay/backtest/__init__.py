@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def backtest(project: Any, archive: Any, *, models: list[str] | None = None, **kwargs: Any) -> Any:
     """A project's view and models (default: its champion, and its drift challenger side by
     side) over an archive, with its task and lifecycle policy; the result's
-    ``metrics_frame()`` is a pandas DataFrame of the metrics over event time.
+    ``metrics_frame()`` is a pandas DataFrame of the metrics over event time. An archive
+    directory is read for the project's topics only (an :class:`Archive` object as it is).
 
     >>> # from streamlearn.project import Project
     >>> # backtest(Project.load("examples/trips"), "streamlearn-archive").metrics_frame()
@@ -26,7 +30,14 @@ def backtest(project: Any, archive: Any, *, models: list[str] | None = None, **k
                                                   challenger_spec=project.challenger)
     if lifecycle:
         kwargs["lifecycle"] = lifecycle
-    archive = archive if not isinstance(archive, (str, Path)) else str(archive)
+    if isinstance(archive, (str, Path)):  # a directory: this project's topics only, as the CLI reads it
+        from streamlearn.replay.archive.archiver import archived_topics
+        from streamlearn.replay.archive.reader import Archive, read_own_topics
+
+        where, archive = str(archive), Archive.open(str(archive))
+        others = read_own_topics(archive, archived_topics(project.settings), where)
+        if others:
+            log.info("archive also holds topics %s of other settings: not read", ", ".join(others))
     return run_backtest(archive, specs, view=project.view, **kwargs)
 
 

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamlearn.replay.archive.reader import Archive
+from streamlearn.models.task import Task
+from streamlearn.replay.archive.reader import Archive, refused_note, worker_labels
 from streamlearn.replay.backtest.schedule import RecordedSchedule, Served, Step, arrival_steps, merge_by_recorded_order
 
 log = logging.getLogger(__name__)
@@ -54,10 +55,14 @@ def _reference_predictions(archive: Archive, reference: tuple[str, int] | None
     return reference, by_event
 
 
-def _feedback_offset_order(archive: Archive) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+def _feedback_offset_order(archive: Archive, task: Any, refused: Counter
+                           ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """Feedback as the learner consumed it: offset order (one partition by design; several
-    are merged by Kafka timestamp, which is then not exact)."""
-    parts = [archive.decoded(archive.partition_records("feedback", *tp)) for tp in archive.partitions("feedback")]
+    are merged by Kafka timestamp, which is then not exact), less the labels the worker's
+    check refuses for ``task`` (dead-lettered live: never learned), counted in ``refused``."""
+    task = Task.parse(task)  # None: binary, the worker's default
+    parts = [worker_labels(archive.decoded(archive.partition_records("feedback", *tp)), task, refused)
+             for tp in archive.partitions("feedback")]
     if len(parts) == 1:
         yield from parts[0]
         return
@@ -66,7 +71,9 @@ def _feedback_offset_order(archive: Archive) -> Iterator[tuple[dict[str, Any], d
         yield item
 
 
-def plan_recorded(archive: Archive, end: int | None, reference: tuple[str, int] | None = None) -> Plan:
+def plan_recorded(archive: Archive, end: int | None, reference: tuple[str, int] | None = None,
+                  task: Any = None) -> Plan:
+    refused: Counter = Counter()
     ref, recorded = _reference_predictions(archive, reference)
     if ref is None:
         raise ValueError("the archive holds no predictions: a recorded replay needs them (use --join arrival)")
@@ -87,7 +94,8 @@ def plan_recorded(archive: Archive, end: int | None, reference: tuple[str, int] 
             yield ev, last, Served(served_at, joined), partition, rec["offset"]
 
     events = list(merge_by_recorded_order([partition_events(*tp) for tp in archive.partitions("event")]))
-    sched = RecordedSchedule(events, ((fb, rec["timestamp"] or None) for rec, fb in _feedback_offset_order(archive)))
+    sched = RecordedSchedule(events, ((fb, rec["timestamp"] or None)
+                                      for rec, fb in _feedback_offset_order(archive, task, refused)))
     steps = list(sched.steps())
     notes = [f"recorded: reproducing {ref[0]} v{ref[1]} (labels_learned of its predictions)"]
     if missing:
@@ -95,11 +103,15 @@ def plan_recorded(archive: Archive, end: int | None, reference: tuple[str, int] 
                      "previous event's label count (not an exact reproduction there)")
     if len(archive.partitions("feedback")) > 1:
         notes.append("feedback has several partitions: merged by Kafka timestamp (not exact)")
+    if note := refused_note(refused):
+        notes.append(note)
     return Plan("recorded", steps, len(events), notes, ref, sched,
-                {"events_without_prediction": missing, "labels_never_joined": sched.unjoined})
+                {"events_without_prediction": missing, "labels_never_joined": sched.unjoined,
+                 "labels_refused": sum(refused.values())})
 
 
-def plan_arrival(archive: Archive, start: int | None, end: int | None, batch: int = 256) -> Plan:
+def plan_arrival(archive: Archive, start: int | None, end: int | None, batch: int = 256, task: Any = None) -> Plan:
+    refused: Counter = Counter()
     events: list[dict[str, Any]] = []
     seen: dict[str, tuple[int, int]] = {}
     for rec, ev in archive.decoded(archive.by_event_time("event", start, end)):
@@ -107,7 +119,7 @@ def plan_arrival(archive: Archive, start: int | None, end: int | None, batch: in
         seen.setdefault(ev["event_id"], (ev["event_time"], rec["timestamp"]))
     feedback: list[tuple[int, int, dict[str, Any]]] = []
     dropped = 0
-    for seq, (rec, fb) in enumerate(_feedback_offset_order(archive)):
+    for seq, (rec, fb) in enumerate(_feedback_offset_order(archive, task, refused)):
         got = seen.get(fb["event_id"])
         if got is None:
             dropped += 1  # its event is outside the range (or was never archived)
@@ -117,19 +129,23 @@ def plan_arrival(archive: Archive, start: int | None, end: int | None, batch: in
     feedback.sort(key=lambda t: (t[0], t[1]))
     steps = list(arrival_steps(events, [(t, fb) for t, _, fb in feedback], batch))
     notes = ["arrival: labels joined at their event's time plus the delay production saw"]
-    return Plan("arrival", steps, len(events), notes, counts={"labels_outside_range": dropped})
+    if note := refused_note(refused):
+        notes.append(note)
+    return Plan("arrival", steps, len(events), notes,
+                counts={"labels_outside_range": dropped, "labels_refused": sum(refused.values())})
 
 
 def make_plan(archive: Archive, start: int | None = None, end: int | None = None, join: str = "auto",
-              reference: tuple[str, int] | None = None) -> Plan:
+              reference: tuple[str, int] | None = None, task: Any = None) -> Plan:
+    """``task``: the champion's, which the worker checks labels with (None: binary)."""
     if join not in ("auto", "recorded", "arrival"):
         raise ValueError(f"--join must be auto, recorded or arrival, not {join!r}")
     has_preds = bool(archive.files("prediction"))
     if join == "recorded" and start is not None:
         raise ValueError("a recorded replay starts where the live model started: drop --from or use --join arrival")
     if join == "recorded" or (join == "auto" and has_preds and start is None):
-        return plan_recorded(archive, end, reference)
-    plan = plan_arrival(archive, start, end)
+        return plan_recorded(archive, end, reference, task)
+    plan = plan_arrival(archive, start, end, task=task)
     if join == "auto" and has_preds:
         plan.notes.append("predictions are archived but --from was given: a recorded replay must start "
                           "with the live model, so labels are joined by arrival")

@@ -49,6 +49,7 @@ from streamlearn.formats import iso
 from streamlearn.models.estimators.learner import Learner
 from streamlearn.models.estimators.spec import build_model, is_classifier
 from streamlearn.models.governance.lifecycle import LifecycleConfig
+from streamlearn.models.task import Task, infer_task
 from streamlearn.replay.archive.reader import Archive
 from streamlearn.replay.backtest.inprocess import memory_models_loop, older_objects_frozen
 from streamlearn.replay.backtest.plan import Plan, make_plan
@@ -272,8 +273,13 @@ async def _execute(plan: Plan, loop: OnlineLoop, runs: _Runs, clock: _EventClock
             lifecycle.append(ev)
             pending_events.append(ev)
 
+    due = False  # a row is due: taken before the next event is scored, so it holds the labels
+    # that arrived after its last event (the last one: after every label, equal to the final metrics)
     for step in plan.steps:
         if step.kind == "score":
+            if due:
+                row()
+                due = False
             clock.ms = max(clock.ms, step.items[-1]["event_time"])
         t0 = time.perf_counter()
         if step.kind == "score":
@@ -298,8 +304,7 @@ async def _execute(plan: Plan, loop: OnlineLoop, runs: _Runs, clock: _EventClock
             scored += len(step.items)
             last_time = step.items[-1]["event_time"]
             on_progress(len(step.items))
-            if scored - last_row_at >= every:
-                row()
+            due = scored - last_row_at >= every
     if scored > last_row_at or not rows:
         row()
     return rows, divergences, lifecycle, elapsed
@@ -382,7 +387,9 @@ def run_backtest(
     t0 = time.perf_counter()
     if not isinstance(archive, Archive):
         archive = Archive.open(archive)
-    plan = make_plan(archive, start, end, join, reference)
+    # labels are checked with the champion's task, as the worker checks them (what it refused is skipped)
+    label_task = Task.parse(task) if task is not None else infer_task(build_model(specs[0]))
+    plan = make_plan(archive, start, end, join, reference, task=label_task)
     if plan.n_events == 0:
         raise ValueError(f"no events to replay in the archive between {iso(start) or 'its start'} and "
                          f"{iso(end) or 'its end'}" + (f" ({len(archive.problems)} archive problem(s))"

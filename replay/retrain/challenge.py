@@ -51,7 +51,7 @@ def gate_on_archive(
 
     loop = OnlineLoop(get_view(view), models, MemoryBackend(keep_objects=True), Keys("challenge", "challenge"),
                       artifact_key=b"in-process", on_learn=on_learn)
-    plan = plan_arrival(archive, None, end)
+    plan = plan_arrival(archive, None, end, task=models.champion_learner.task)  # the worker's label check
 
     async def run() -> None:
         for step in plan.steps:

@@ -36,6 +36,7 @@ import logging
 import math
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,8 @@ from streamlearn.formats import jsonable as _jsonable
 from streamlearn.models import artifacts
 from streamlearn.models.estimators.batch import BatchClassifier
 from streamlearn.models.registry.versions import ModelRegistry, ModelVersion
-from streamlearn.replay.archive.reader import Archive
+from streamlearn.models.task import Task
+from streamlearn.replay.archive.reader import Archive, read_own_topics, refused_note
 from streamlearn.replay.retrain.training import ChunkSpill, Vocabulary, examples, label_index
 
 log = logging.getLogger(__name__)
@@ -142,16 +144,19 @@ def _evaluate(model: Any, scaler: Any, spill: ChunkSpill, classes: list[Any]) ->
 
 def retrain(archive: Archive | str | Path, cfg: RetrainConfig, out: Path | None, artifact_key: bytes,
             workdir: Path | None = None, registry: ModelRegistry | None = None,
-            register_as: str | None = None, view: FeatureView | None = None) -> RetrainResult:
+            register_as: str | None = None, view: FeatureView | None = None, task: Any = None) -> RetrainResult:
     """Fit, evaluate, write ``out/<id>/`` (if ``out``) and register as a shadow challenger of
-    ``register_as`` in ``registry`` (if given), parented on that name's current champion."""
+    ``register_as`` in ``registry`` (if given), parented on that name's current champion.
+    ``task``: the project's; labels the worker's check refuses for it are skipped and counted
+    (None: every decoded label is used)."""
     if cfg.estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {cfg.estimator!r}; known: {', '.join(ESTIMATORS)}")
     view = view or get_view(cfg.view)  # a project's view object, or a built-in one by name
     if not isinstance(archive, Archive):
         archive = Archive.open(archive)
     train_from, cutoff, eval_to = resolve_windows(archive, cfg)
-    labels = label_index(archive)
+    refused: Counter = Counter()
+    labels = label_index(archive, None if task is None else Task.parse(task), refused)
     with tempfile.TemporaryDirectory(dir=workdir, prefix="retrain-") as tmp:
         vocab = Vocabulary()
         train = ChunkSpill(Path(tmp) / "train", vocab, cfg.chunk_size)
@@ -177,7 +182,8 @@ def retrain(archive: Archive | str | Path, cfg: RetrainConfig, out: Path | None,
                        "train": _evaluate(model, scaler, train, classes)}
         data = {"train_examples": train.rows, "held_out_examples": held.rows, "features": len(vocab.index),
                 "train_label_counts": {str(k): v for k, v in train.label_counts.items()},
-                "held_out_label_counts": {str(k): v for k, v in held.label_counts.items()}, **skipped}
+                "held_out_label_counts": {str(k): v for k, v in held.label_counts.items()}, **skipped,
+                "labels_refused": sum(refused.values()), "labels_refused_reasons": dict(refused.most_common(20))}
     files = [{"path": m.path, "sha256": m.sha256, "kind": m.kind, "topic": m.topic, "partition": m.partition,
               "first_offset": m.first_offset, "last_offset": m.last_offset, "records": m.record_count}
              for m in archive.files() if m.kind in ("event", "feedback")]
@@ -270,6 +276,8 @@ def format_result(r: RetrainResult) -> str:
              f"({d['label_after_cutoff']} with labels after the cutoff left out, {d['unlabeled']} unlabeled)",
              f"  held out {w['cutoff_iso']} .. {w['eval_to_iso']}: {d['held_out_examples']} examples: "
              + ", ".join(f"{k}={v}" for k, v in fmt.items())]
+    if note := refused_note(Counter(d.get("labels_refused_reasons", {})), d.get("labels_refused", 0)):
+        lines.append(f"  {note}")
     if r.lineage["archive"]["problems"]:
         lines.append(f"  {len(r.lineage['archive']['problems'])} archive problem(s), first: "
                      f"{r.lineage['archive']['problems'][0]}")
@@ -286,14 +294,20 @@ def scheduled_retrain(settings: Any) -> int:
     the worker's model name, return that version (the worker then adopts it as a challenger)."""
     from streamlearn.models.registry import open_registry
     from streamlearn.project import project_for
+    from streamlearn.replay.archive.archiver import archived_topics
 
     s = settings
     project = project_for(s)
     if not project.task.is_classification:
         raise ValueError(f"batch retraining fits classifiers; the {project.task.kind} task is not supported yet")
-    result = retrain(s.archive_dir, RetrainConfig(view=project.view.name, estimator=s.retrain_estimator, threads=1),
+    archive = Archive.open(s.archive_dir)
+    # several deployments can archive into one directory: train on this one's topics only
+    others = read_own_topics(archive, archived_topics(s), s.archive_dir)
+    if others:
+        log.info("batch retrain: archive also holds topics %s of other settings: not read", ", ".join(others))
+    result = retrain(archive, RetrainConfig(view=project.view.name, estimator=s.retrain_estimator, threads=1),
                      None, s.artifact_key.get_secret_value().encode(), registry=open_registry(s),
-                     register_as=s.model_name, view=project.view)
+                     register_as=s.model_name, view=project.view, task=project.task)
     assert result.registered is not None
     log.info("batch retrain registered %s v%d: held-out %s", s.model_name, result.registered.version, result.metrics)
     return result.registered.version

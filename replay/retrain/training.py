@@ -18,6 +18,7 @@ growing feature vocabulary, so a fit reads one chunk at a time, not the archive.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ import scipy.sparse as sp
 
 from streamlearn.featurestore.definitions import FeatureView
 from streamlearn.featurestore.errors import FeatureError
-from streamlearn.replay.archive.reader import Archive
+from streamlearn.replay.archive.reader import Archive, worker_labels
 
 
 @dataclass
@@ -61,11 +62,16 @@ def point_in_time(events: Iterable[dict[str, Any]], view: FeatureView) -> Iterat
         yield ev, x
 
 
-def label_index(archive: Archive) -> dict[str, tuple[Any, int]]:
-    """event id -> (label, label_time): the first label per event in feedback offset order."""
+def label_index(archive: Archive, task: Any = None, refused: Counter | None = None) -> dict[str, tuple[Any, int]]:
+    """event id -> (label, label_time): the first label per event in feedback offset order.
+
+    With ``task``, only labels the worker learns: its own check refuses (dead-letters) e.g. a
+    12.5 on a binary task, which the feedback topic still holds; those are counted in ``refused``."""
     out: dict[str, tuple[Any, int]] = {}
+    refused = Counter() if refused is None else refused
     for tp in archive.partitions("feedback"):
-        for _, fb in archive.decoded(archive.partition_records("feedback", *tp)):
+        pairs = archive.decoded(archive.partition_records("feedback", *tp))
+        for _, fb in (pairs if task is None else worker_labels(pairs, task, refused)):
             out.setdefault(fb["event_id"], (fb["label"], fb["label_time"]))
     return out
 

@@ -45,6 +45,24 @@ def _open(archive: Path | None):  # noqa: ANN202 - Archive
     return Archive.open(location, limits=Limits.from_settings(get_settings()))
 
 
+def _open_own(archive: Path | None):  # noqa: ANN202 - Archive
+    """The archive, read for the topics of the settings in use only: several deployments can
+    archive into one directory (the default ``streamlearn-archive``), and a job of one must not
+    read another's records. One line names the topics left unread; none of ours there: exit 2."""
+    from streamlearn.replay.archive.archiver import archived_topics
+    from streamlearn.replay.archive.reader import read_own_topics
+    from streamlearn.settings import get_settings
+
+    arch = _open(archive)
+    try:
+        others = read_own_topics(arch, archived_topics(get_settings()), _archive_dir(archive))
+    except ValueError as exc:
+        _fail(str(exc))
+    if others:
+        typer.echo(f"note: archive also holds topics {', '.join(others)} of other settings: not read", err=True)
+    return arch
+
+
 @archive_app.command("run")
 def archive_run(
     archive: Path | None = ARCHIVE_OPT,
@@ -104,7 +122,7 @@ def replay_republish(
         factor, t0, t1 = parse_speed(speed), parse_time(start), parse_time(end)
     except ValueError as exc:
         _fail(str(exc))
-    arch = _open(archive)
+    arch = _open_own(archive)
     total = sum(m.record_count for m in arch.files(kind)) if start is None and end is None else None
     with _progress(progress, f"{kind} → {topic}", total) as advance:
         stats = republish(arch, get_settings(), topic, kind=kind, speed=factor, start=t0, end=t1,
@@ -154,7 +172,7 @@ def backtest(
     s = get_settings()
     project = project_for(s)
     use_lifecycle = s.lifecycle_auto if lifecycle is None else lifecycle
-    arch = _open(archive)
+    arch = _open_own(archive)
     try:
         specs = [project.resolve_spec(m) for m in model] if model else [project.champion]
         config = LifecycleConfig.from_settings(s, task=project.task, challenger_spec=project.challenger)
@@ -214,7 +232,8 @@ def retrain(
 
     s = get_settings()
     try:
-        project_view = None if view else project_for(s).view
+        project = project_for(s)
+        project_view = None if view else project.view
         cfg = RetrainConfig(view=view or project_view.name, estimator=estimator, train_from=parse_time(train_from),
                             cutoff=parse_time(cutoff), eval_to=parse_time(eval_to), chunk_size=chunk_size,
                             epochs=epochs, name=name, threads=threads)
@@ -223,8 +242,9 @@ def retrain(
             from streamlearn.models.registry.versions import open_registry
 
             registry = open_registry(s)
-        result = run_retrain(_open(archive), cfg, out, s.artifact_key.get_secret_value().encode(),
-                             registry=registry, register_as=register, view=project_view)
+        # the project's task: labels the worker's check refuses (dead-lettered live) are skipped
+        result = run_retrain(_open_own(archive), cfg, out, s.artifact_key.get_secret_value().encode(),
+                             registry=registry, register_as=register, view=project_view, task=project.task)
     except ValueError as exc:  # RegistryError is a ValueError too: bad name, unknown parent
         _fail(str(exc))
     typer.echo(format_result(result))

@@ -134,10 +134,15 @@ def test_infra_up_takes_fixed_ports_and_prints_every_export(tmp_path):
 def test_republish_new_and_deprecated_spellings(make_settings, tmp_path):
     s = make_settings()
     events = make_events(40, seed=9)
-    write_records(LocalStorage(tmp_path / "a"), records_for([("event", e) for e in events]))
+    write_records(LocalStorage(tmp_path / "a"), records_for([("event", e) for e in events],
+                                                            topics={"event": s.topic_events}))
+    # another deployment archiving into the same directory: its events are not republished
+    write_records(LocalStorage(tmp_path / "a"), records_for([("event", e) for e in make_events(7, seed=10)],
+                                                            topics={"event": "other.events.v1"}))
     proc, _ = cli(s, "replay", "republish", "--archive", str(tmp_path / "a"), "--topic", s.topic_events,
                   "--kind", "events")
     assert proc.returncode == 0 and f"republished 40 event message(s) to {s.topic_events}" in proc.stdout, proc.stderr
+    assert "note: archive also holds topics other.events.v1 of other settings: not read" in proc.stderr
     assert "40/40" in proc.stderr and "deprecated" not in proc.stderr  # the progress bar, on stderr
     proc, _ = cli(s, "replay", "republish", "--archive", str(tmp_path / "a"), "--to", s.topic_events,
                   "--to-time", "2100-01-01T00:00Z", "--no-progress")

@@ -47,7 +47,7 @@ def test_training_features_are_as_of_event_time_even_when_the_archive_order_is_n
     ] + records_for([("feedback", f) for f in fb], partitions=1)
     write_records(store, recs)
     archive = Archive(store)
-    assert [r["offset"] for r in archive.partition_records("event", "events", 0)] == [0]
+    assert [r["offset"] for r in archive.partition_records("event", "streamlearn.events.v1", 0)] == [0]
 
     got = {ex.event_id: ex for ex in examples(archive, VIEW, label_index(archive))}
     assert got["a"].x["ent_count"] == 0.0 and got["a"].x["ent_amount_mean_1h"] == 0.0, "no look-ahead"
