@@ -185,6 +185,8 @@ def report(s: Any, length: int = 100_000, payoff_specs: Sequence[str] = ("ht", "
             kinds = ", ".join(f"{k} {v}" for k, v in sorted(r.alarms.items())) or "none"
             lines.append(f"{name:<18}{label:<12}{sum(r.alarms.values()):>7}{r.alarms_per_100k:>9.1f}"
                          f"{r.critical:>9}{r.critical_after_warmup:>14}{r.challengers:>12}  {kinds}")
+    if not payoff_specs:  # `drift-eval --no-sea`: the SEA section is skipped
+        return "\n".join(lines)
     lines += ["", "alarms that pay off: SEA concept flips for good at event 8,000 (20,000 events); served accuracy "
               "after the flip; recovery = events until the 500-event rolling accuracy is back within 0.02 of "
               "before the flip",

@@ -23,10 +23,12 @@ def register(app: typer.Typer) -> None:
                                                     "project, one of its spec names (default: its champion)"),
         bad: int = typer.Option(3, help="malformed messages to mix in (they go to the dead-letter topic)"),
         seed: int = typer.Option(7),
-        compare: bool = typer.Option(True, help="also compare with/without entity features in-process"),
+        compare: bool = typer.Option(True, help="cards only (the built-in dataset, no project): also compare "
+                                                "with/without entity features in-process"),
         replay: bool = typer.Option(True, help="archive the run, backtest it and check it reproduces the live run"),
-        kafka: str | None = typer.Option(None, help="use this broker instead of starting one"),
-        redis_url: str | None = typer.Option(None, help="use this Redis instead of starting one"),
+        kafka: str | None = typer.Option(None, help="use this broker instead of starting one (with --redis-url; "
+                                                    "topics, group and Redis prefix of this run only)"),
+        redis_url: str | None = typer.Option(None, help="use this Redis instead of starting one (with --kafka)"),
         as_json: bool = typer.Option(False, "--json", help="print the summary as JSON (tables go to stderr)"),
         json_out: Path | None = typer.Option(None, "--json-out", help="also write the summary as JSON to this file"),
         keep: bool = typer.Option(

@@ -96,13 +96,55 @@ def run(app: Callable[..., Any], argv: list[str] | None = None) -> None:
     args, warnings = rewrite(list(sys.argv[1:] if argv is None else argv))
     for w in warnings:
         print(f"{PROG}: warning: {w}", file=sys.stderr)
+    import typer
+
+    cx = _click_exceptions()
     try:
-        app(args=args, prog_name=PROG)
+        # not standalone: click raises its usage errors instead of printing typer's box, so they
+        # are one line like every other mistake (docs/producing.md, "CLI conventions")
+        rv = app(args=args, prog_name=PROG, standalone_mode=False)
     except KeyboardInterrupt:
         sys.exit(130)
+    except getattr(cx, "NoArgsIsHelpError", ()) as exc:  # bare `streamlearn` or a group: its help, as before
+        print(exc.ctx.get_help() if exc.ctx else exc.format_message(), file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except cx.UsageError as exc:
+        print(f"{PROG}: {usage_line(exc)}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+    except cx.ClickException as exc:
+        print(f"{PROG}: {one_line(exc.format_message())}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print(f"{PROG}: aborted", file=sys.stderr)
+        sys.exit(EXIT_FAILED)
     except Exception as exc:
         found = describe(exc)
         if found is None:
             raise
         print(f"{PROG}: {found[0]}", file=sys.stderr)
         sys.exit(found[1])
+    # click returns an explicit exit code (typer.Exit, --help) as an int; commands return None
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _click_exceptions() -> Any:
+    """The click exceptions typer raises: typer >= 0.24 vendors click as ``typer._click``."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
+def usage_line(exc: Any) -> str:
+    """A click usage error as one line: the command, click's message, the command's usage
+    (``models canary: Got unexpected extra argument(s) (0.1); usage: streamlearn models canary
+    [OPTIONS] VERSION (--help for more)``)."""
+    message = one_line(exc.format_message()).rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None:
+        return message
+    path = ctx.command_path
+    usage = one_line(ctx.command.get_usage(ctx)).removeprefix("Usage: ")
+    where = path.removeprefix(PROG).strip()
+    return f"{where + ': ' if where else ''}{message}; usage: {usage} (--help for more)"

@@ -25,8 +25,11 @@ def register(app: typer.Typer) -> None:
     @app.command("drift-eval")
     def drift_eval(
         seeds: int = typer.Option(5, min=1, help="seeded streams per scenario"),
-        length: int = typer.Option(20_000, min=1, help="events per stream"),
-        sea: bool = typer.Option(True, help="include River's ConceptDriftStream (SEA) with a live model"),
+        length: int | None = typer.Option(
+            None, min=1, help="events per synthetic stream (default 20,000; the data/entities stream keeps "
+                              "100,000) and per live-like cards run (default 100,000)"),
+        sea: bool = typer.Option(True, help="include SEA concept drift: River's ConceptDriftStream among the "
+                                            "synthetic streams and the live-like 'alarms that pay off' runs"),
     ) -> None:
         """Score the configured drift detectors on streams with known drift points, beside a dummy."""
         from streamlearn.models.governance.drift_eval import report_from_settings
@@ -34,4 +37,6 @@ def register(app: typer.Typer) -> None:
         from streamlearn.settings import get_settings
 
         s = get_settings()
-        typer.echo(report_from_settings(s, seeds, length, sea) + "\n\n" + live_report(s))
+        live_length = {"length": length} if length else {}  # their own default: 100,000
+        typer.echo(report_from_settings(s, seeds, length or 20_000, sea) + "\n\n"
+                   + live_report(s, payoff_specs=("ht", "nb", "logreg") if sea else (), **live_length))

@@ -598,7 +598,8 @@ def tail(
     json_out: bool = typer.Option(False, "--json", help="JSON lines (bytes fields base64) instead of text"),
     from_beginning: bool = typer.Option(False, "--from-beginning", help="start at the first record"),
     since: str | None = typer.Option(None, "--from",
-                                     help="start at this time: ms since the epoch or ISO-8601 (--since: deprecated)"),
+                                     help="start at this Kafka record timestamp (not event time): ms since the "
+                                          "epoch or ISO-8601 (--since: deprecated)"),
     max_records: int | None = typer.Option(None, "--max", help="stop after N records"),
     timeout: float | None = typer.Option(None, help="stop after S seconds without a new record"),
     group: str | None = typer.Option(None, help="consume in this consumer group (commits offsets)"),

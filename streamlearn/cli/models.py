@@ -149,9 +149,10 @@ def adopt(version: int, reason: str = typer.Option("adopted from the registry"))
 
 
 @app.command()
-def canary(version: int, fraction: float = typer.Option(0.1, min=0.0, max=1.0),
+def canary(version: int, fraction: float = typer.Option(0.1, "--fraction", min=0.0, max=1.0,
+                                                       help="share of entities VERSION serves (0-1)"),
            reason: str = typer.Option("operator canary")) -> None:
-    """Let VERSION serve FRACTION of entities; the canary monitor promotes or rolls it back."""
+    """Let VERSION serve `--fraction` F of entities (default 0.1); the canary monitor promotes or rolls it back."""
     send(get_settings(), {"op": "canary", "version": version, "fraction": fraction, "reason": reason},
          done=lambda st: (st.get("canary") or {}).get("version") == version)
     typer.echo(f"version {version} serves {fraction:.0%} of entities as a canary")

@@ -32,6 +32,8 @@ def register(app: typer.Typer) -> None:
         create_topics: bool = typer.Option(True, help="also create the configured topics"),
         kafka_port: int | None = typer.Option(None, min=1, max=65535, help="broker port (default: a free one)"),
         redis_port: int | None = typer.Option(None, min=1, max=65535, help="Redis port (default: a free one)"),
+        keep: bool = typer.Option(False, "--keep", help="keep the data and logs folder at Ctrl-C (it is removed "
+                                                        "unless --workdir was given or a server failed)"),
     ) -> None:
         """Start the embedded broker and Redis, print their addresses, run until Ctrl-C."""
         import os
@@ -42,6 +44,7 @@ def register(app: typer.Typer) -> None:
         from streamlearn.settings import Settings
         from streamlearn.streams.transport import ensure_topics
         from streamlearn.tools import infra as embedded
+        from streamlearn.tools.bench import finish_workdir
 
         for name, port in (("--kafka-port", kafka_port), ("--redis-port", redis_port)):
             if port is not None:  # a busy port would look "up" (something listens) and mislead
@@ -63,20 +66,27 @@ def register(app: typer.Typer) -> None:
             except BaseException:
                 infra.stop()
                 raise
+        # a folder of our own choosing goes at a clean stop (as the demo's and the bench's do);
+        # a chosen one (--workdir), --keep, or a failure (its logs say why) keeps it
+        remove = workdir is None and not keep
+        failed = True
         try:
             if create_topics:
                 ensure_topics(Settings(kafka_bootstrap=infra.kafka_bootstrap, redis_url=infra.redis_url))
             for k, v in infra.env().items():  # STREAMLEARN_DEVELOPMENT=1 too: workers need it for the dev key
                 typer.echo(f"export {k}={shlex.quote(v)}")
-            typer.echo(f"# logs and data in {infra.workdir}; Ctrl-C stops both", err=True)
+            typer.echo(f"# logs and data in {infra.workdir}; Ctrl-C stops both"
+                       + (" and removes it (--keep keeps it)" if remove else ""), err=True)
             stop = []
             signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
             while not stop:
                 time.sleep(0.5)
+            failed = False
         except KeyboardInterrupt:
-            pass
+            failed = False
         finally:
             infra.stop()
+            finish_workdir(infra.workdir, remove and not failed, lambda line: typer.echo(f"# {line}", err=True))
 
 
     @topics_app.command("create")

@@ -26,7 +26,7 @@ from streamlearn import datasets
 from streamlearn.featurestore.keys import Keys
 from streamlearn.project import Project, builtin_spec, project_for
 from streamlearn.schemas import AvroCodec
-from streamlearn.settings import Settings
+from streamlearn.settings import Settings, redact_url
 from streamlearn.streams.transport import ensure_topics, make_producer
 from streamlearn.tools.harness import WorkerProcess, percentile, wait_until
 from streamlearn.tools.infra import EmbeddedInfra
@@ -157,8 +157,13 @@ def run_demo(dataset: str = "cards", events: int | None = None, rate: float | No
     producing: threading.Thread | None = None
     stop_producing = threading.Event()
     try:
+        isolated: dict[str, str] = {}  # on a broker/Redis the demo did not start: names of its own
         if kafka and redis_url:
             addresses = {"KAFKA_BOOTSTRAP": kafka, "REDIS_URL": redis_url}
+            isolated = run_names(f"sl-demo-{uuid.uuid4().hex[:8]}")
+            console.print(f"[bold]using[/] {kafka} and {redact_url(redis_url)} with names of this run only: "
+                          f"topics {isolated['topic_events'].removesuffix('.events')}.*, consumer group/app id "
+                          f"{isolated['app_id']}, Redis prefix {isolated['redis_prefix']}")
         else:
             console.print("[bold]starting[/] embedded broker (tansu) and Redis (valkey) ...")
             infra = EmbeddedInfra(**({"workdir": workdir} if workdir else {}))
@@ -169,12 +174,14 @@ def run_demo(dataset: str = "cards", events: int | None = None, rate: float | No
             view = project.view.name
             env = {**addresses, "STREAMLEARN_PROJECT": str(project.directory), "STREAMLEARN_MODEL_SPEC": spec}
             settings = Settings(kafka_bootstrap=addresses["KAFKA_BOOTSTRAP"], redis_url=addresses["REDIS_URL"],
-                                project=str(project.directory), model_spec=spec)
+                                project=str(project.directory), model_spec=spec, **isolated)
         else:
             view = "entity_v1" if dataset == "cards" else "raw_v1"  # only cards has entities
             env = {**addresses, "STREAMLEARN_MODEL_SPEC": spec, "STREAMLEARN_FEATURE_VIEW": view}
             settings = Settings(kafka_bootstrap=addresses["KAFKA_BOOTSTRAP"], redis_url=addresses["REDIS_URL"],
-                                model_spec=spec, feature_view=view)
+                                model_spec=spec, feature_view=view, **isolated)
+        # the worker reads the same names (the environment wins over a project's [settings])
+        env.update({f"STREAMLEARN_{k.upper()}": v for k, v in isolated.items()})
         ensure_topics(settings)
         # never the current directory: the worker log, the replay and Faust data go with the run
         log_dir = run_dir = Path(workdir or run_dir or tempfile.mkdtemp(prefix="streamlearn-demo-"))
@@ -211,6 +218,7 @@ def run_demo(dataset: str = "cards", events: int | None = None, rate: float | No
                        120, "all labels learned", check=lambda: worker.check("while learning the labels"))
         status = read_status(settings, r)
         summary = {
+            "isolated_names": isolated or None,
             "dataset": dataset, "events": counts["events"], "predictions": len(follower.ids),
             "prediction_messages": follower.messages, "labels_sent": n_labels,
             "counters": status.get("counters", {}), "metrics": status.get("metrics", {}),
@@ -254,6 +262,19 @@ def run_demo(dataset: str = "cards", events: int | None = None, rate: float | No
                 summary["run_dir"] = tidied
                 if not keep and summary.get("replay"):
                     summary["replay"]["archive"] = None  # removed: --keep keeps it
+
+
+def run_names(run: str) -> dict[str, str]:
+    """Topic names, consumer group/app id and Redis prefix that belong to one run only: the
+    demo uses them on a broker and Redis it did not start, so it neither reads what others
+    produced to the default topics nor writes into their topics and keys.
+
+    >>> names = run_names("sl-demo-1a2b")
+    >>> names["topic_events"], names["app_id"], names["redis_prefix"]
+    ('sl-demo-1a2b.events', 'sl-demo-1a2b', 'sl-demo-1a2b')
+    """
+    topics = ("events", "predictions", "feedback", "deadletter", "shadow", "lifecycle", "drift")
+    return {**{f"topic_{t}": f"{run}.{t}" for t in topics}, "app_id": run, "redis_prefix": run}
 
 
 # What a run's folder keeps at exit without --keep: what the summary points at (the backtest's

@@ -16,8 +16,11 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import logging
+import sys
 import tempfile
 import time
+import unittest.mock
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,23 +90,36 @@ def fresh_runtime(redis_url: str | None, app_id: str) -> Iterator[tuple[WorkerRu
     import redis
 
     from streamlearn.settings import Settings
+    from streamlearn.streams import worker as worker_module
+    from streamlearn.streams.transport import make_producer
     from streamlearn.streams.worker import WorkerRuntime
+    from streamlearn.tools.bench import finish_workdir
     from streamlearn.tools.infra import start_redis
 
-    server = None
+    server = folder = None
+    failed = True
     if redis_url is None:
-        server = start_redis(Path(tempfile.mkdtemp(prefix=f"sl-{app_id}-")), persist=False)
+        folder = Path(tempfile.mkdtemp(prefix=f"sl-{app_id}-"))
+        server = start_redis(folder, persist=False)
         redis_url = f"redis://127.0.0.1:{server.port}/0"
     try:
         r = redis.Redis.from_url(redis_url)
         r.execute_command("FLUSHDB", "SYNC")
-        # no broker: the producer is never flushed, its client only exists
-        rt = WorkerRuntime(Settings(kafka_bootstrap="127.0.0.1:1", redis_url=redis_url, app_id=app_id))
+        # no broker on purpose: the producer is never flushed, its client only exists, and its
+        # "Connect to 127.0.0.1:1 failed" log lines are noise (a quiet logger takes them)
+        quiet = logging.getLogger("streamlearn.harness.librdkafka")
+        quiet.propagate, quiet.handlers[:] = False, [logging.NullHandler()]
+        with unittest.mock.patch.object(worker_module, "make_producer",
+                                        lambda settings, **kw: make_producer(settings, **kw, logger=quiet)):
+            rt = WorkerRuntime(Settings(kafka_bootstrap="127.0.0.1:1", redis_url=redis_url, app_id=app_id))
         rt.out = _Collect()
         yield rt, r
+        failed = False
     finally:
         if server is not None:
             server.stop()
+        if folder is not None:  # ours: removed after a success, kept (and named) after a failure
+            finish_workdir(folder, not failed, lambda line: print(line, file=sys.stderr))
 
 
 def run(events: int = 5000, window: int = 40, seed: int = 7, redis_url: str | None = None) -> dict[str, Any]:
