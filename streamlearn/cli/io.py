@@ -214,26 +214,24 @@ def _file_rows(source: str, fmt: str, kind: str) -> tuple[int | None, Iterator[t
 
 
 def label_check(settings: Any) -> Callable[[dict[str, Any]], None]:
-    """The worker's own check of a label, for the project's task: encoded and decoded as the
-    worker will (schema, limits), then :func:`~streamlearn.schemas.validation.check_label`,
-    the worker's code. Raises InvalidRecord (reason ``label`` for a label it would dead-letter)."""
-    from streamlearn.project import project_for
+    """What the feedback producer checks before it sends (:func:`~streamlearn.sdk.producers.encode_feedback`):
+    schema and limits as the worker decodes the label, then the worker's own check against the
+    task of these settings (reason ``label`` for a label it would dead-letter)."""
     from streamlearn.schemas import AvroCodec
-    from streamlearn.schemas.validation import Limits, check_label, decode_feedback
-    from streamlearn.sdk.producers import encode_feedback
+    from streamlearn.schemas.validation import Limits
+    from streamlearn.sdk.producers import encode_feedback, label_task
 
-    task = project_for(settings).task
-    codec, limits = AvroCodec.default(), Limits.from_settings(settings)
+    task, codec, limits = label_task(settings), AvroCodec.default(), Limits.from_settings(settings)
 
     def check(rec: dict[str, Any]) -> None:
-        check_label(decode_feedback(encode_feedback(rec, limits, codec), codec, limits), task)
+        encode_feedback(rec, limits, codec, task)
 
     return check
 
 
 def event_check(settings: Any) -> Callable[[dict[str, Any]], None]:
-    """The producer's own check of an event (schema, limits, as the worker decodes it), without
-    a producer: raises InvalidRecord naming the field."""
+    """What the event producer checks before it sends (schema, limits, as the worker decodes it),
+    without a producer: raises InvalidRecord naming the field."""
     from streamlearn.schemas import AvroCodec
     from streamlearn.schemas.validation import Limits
     from streamlearn.sdk.producers import encode_event
@@ -302,9 +300,6 @@ def send_rows(kind: str, source: str | None, generate: str | None, events: int, 
     noun = "events" if kind == "event" else "labels"
     key_field = key or DEFAULT_KEY[kind]
     settings = get_settings()
-    # labels: the worker's check against the project's task too (events: the producer's own,
-    # which send_record runs anyway: no second check per event while sending)
-    check = label_check(settings) if kind == "feedback" else None
     if generate is not None:
         total, gen = _generated(kind, generate, events, seed)
         generated = list(gen)
@@ -316,7 +311,8 @@ def send_rows(kind: str, source: str | None, generate: str | None, events: int, 
         # a file or a generated stream: every line is checked before anything is sent, so a
         # refused input leaves nothing half-sent. stdin is a stream: checked line by line below.
         kf = key_field if key else None
-        pre_check = check if check is not None else event_check(settings)
+        # the producer's own checks, without a producer (it runs them again as it sends)
+        pre_check = label_check(settings) if kind == "feedback" else event_check(settings)
         if generate is not None:
             bad = invalid_rows(generated, kind, pre_check, kf)
         else:
@@ -355,8 +351,6 @@ def send_rows(kind: str, source: str | None, generate: str | None, events: int, 
                     if isinstance(rec, InvalidRecord):
                         raise rec
                     rec = stamped(kind, rec)
-                    if check is not None:
-                        check(rec)
                     if key is None:  # the producer keys by entity / event id itself
                         producer.send_record(rec)
                     else:  # schema errors first: they say more than a missing key

@@ -5,7 +5,8 @@ and topic names come from the one settings object (or ``STREAMLEARN_*`` / ``KAFK
 
 * :class:`EventProducer` / :class:`FeedbackProducer` check each record exactly as the worker
   will (the Avro codec's schema check, then the worker's own limits and finiteness checks on
-  the very bytes to be sent) and raise :class:`InvalidRecord` naming the bad field, so bad
+  the very bytes to be sent; a label also against the task of a worker with the same settings)
+  and raise :class:`InvalidRecord` naming the bad field, so bad
   input is refused at the source instead of landing in the dead-letter topic. Records are
   encoded as Avro single-object (``C3 01`` + fingerprint + body) and batched by
   confluent-kafka; each send returns a future and can also report to a callback.

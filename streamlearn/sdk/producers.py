@@ -63,13 +63,11 @@ def _feedback_check(task: Any) -> Callable[..., Any]:
 
 
 def label_task(settings: Settings) -> Any:
-    """The task labels are checked against before they are sent: the worker's, when the
-    settings say which it is (a project, ``STREAMLEARN_PROJECT``, or ``STREAMLEARN_TASK``);
-    None when they name neither (a producer configured by topics alone cannot know the task
-    of the worker reading them: schema and limits only)."""
-    if not (settings.project or settings.task):
-        return None
-    from streamlearn.project import project_for  # (imports a project's code: only when named)
+    """The task labels are checked against before they are sent: the task of a worker with
+    these settings (their project's, ``STREAMLEARN_PROJECT``; else the built-in project's, the
+    task ``STREAMLEARN_TASK`` names or the model spec implies). A producer's settings are its
+    workers' (topics, limits, and so the task)."""
+    from streamlearn.project import project_for  # (imports a project's code)
 
     return project_for(settings).task
 
@@ -267,10 +265,10 @@ class EventProducer(_Producer):
 
 
 class FeedbackProducer(_Producer):
-    """Sends labels to the feedback topic, keyed by event id. With settings that name the
-    task (a project, or ``STREAMLEARN_TASK``), a label the worker would dead-letter for it (a
-    class not declared, a non-number for regression, anything but a bool or 0/1 for binary)
-    is refused before it is sent, as the worker's own check refuses it (:func:`label_task`)."""
+    """Sends labels to the feedback topic, keyed by event id. A label a worker with the same
+    settings would dead-letter for its task (a class not declared, a non-number for regression,
+    anything but a bool or 0/1 for binary) is refused before it is sent, by the worker's own
+    check (:func:`label_task`)."""
 
     subject = "feedback"
     _check = staticmethod(decode_feedback)

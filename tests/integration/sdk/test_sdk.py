@@ -135,11 +135,15 @@ def test_invalid_records_are_refused_before_sending(make_settings):
         with pytest.raises(InvalidRecord, match="'event_id' must not be empty"):
             fb.send("", True, 5)
         assert fb.send("e1", True).result(30).ok  # label_time defaults to now
-        assert fb.task is None  # settings naming no project or task: schema and limits only
-        assert fb.send("e2", 12.5).result(30).ok  # (a regression worker's label: not refused here)
-    assert fb.sent == 2
+        # the task of a worker with these settings (the built-in project: binary), its own check
+        assert fb.task.kind == "binary"
+        with pytest.raises(InvalidRecord, match=r"binary label must be a bool or 0/1.*\(task: binary\)"):
+            fb.send("e2", 12.5, 5)
+    assert fb.sent == 1
+    with FeedbackProducer(make_settings(model_spec="linreg")) as fb:  # a regression worker's settings
+        assert fb.task.kind == "regression" and fb.send("e2", 12.5).result(30).ok
 
-    # settings naming a project: its task's check, the worker's own, before anything is sent
+    # settings naming a project: its task's check, before anything is sent
     segments = make_settings(project=str(EXAMPLES / "segments"))
     with FeedbackProducer(segments) as fb:
         assert fb.task.kind == "multiclass"
