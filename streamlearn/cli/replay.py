@@ -16,7 +16,7 @@ from typing import NoReturn
 
 import typer
 
-archive_app = typer.Typer(no_args_is_help=True, help="The replay archive (events, feedback, predictions).")
+archive_app = typer.Typer(no_args_is_help=True, help="The replay archive (events, feedback, predictions, shadow).")
 replay_app = typer.Typer(no_args_is_help=True, help="Look into and replay the archive.")
 
 ARCHIVE_OPT = typer.Option(None, "--archive", help="archive directory (default: settings.archive_dir)")
@@ -70,7 +70,7 @@ def archive_run(
         None, help="exit once caught up with every partition and idle this many seconds (batch use)"),
     loglevel: str = typer.Option("info"),
 ) -> None:
-    """Run the archiver: copy events, feedback and predictions into Avro files (Ctrl-C/SIGTERM stops)."""
+    """Run the archiver: copy events, feedback, predictions and shadow into Avro files (Ctrl-C/SIGTERM stops)."""
     from streamlearn.replay.archive.archiver import Archiver
     from streamlearn.replay.archive.storage import open_storage
     from streamlearn.settings import get_settings
@@ -210,10 +210,12 @@ def retrain(
     archive: Path | None = ARCHIVE_OPT,
     estimator: str = typer.Option("sgd", help="sgd (out-of-core, chunked) or hgb (in memory)"),
     train_from: str | None = typer.Option(
-        None, "--from", help="start of the training window (default: archive start; --train-from: deprecated)"),
-    cutoff: str | None = typer.Option(None, help="end of training = start of the held-out window (default: 80%)"),
+        None, "--from", help="start of the training window, event time (default: archive start; --train-from: "
+              "deprecated)"),
+    cutoff: str | None = typer.Option(
+        None, help="end of training = start of the held-out window, event time (default: 80%)"),
     eval_to: str | None = typer.Option(
-        None, "--to", help="end of the held-out window (default: archive end; --eval-to: deprecated)"),
+        None, "--to", help="end of the held-out window, event time (default: archive end; --eval-to: deprecated)"),
     view: str | None = typer.Option(None, help="feature view (default: settings.feature_view)"),
     chunk_size: int = typer.Option(5000, help="rows per out-of-core chunk"),
     epochs: int = typer.Option(3, help="passes over the training chunks (sgd)"),

@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
         from streamlearn.settings import Settings
         from streamlearn.streams.transport import ensure_topics
         from streamlearn.tools import infra as embedded
-        from streamlearn.tools.bench import finish_workdir
+        from streamlearn.tools.infra import finish_workdir
 
         for name, port in (("--kafka-port", kafka_port), ("--redis-port", redis_port)):
             if port is not None:  # a busy port would look "up" (something listens) and mislead

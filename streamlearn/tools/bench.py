@@ -392,14 +392,6 @@ def worker_breakdown(m: Families, n_events: int) -> dict[str, Any]:
     return out
 
 
-def finish_workdir(workdir: Path, remove: bool, say: Callable[[str], None]) -> None:
-    """Remove a finished run's folder, or say where it is kept."""
-    if remove:
-        shutil.rmtree(workdir, ignore_errors=True)
-    else:
-        say(f"broker/Redis data and process logs: {workdir}")
-
-
 class Bench:
     """Embedded broker + Redis and the runs on them (each run: fresh topics, group, prefix)."""
 
@@ -420,6 +412,8 @@ class Bench:
         """Stop broker and Redis. The run's folder (process logs, data) is kept when the run
         failed (errors name it) or was asked for (``--workdir``), else removed."""
         self.infra.stop()
+        from streamlearn.tools.infra import finish_workdir
+
         finish_workdir(self.infra.workdir, self.own_workdir and not failed, self.say)
 
     def settings(self, kind: str, partitions: int = 1) -> Any:

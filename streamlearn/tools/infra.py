@@ -29,6 +29,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -242,6 +243,14 @@ class EmbeddedInfra:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def finish_workdir(workdir: Path, remove: bool, say: Callable[[str], None]) -> None:
+    """Remove a finished run's folder, or say where it is kept."""
+    if remove:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        say(f"broker/Redis data and process logs: {workdir}")
 
 
 def pid_alive(pid: int) -> bool:

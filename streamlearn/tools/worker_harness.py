@@ -93,8 +93,7 @@ def fresh_runtime(redis_url: str | None, app_id: str) -> Iterator[tuple[WorkerRu
     from streamlearn.streams import worker as worker_module
     from streamlearn.streams.transport import make_producer
     from streamlearn.streams.worker import WorkerRuntime
-    from streamlearn.tools.bench import finish_workdir
-    from streamlearn.tools.infra import start_redis
+    from streamlearn.tools.infra import finish_workdir, start_redis
 
     server = folder = None
     failed = True

@@ -118,7 +118,7 @@ def test_in_process_variants_take_turns_until_each_has_run_long_enough() -> None
 
 
 def test_a_finished_runs_folder_is_removed_or_its_place_said(tmp_path: Path) -> None:
-    from streamlearn.tools.bench import finish_workdir
+    from streamlearn.tools.infra import finish_workdir
 
     said: list[str] = []
     kept, gone = tmp_path / "kept", tmp_path / "gone"
