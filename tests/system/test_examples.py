@@ -92,7 +92,10 @@ def test_example_runs_end_to_end_and_its_backtest_reproduces_it(name, task, even
 def check_backtest_from_python(name: str, s: dict) -> None:
     """A notebook's view of a run: Project.load + backtest over the archive; its final
     metrics are the worker's, and metrics_frame() gives them over time as a table."""
-    project = Project.load(ROOT / "examples" / name)
+    # the run used names of its own on the session's broker (--kafka): its archive holds those
+    # topics, which a backtest reads only when its settings name them
+    assert s["isolated_names"]["topic_events"].startswith("sl-demo-")
+    project = Project.load(ROOT / "examples" / name, **s["isolated_names"])
     result = backtest(project, s["replay"]["archive"], models=[project.champion], bare=False)
     assert result.final[project.champion] == s["metrics"]
     frame = result.metrics_frame()
