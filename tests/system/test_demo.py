@@ -44,6 +44,16 @@ def test_demo_streams_the_whole_loop_and_prints_a_summary(tmp_path):
     assert rp["identical_predictions_v1"] == rp["live_predictions_v1"] > 0
     assert rp["metrics_equal"] is True and rp["divergences"] == 0
     assert "v1 predictions reproduced exactly" in proc.stdout
+    # and it did not litter: its folder keeps the logs and the backtest's small outputs the
+    # summary points at; Redis's data, the archive and the backtest's predictions are removed
+    run, backtest = Path(s["run_dir"]["path"]), Path(rp["out"])
+    assert backtest.parent.parent == run and rp["archive"] is None
+    files = {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()}
+    assert files == {"worker.log", "broker.log", "redis.log"} | {
+        str((backtest / f).relative_to(run)) for f in ("metrics.png", "metrics.csv", "metrics.json", "summary.json")}
+    assert s["run_dir"]["removed_bytes"] > s["run_dir"]["kept_bytes"] > 0
+    assert f"kept in {run}" in proc.stdout and "removed this run's data" in proc.stdout
+    assert "backtest outputs (metrics.png, metrics.csv):" in proc.stdout
 
 
 def _ctrl_c_as_in_a_terminal() -> None:

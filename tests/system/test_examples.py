@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,7 +42,12 @@ def run_example(name: str, events: int, infra: EmbeddedInfra, cwd: Path) -> tupl
         capture_output=True, text=True, timeout=300, cwd=cwd, env={**env, **infra.env(), "COLUMNS": "200"},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(out.read_text()), proc.stdout
+    s = json.loads(out.read_text())
+    # --keep: everything of the run stays (the archive backtested below), and the summary says how to remove it
+    run = s["run_dir"]["path"]
+    assert s["run_dir"]["keep"] is True and Path(s["replay"]["archive"]).is_dir()
+    assert f"kept everything of this run in {run}" in proc.stdout and f"rm -r {run}" in proc.stdout
+    return s, proc.stdout
 
 
 def backtest_final(summary: dict) -> dict[str, float]:
@@ -87,6 +93,7 @@ def test_example_runs_end_to_end_and_its_backtest_reproduces_it(name, task, even
         assert s["metrics"]["accuracy"] > 0.8 and s["metrics"]["roc_auc"] > 0.55, s["metrics"]
     if name == "trips":  # each example's topics and keys are fixed: one run per session
         check_backtest_from_python(name, s)
+    shutil.rmtree(s["run_dir"]["path"])  # kept (--keep) for the backtests above
 
 
 def check_backtest_from_python(name: str, s: dict) -> None:

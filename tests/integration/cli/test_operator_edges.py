@@ -46,7 +46,7 @@ def test_demo_reports_a_worker_that_dies_at_start_at_once(infra, tmp_path):
     assert "no_such_param" in err and "unexpected" in err  # the child's own error, from the end of its log
     assert "timed out" not in err
     assert secs < 60  # was a 90 s wait for a group join that could never happen
-    # the log it names is kept; nothing else of the run is left (tests/integration/cli/test_demo_cleanup.py)
+    # the log it names is kept; nothing else of the run is left (a finished run: tests/system/test_demo.py)
     log = Path(re.search(r"last lines of (\S+/worker\.log)", err).group(1))
     assert sorted(p.name for p in log.parent.iterdir()) == ["worker.log"]
     assert f"kept in {log.parent}" in proc.stdout, proc.stdout
