@@ -68,9 +68,12 @@ def registry_loader(settings: Settings):
 
 class WorkerRuntime:
     def __init__(self, settings: Settings, codec: AvroCodec | None = None,
-                 retrain: Callable[[Settings], int] | None = None) -> None:
+                 retrain: Callable[[Settings], int] | None = None, producer_config: dict[str, Any] | None = None
+                 ) -> None:
         """``retrain``: fits a model from the archive and registers it, returning its registry
-        version (handed in by the composition root, so transport never imports replay)."""
+        version (handed in by the composition root, so transport never imports replay).
+        ``producer_config``: more confluent-kafka settings for its producer (a harness's quiet
+        logger)."""
         self.settings = settings
         self.retrain_fn = retrain
         self.codec = codec or AvroCodec.default()
@@ -83,7 +86,7 @@ class WorkerRuntime:
         self._view_checked = self._check_view(wait=False)
         # outputs are not flushed per batch (deliver() before each commit), so they leave after
         # linger.ms: short, as an event's prediction is due as soon as it is scored
-        self.out = BatchProducer(make_producer(settings, **{"linger.ms": 1}))
+        self.out = BatchProducer(make_producer(settings, **{"linger.ms": 1, **(producer_config or {})}))
         self.encode_prediction = self.codec.encoder("prediction")
         self.encode_deadletter = self.codec.encoder("deadletter")
         self.encoders = {"lifecycle": self.codec.encoder("lifecycle"), "drift": self.codec.encoder("drift"),

@@ -20,7 +20,6 @@ import logging
 import sys
 import tempfile
 import time
-import unittest.mock
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,8 +89,6 @@ def fresh_runtime(redis_url: str | None, app_id: str) -> Iterator[tuple[WorkerRu
     import redis
 
     from streamlearn.settings import Settings
-    from streamlearn.streams import worker as worker_module
-    from streamlearn.streams.transport import make_producer
     from streamlearn.streams.worker import WorkerRuntime
     from streamlearn.tools.infra import finish_workdir, start_redis
 
@@ -108,9 +105,8 @@ def fresh_runtime(redis_url: str | None, app_id: str) -> Iterator[tuple[WorkerRu
         # "Connect to 127.0.0.1:1 failed" log lines are noise (a quiet logger takes them)
         quiet = logging.getLogger("streamlearn.harness.librdkafka")
         quiet.propagate, quiet.handlers[:] = False, [logging.NullHandler()]
-        with unittest.mock.patch.object(worker_module, "make_producer",
-                                        lambda settings, **kw: make_producer(settings, **kw, logger=quiet)):
-            rt = WorkerRuntime(Settings(kafka_bootstrap="127.0.0.1:1", redis_url=redis_url, app_id=app_id))
+        rt = WorkerRuntime(Settings(kafka_bootstrap="127.0.0.1:1", redis_url=redis_url, app_id=app_id),
+                           producer_config={"logger": quiet})
         rt.out = _Collect()
         yield rt, r
         failed = False
