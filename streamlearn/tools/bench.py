@@ -169,11 +169,13 @@ def _r(x: float | None, nd: int = 1) -> float | None:
 
 
 # ------------------------------------------------------------------ 1 and 4: in-process
-def _passes(runs: dict[str, Callable[[], None]], n_events: int, min_seconds: float) -> dict[str, dict[str, Any]]:
+def _passes(runs: dict[str, Callable[[], None]], n_events: int, min_seconds: float,
+            clock: Callable[[], float] = time.perf_counter) -> dict[str, dict[str, Any]]:
     """Whole passes (fresh state each) of every variant in ``runs``, taken in turn (one pass of
     each, then again) until each has run ``min_seconds``: a machine whose speed drifts (shared
     cores) slows them alike, so their ratio is side by side, not one stretch against another.
-    Per variant: events/s over all its passes, its CPU, the peak RSS of its passes."""
+    Per variant: events/s over all its passes, its CPU, the peak RSS of its passes. (``clock``:
+    a test's, so the turn-taking is checked without timing real work on a loaded machine.)"""
     base = rss_mb()
     acc = {name: {"passes": 0, "seconds": 0.0, "cpu_s": 0.0, "peak": None} for name in runs}
     while any(a["seconds"] < min_seconds for a in acc.values()):
@@ -182,9 +184,9 @@ def _passes(runs: dict[str, Callable[[], None]], n_events: int, min_seconds: flo
             if a["seconds"] >= min_seconds and a["passes"]:
                 continue
             reset = reset_peak_rss()
-            cpu0, t0 = cpu_seconds(), time.perf_counter()
+            cpu0, t0 = cpu_seconds(), clock()
             one_pass()
-            a["seconds"] += time.perf_counter() - t0
+            a["seconds"] += clock() - t0
             cpu1 = cpu_seconds()
             a["passes"] += 1
             a["cpu_s"] = a["cpu_s"] + (cpu1 - cpu0) if cpu0 is not None and a["cpu_s"] is not None else None

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
+
+import pytest
 
 from streamlearn.tools.bench import (
     _passes,
@@ -98,23 +99,25 @@ def test_in_process_variants_take_turns_until_each_has_run_long_enough() -> None
     """A pass of each in turn (side by side on a machine whose speed drifts); each variant is
     timed on its own passes only, and the slower one is not cut short by the faster."""
     order: list[str] = []
+    now = [0.0]  # a clock the passes advance: exact on a loaded machine (busy-waiting was not)
 
     def work(name: str, seconds: float):  # noqa: ANN202
         def one_pass() -> None:
             order.append(name)
-            end = time.perf_counter() + seconds
-            while time.perf_counter() < end:
-                pass
+            now[0] += seconds
         return one_pass
 
-    out = _passes({"fast": work("fast", 0.002), "slow": work("slow", 0.01)}, n_events=10, min_seconds=0.03)
+    out = _passes({"fast": work("fast", 0.002), "slow": work("slow", 0.01)}, n_events=10, min_seconds=0.03,
+                  clock=lambda: now[0])
     assert order[:6] == ["fast", "slow"] * 3  # alternating while both still need time
     assert out["slow"]["seconds"] >= 0.03 and out["fast"]["seconds"] >= 0.03
     assert out["fast"]["passes"] == order.count("fast") > out["slow"]["passes"] == order.count("slow") >= 3
     for r in out.values():
         assert r["events"] == 10 * r["passes"]
         assert abs(r["events_per_s"] - r["events"] / r["seconds"]) < 1e-9
-    assert 2 < out["fast"]["events_per_s"] / out["slow"]["events_per_s"] < 8  # ~5: each timed on its own passes
+    # each timed on its own passes: 0.002 s against 0.01 s a pass
+    assert out["fast"]["events_per_s"] / out["slow"]["events_per_s"] == pytest.approx(5)
+    assert order == ["fast", "slow"] * 3 + ["fast"] * (order.count("fast") - 3)  # fast alone once slow is done
 
 
 def test_a_finished_runs_folder_is_removed_or_its_place_said(tmp_path: Path) -> None:
