@@ -24,6 +24,13 @@ def live_keys(s, project: Project) -> Keys:
     return Keys.from_settings(s, view_namespace(project.view))
 
 
+def _kill_when(worker, ready, what: str, restart):
+    """Once ``ready()`` holds, kill -9 ``worker`` and return ``restart()``: its successor."""
+    wait_for(ready, 60, what)
+    worker.kill()
+    return restart()
+
+
 def _final_models(s):
     blob = redis.Redis.from_url(s.redis_url).get(Keys.from_settings(s).checkpoint)
     return read_checkpoint(blob, s.artifact_key.get_secret_value().encode())[0]
@@ -44,10 +51,9 @@ def test_kill_9_at_random_points_changes_nothing(make_settings, start_worker):
     send.events(events)
     for i in range(2):
         target = rnd.randint(300 + 900 * i, 700 + 900 * i)
-        wait_for(lambda t=target: len(preds.poll()) >= t, 60, f"{target} predictions")
-        worker.kill()
         kills += 1
-        worker = start_worker(s, name=f"w{kills}")
+        worker = _kill_when(worker, lambda t=target: len(preds.poll()) >= t, f"{target} predictions",
+                            lambda k=kills: start_worker(s, name=f"w{k}"))
     preds.wait_count(len(events), timeout=90, key="event_id")
 
     # phase 2: labels (after their events are served, so the learning order is the feedback order)
@@ -58,10 +64,9 @@ def test_kill_9_at_random_points_changes_nothing(make_settings, start_worker):
 
     for i in range(2):
         target = rnd.randint(200 + 1000 * i, 900 + 1000 * i)
-        wait_for(lambda t=target: learned() >= t, 60, f"{target} labels learned")
-        worker.kill()
         kills += 1
-        worker = start_worker(s, name=f"w{kills}")
+        worker = _kill_when(worker, lambda t=target: learned() >= t, f"{target} labels learned",
+                            lambda k=kills: start_worker(s, name=f"w{k}"))
     wait_for(lambda: worker.status().get("labels_learned") == len(events), 90, "every label learned")
     assert worker.stop() == 0  # a clean stop checkpoints
 
@@ -97,24 +102,18 @@ def test_kill_9_changes_nothing_on_a_users_regression_project(make_settings, sta
     rnd = random.Random(8)
     send, preds = Sender(s), TopicReader(s, s.topic_predictions, "prediction")
     worker = start_worker(s, name="p0")
-    kills = 0
 
     send.events(events)
     target = rnd.randint(300, 900)
-    wait_for(lambda: len(preds.poll()) >= target, 60, f"{target} predictions")
-    worker.kill()
-    kills += 1
-    worker = start_worker(s, name=f"p{kills}")
+    worker = _kill_when(worker, lambda: len(preds.poll()) >= target, f"{target} predictions",
+                        lambda: start_worker(s, name="p1"))
     preds.wait_count(len(events), timeout=90, key="event_id")
 
     send.feedback(labels)
     send.feedback(labels[:50])  # a resend: duplicates must be ignored
     target = rnd.randint(200, 800)
-    wait_for(lambda: worker.worker_status().get("counters", {}).get("labels_learned", 0) >= target, 60,
-             f"{target} labels learned")
-    worker.kill()
-    kills += 1
-    worker = start_worker(s, name=f"p{kills}")
+    worker = _kill_when(worker, lambda: worker.worker_status().get("counters", {}).get("labels_learned", 0) >= target,
+                        f"{target} labels learned", lambda: start_worker(s, name="p2"))
     wait_for(lambda: worker.status().get("labels_learned") == len(labels), 90, "every label learned")
     assert worker.stop() == 0
 
