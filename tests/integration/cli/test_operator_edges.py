@@ -62,12 +62,13 @@ def test_models_commands_print_the_workers_refusal_at_once(make_settings, start_
     assert "deprecated" not in proc.stderr
 
     for args, reason in ((("promote", "99"), "version 99"), (("add", "bogus"), "unknown model spec 'bogus'")):
-        proc, secs = cli(s, "models", *args)
+        proc, _ = cli(s, "models", *args)
         assert proc.returncode == 1, proc.stdout + proc.stderr
         line = proc.stderr.strip()
+        # the refusal ends the wait: without it the command waits 15 s and says "did not apply"
+        # (a line this checks is not there; no wall-clock bound, which a loaded machine breaks)
         assert line.startswith(f"streamlearn: the worker refused {args[0]}: ") and reason in line, line
-        assert "\n" not in line and "Traceback" not in proc.stderr
-        assert secs < 12, secs  # the wait was 15 s, ending in "did not apply"; now the refusal ends it
+        assert "\n" not in line and "Traceback" not in proc.stderr and "did not apply" not in line
 
     proc, _ = cli(s, "models", "add", "hat")  # an accepted command still waits for the status
     assert proc.returncode == 0 and "challenger hat started" in proc.stdout, proc.stderr
