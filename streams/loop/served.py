@@ -280,11 +280,52 @@ def _plan(kinds: bytes, n: int) -> tuple[struct.Struct, int, Any]:
     return got
 
 
+# (kinds, n) -> the numbers' reader compiled for them (_compile_numbers), shared by every codec;
+# bounded: past MAX_READERS, further kinds are read by the generic code below
+_readers: dict[tuple[bytes, int], Any] = {}
+MAX_READERS = 1024
+
+
+def _compile_numbers(kinds: bytes, n: int) -> Any:
+    """``read(b, pos) -> (numbers, pos after them)``: the generic code of :func:`_unpack_numbers2`
+    for one sequence of kinds, with the struct and each number's place fixed: the decimals read
+    unrolled (the same varint and the same division) and the list built in order (int8s made
+    floats as ``float()`` makes them, the rest as read), the same values bit for bit."""
+    fmt = "".join("dfbv"[(kinds[i >> 2] >> ((i & 3) << 1)) & 3] for i in range(n))
+    st = struct.Struct("<" + fmt.replace("v", ""))
+    num, fi, di = [], 0, 0
+    for k in fmt:
+        if k == "v":
+            num.append(f"d{di}")
+            di += 1
+        else:
+            num.append(f"_FL[f[{fi}]]" if k == "b" else f"f[{fi}]")
+            fi += 1
+    body = ["    f = _unpack(b, pos)", f"    pos += {st.size}"]
+    for j in range(di):
+        body += ["    c = b[pos]", "    if c < 0x80:", "        z = c", "        pos += 1", "    else:",
+                 "        z, pos = _varint(b, pos)", "    m = z >> 3",
+                 f"    d{j} = ((m >> 1) if not m & 1 else -((m + 1) >> 1)) / _P[z & 7]"]
+    src = "def read(b, pos):\n" + "\n".join(body) + f"\n    return [{', '.join(num)}], pos\n"
+    env: dict[str, Any] = {"_unpack": st.unpack_from, "_varint": _get_varint, "_P": _POW10, "_FL": _INT8_FLOATS}
+    exec(compile(src, "<served numbers reader>", "exec"), env)  # noqa: S102 - our own source, no data in it
+    return env["read"]
+
+
+# float(i) for every int8 i, at index i (a negative one from the end): an int8's float without a call
+_INT8_FLOATS = tuple(float(i) for i in range(128)) + tuple(float(i) for i in range(-128, 0))
+
+
 def _unpack_numbers2(b: bytes, pos: int, n: int, kinds: bytes | None = None) -> tuple[list[float], int]:
     if kinds is None:  # in the record (else: named by its short address)
         nk = (n + 3) // 4
         kinds = bytes(b[pos:pos + nk])
         pos += nk
+    read = _readers.get((kinds, n))
+    if read is None and len(_readers) < MAX_READERS:
+        read = _readers[(kinds, n)] = _compile_numbers(kinds, n)
+    if read is not None:
+        return read(b, pos)
     plan = _plans.get((kinds, n)) or _plan(kinds, n)
     st, ndec, order = plan
     fixed = st.unpack_from(b, pos)
@@ -873,9 +914,27 @@ class ServedCodec:
         t = int.from_bytes(b[pos:pos + 5], "little") + _T0
         pos += 5
         one = len(models) == 1
-        s = int(models[0 if one else (first >> 2) & 0x1F][0])
-        heads, count, pos = _packed_heads(b, pos, models, len(names), (first >> 2) & 0x1F if one else -1)
-        key = (address, heads[0][1] if one else tuple(h[1] for h in heads))
+        if one:  # _packed_heads with the head in the first byte, inline (most records)
+            head = (first >> 2) & 0x1F
+            n = b[pos]
+            if n < 0x80:
+                pos += 1
+            else:
+                n, pos = _get_varint(b, pos)
+            tag = head & 7
+            if tag < _PRED_INT:
+                pred: Any = (None, False, True)[tag]
+            else:
+                pred, pos = _pred_value(b, pos, tag)
+            form = (head >> 3) & 3
+            heads = [(n, form, pred)]
+            count = len(names) + (1 if form else 1 + len(models[0][1]))
+            s = int(models[0][0])
+            key = (address, form)
+        else:
+            s = int(models[(first >> 2) & 0x1F][0])
+            heads, count, pos = _packed_heads(b, pos, models, len(names))
+            key = (address, tuple(h[1] for h in heads))
         got = self._builders.get(key)
         # an address names one layout while its entry lives (a short one may name another later)
         build = got[1] if got is not None and got[0] is layout else self._builder(key, layout)
@@ -977,9 +1036,14 @@ async def decode_many(loop: OnlineLoop, raws: Sequence[bytes | None], what: str)
     c = codec(loop)
     missing: set[bytes] | None = None
     known: set[bytes] = set()  # addresses found known in this batch (a batch's records share a few)
+    needs = c.needs
     for raw in raws:
         if raw and raw.__class__ is not Kept:  # (None, or b"": nothing needed, as needs says)
-            d = c.needs(raw)
+            first = raw[0]
+            if first & PACKED2:  # (needs, inline for the records written now)
+                d = raw[1:5] if first & SHORT_ADDRESS else raw[1:9]
+            else:
+                d = needs(raw)
             if d is not None and d not in known:
                 if c.knows(d):
                     known.add(d)
@@ -1002,14 +1066,15 @@ async def decode_many(loop: OnlineLoop, raws: Sequence[bytes | None], what: str)
             c.unverified.discard(d)
             c.verified(d, lj, left, loop.served_ttl_s)
     out: list[dict[str, Any] | None] = []
+    decode, packed2 = c.decode, c._decode_packed2
     for raw in raws:
         if raw is None:
             out.append(None)
         elif raw.__class__ is Kept:
             out.append(unkeep(raw))
         else:
-            try:
-                out.append(c.decode(raw))
+            try:  # (decode's dispatch, inline for the records written now)
+                out.append(packed2(raw) if raw and raw[0] & PACKED2 else decode(raw))
             except MissingLayout:
                 out.append(None)
     return out

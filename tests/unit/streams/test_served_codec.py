@@ -555,3 +555,37 @@ def test_record_builders_follow_the_layout_an_address_names_and_are_bounded(monk
     for rec, raw in zip(recs * 2, raws * 2):
         _same(rec, c.decode(raw))
     assert len(c._builders) == 1
+
+
+def test_compiled_numbers_reader_equals_the_generic_one(monkeypatch) -> None:  # noqa: ANN001
+    """Numbers are read by a reader compiled per sequence of kinds (``_compile_numbers``):
+    the same list as the generic code (values bit for bit, every one a float, the position
+    after them), for every kind in any order: int8 extremes, float32, float64 with -0.0,
+    inf and nan, decimals of one to seven varint bytes; past MAX_READERS the generic code reads."""
+    rng = random.Random(5)
+    pool = [0.0, 1.0, -1.0, 127.0, -128.0, 128.0, -129.0, 0.5, -0.0, 1e300, math.inf, -math.inf, math.nan,
+            42.37, -42.37, 0.1, 1e-6, 123456.789, 4503.599627370496, 0.1 + 0.2, 1 / 3, 2.0**-20, 5e8]
+    cases = []
+    for n in [1, 2, 3, 4, 5, 15, 17]:
+        for _ in range(40):
+            nums = [rng.choice(pool) if rng.random() < 0.7 else rng.randint(-10**9, 10**9) / 10.0**rng.randint(0, 6)
+                    for _ in range(n)]
+            out = bytearray(b"\x07\x07")  # bytes before the numbers
+            served._pack_numbers2(out, nums, [1] * n)
+            out += b"\x09"  # and after them
+            cases.append((bytes(out), n))
+
+    def read_all() -> list[tuple[list[float], int]]:
+        return [served._unpack_numbers2(b, 2, n) for b, n in cases]
+
+    monkeypatch.setattr(served, "_readers", {})
+    compiled = read_all()
+    assert served._readers  # readers were compiled and used
+    monkeypatch.setattr(served, "_readers", {})
+    monkeypatch.setattr(served, "MAX_READERS", 0)
+    generic = read_all()
+    assert not served._readers
+    for (got, end), (want, want_end), (b, _) in zip(compiled, generic, cases):
+        assert end == want_end == len(b) - 1
+        assert [type(v) for v in got] == [float] * len(want)
+        assert [_bits(v) for v in got] == [_bits(v) for v in want]
