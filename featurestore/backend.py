@@ -90,6 +90,13 @@ class Backend(ABC):
         pass
 
 
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # hiredis is a dependency, but redis-py runs without it
+    _hiredis_pack = None
+_UTF8 = ("utf-8", "utf8", "UTF-8")
+
+
 class _LinearPack:
     """redis-py's asyncio ``pack_command`` re-joins its growing buffer once per argument (up to
     6 kB each time): quadratic in a command's size, ~3x the cost of a plain join for the loop's
@@ -102,6 +109,14 @@ class _LinearPack:
         elif b" " in args[0]:
             args = tuple(args[0].split()) + args[1:]
         encoding, errors = self.encoder.encoding, self.encoder.encoding_errors
+        if _hiredis_pack is not None and encoding in _UTF8 and errors == "strict":
+            # hiredis' C packer, ~2x faster: the same bytes for bytes, str (as UTF-8), int and
+            # float (its repr, as redis-py's encoder) arguments; it refuses anything else (bool,
+            # int subclasses, memoryview) and a str UTF-8 cannot encode: those are packed below
+            try:
+                return [_hiredis_pack(args)]
+            except (TypeError, UnicodeError):
+                pass
         out = [b"*%d\r\n" % len(args)]
         append = out.append
         for arg in args:

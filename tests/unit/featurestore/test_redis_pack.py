@@ -68,3 +68,29 @@ def test_what_redis_py_refuses_is_refused_alike():
 def test_the_backend_keeps_the_connection_class_its_url_chose(url, base):
     cls = RedisBackend(url).client.connection_pool.connection_class
     assert issubclass(cls, _LinearPack) and issubclass(cls, base)
+
+
+def test_hiredis_packs_and_what_it_refuses_is_packed_as_redis_py_packs_it():
+    """Commands of bytes, str, int and float go through hiredis' C packer (when installed);
+    an argument it refuses (bool-free int subclasses, memoryview, bytearray, str and bytes
+    subclasses, a str UTF-8 cannot encode) is packed by our own code: the bytes or the error
+    are redis-py's either way."""
+    import enum
+
+    from streamlearn.featurestore import backend
+
+    class Num(enum.IntEnum):
+        A = 7
+
+    class S(str):
+        pass
+
+    assert backend._hiredis_pack is not None  # a dependency: the fast path is the one tested above
+    cases = [("SET", "k", Num.A), ("SET", S("k"), b"v"), ("SET", "k", memoryview(b"ab")), ("SET", "k", bytearray(b"x")),
+             ("SET", "k", 1.5, -0.0, float("nan"), 2**70), ("MGET", *[f"k{i}" for i in range(3000)])]
+    for cmd in cases:
+        assert _wire(LINEAR, *cmd) == _wire(PLAIN, *cmd)
+    with pytest.raises(UnicodeEncodeError):
+        _Linear().pack_command("SET", "k\udc80", b"v")
+    with pytest.raises(UnicodeEncodeError):
+        Connection().pack_command("SET", "k\udc80", b"v")
