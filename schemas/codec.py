@@ -187,6 +187,16 @@ class AvroCodec:
             return self.conform(subject, record)
         raise InvalidRecord("unknown_format", "neither Avro single-object (C3 01 ...) nor a JSON object")
 
+    def current_reader(self, subject: str) -> tuple[SchemaVersion, Any]:
+        """The subject's current schema version and the reader :meth:`decode` uses for a message
+        written with it (``read(data, HEADER_LEN) -> (record, end)``, raising one of
+        ``FAST_READ_ERRORS`` where fastavro must read), or None if the schema has none."""
+        sv = self._current[subject]
+        read = self._readers.get(subject, _NO_READER)
+        if read is _NO_READER:
+            read = self._readers[subject] = compile_flat_reader(sv.schema)
+        return sv, read
+
     def conform(self, subject: str, record: Any) -> dict[str, Any]:
         """Validate a Python/JSON record against the current schema, filling defaults."""
         sv = self._current[subject]
@@ -443,6 +453,7 @@ def compile_flat_reader(schema: dict[str, Any]) -> Callable[[bytes, int], tuple[
 
 
 _FAST_READ_ERRORS = (_Slow, IndexError, struct.error, UnicodeDecodeError)
+FAST_READ_ERRORS = _FAST_READ_ERRORS
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

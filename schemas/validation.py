@@ -7,6 +7,7 @@ crash on bad input: they dead-letter the raw bytes with the reason code and deta
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +80,36 @@ def decode_feedback(data: bytes | None, registry: AvroCodec, limits: Limits) -> 
     else:
         _check_number("label", label, limits)
     return fb
+
+
+def feedback_decoder(registry: AvroCodec, limits: Limits) -> Callable[[bytes | None], dict[str, Any]]:
+    """:func:`decode_feedback` bound to ``registry`` and ``limits``: the same record, or the
+    same InvalidRecord. A message of the current schema that its compiled reader reads whole,
+    with an event id and a bool, int or in-range float label (what the learner gets), is
+    checked inline, as decode_feedback checks it; anything else goes through decode_feedback."""
+    from streamlearn.schemas.codec import FAST_READ_ERRORS, HEADER_LEN
+
+    current = registry._current  # noqa: SLF001 - the schema version decode would read with
+    sv, read = registry.current_reader("feedback")
+    header, max_bytes, max_str, max_abs = sv.header, limits.max_message_bytes, limits.max_string_length, \
+        limits.max_abs_number
+    isfinite = math.isfinite
+
+    def decode(data: bytes | None) -> dict[str, Any]:
+        if (read is not None and type(data) is bytes and data[:HEADER_LEN] == header and len(data) <= max_bytes
+                and current["feedback"] is sv):
+            try:
+                fb, end = read(data, HEADER_LEN)
+            except FAST_READ_ERRORS:
+                return decode_feedback(data, registry, limits)
+            eid, label = fb["event_id"], fb["label"]
+            t = type(label)
+            if end == len(data) and eid and len(eid) <= max_str and (
+                    t is bool or t is int or (t is float and isfinite(label) and abs(label) <= max_abs)):
+                return fb
+        return decode_feedback(data, registry, limits)
+
+    return decode
 
 
 def check_label(fb: dict[str, Any], task: Any) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from streamlearn.models.registry.versions import open_registry
 from streamlearn.project import project_for
 from streamlearn.schemas import AvroCodec, InvalidRecord
 from streamlearn.schemas.records import KafkaRecord
-from streamlearn.schemas.validation import Limits, check_label, decode_event, decode_feedback
+from streamlearn.schemas.validation import Limits, check_label, decode_event, feedback_decoder
 from streamlearn.settings import Settings
 from streamlearn.streams.loop import OnlineLoop, commands
 from streamlearn.streams.transport import BatchProducer, ensure_topics, make_producer
@@ -78,6 +78,7 @@ class WorkerRuntime:
         self.retrain_fn = retrain
         self.codec = codec or AvroCodec.default()
         self.limits = Limits.from_settings(settings)
+        self.decode_feedback = feedback_decoder(self.codec, self.limits)
         self.metrics = Metrics(model=settings.model_name)  # own registry, served on GET /metrics
         self.backend = InstrumentedBackend(RedisBackend(settings.redis_url), self.metrics)
         self.loop = build_loop(settings, self.backend)
@@ -190,9 +191,10 @@ class WorkerRuntime:
         good: list[dict[str, Any]] = []
         bad = 0
         task = self.loop.champion.task
+        decode = self.decode_feedback
         for msg in batch:
             try:
-                good.append(check_label(decode_feedback(msg.value, self.codec, self.limits), task))
+                good.append(check_label(decode(msg.value), task))
             except InvalidRecord as err:
                 self._dead_letter(msg, err)
                 bad += 1

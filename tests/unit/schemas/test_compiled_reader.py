@@ -123,3 +123,52 @@ def test_what_the_reader_leaves_to_fastavro():
     with pytest.raises(_Slow):  # a 10-byte varint
         read(big, HEADER_LEN)
     assert _same(_decode("feedback", big), _fastavro_decode("feedback", big))
+
+
+def test_the_bound_feedback_decoder_equals_decode_feedback() -> None:
+    """``feedback_decoder`` (the worker's, per label) gives what ``decode_feedback`` gives, the
+    record or the same InvalidRecord, for labels of every type and range, ids at and past the
+    limit, every truncation, trailing bytes, JSON, other subjects, non-bytes input, and
+    random byte flips of valid messages."""
+    import math
+    import random
+
+    from streamlearn.schemas import InvalidRecord
+    from streamlearn.schemas.validation import Limits, decode_feedback, feedback_decoder
+
+    limits = Limits(max_message_bytes=200, max_string_length=24)
+    reg = AvroCodec.default()
+    fast = feedback_decoder(reg, limits)
+    enc = reg.encoder("feedback")
+    labels = [True, False, 0, 1, -5, 2**62, 0.5, -0.0, math.nan, math.inf, -math.inf, 1e100, 1e101, -1e101, "a", "",
+              "x" * 24, "x" * 25]
+    ids = ["e1", "", "y" * 24, "y" * 25, "ü" * 20]
+    msgs: list = [None, b"", b"{}", b'{"event_id": "a", "label": true, "label_time": 1}', b"\xc3\x01",
+                  reg.encode("event", {"event_id": "a", "entity": "b", "event_time": 1, "features": {}})]
+    for eid in ids:
+        for y in labels:
+            m = enc({"event_id": eid, "label": y, "label_time": 1_700_000_000_000})
+            msgs += [m, m + b"\x00", bytearray(m), memoryview(m)] + [m[:i] for i in range(len(m))]
+    msgs.append(enc({"event_id": "z" * 24, "label": "q" * 24, "label_time": 1}) + b"\x00" * 200)  # past the size
+    rng = random.Random(3)
+    base = [m for m in msgs if type(m) is bytes and len(m) > 10]
+    for _ in range(3000):
+        m = bytearray(rng.choice(base))
+        m[rng.randrange(len(m))] ^= 1 << rng.randrange(8)
+        msgs.append(bytes(m))
+
+    def outcome(decode, data):  # noqa: ANN001, ANN202
+        try:
+            return "ok", decode(data)
+        except InvalidRecord as err:
+            return err.reason, err.detail
+        except TypeError as err:  # decode_feedback's own on a bytearray (Kafka gives bytes)
+            return "TypeError", str(err)
+
+    for data in msgs:
+        want = outcome(lambda d: decode_feedback(d, reg, limits), data)
+        got = outcome(fast, data)
+        # (fastavro's error details may name an object's address)
+        assert re.sub(r"0x[0-9a-f]+", "0x", repr(got)) == re.sub(r"0x[0-9a-f]+", "0x", repr(want)), data
+        if want[0] == "ok":
+            assert [type(v) for v in got[1].values()] == [type(v) for v in want[1].values()]
