@@ -138,6 +138,22 @@ class Holdback:
             self.held.pop(tp, None)
 
 
+_new = object.__new__
+
+
+def _kafka_records(records: Iterable[Any], out: list[KafkaRecord]) -> None:
+    """Append a :class:`KafkaRecord` per fetched record: what ``KafkaRecord("", r.topic,
+    r.partition, r.offset, r.timestamp, key=r.key, value=r.value)`` makes (every field, in
+    the dataclass's order, defaults included; equal, same hash), without the frozen
+    dataclass's ``object.__setattr__`` per field: ~2/3 of its cost, once per message."""
+    append = out.append
+    for r in records:
+        rec = _new(KafkaRecord)
+        rec.__dict__.update(kind="", topic=r.topic, partition=r.partition, offset=r.offset, timestamp=r.timestamp,
+                            timestamp_type=1, key=r.key, value=r.value, headers=())
+        append(rec)
+
+
 class BatchConsumer(ConsumerRebalanceListener):
     """Reads the handlers' topics as one group member and hands each topic's records of a
     fetch to its handler, in the handlers' order. ``on_assigned`` and ``on_revoked`` are the
@@ -261,9 +277,7 @@ class BatchConsumer(ConsumerRebalanceListener):
     async def _process(self, fetched: dict) -> None:
         by_topic: dict[str, list[KafkaRecord]] = {}
         for tp, records in fetched.items():
-            out = by_topic.setdefault(tp.topic, [])
-            out.extend(KafkaRecord("", r.topic, r.partition, r.offset, r.timestamp, key=r.key, value=r.value)
-                       for r in records)
+            _kafka_records(records, by_topic.setdefault(tp.topic, []))
         # in the handlers' order (events before labels): the loop runs one batch at a time, and
         # an event's latency should not include the learning of labels fetched with it
         calls = [handler(by_topic[topic]) for topic, handler in self.handlers.items() if topic in by_topic]

@@ -92,3 +92,25 @@ def test_a_rebalance_callback_that_raises_ends_the_process(monkeypatch):
     asyncio.run(intake.on_partitions_assigned([]))
     assert ended == [("partition assignment", "RuntimeError('restore failed')")]
     assert not intake.group.joined
+
+
+def test_fetched_records_become_the_kafka_records_the_constructor_makes() -> None:
+    """The consumer builds each KafkaRecord without the frozen dataclass's per-field
+    setattr: the same record as the constructor (equal, same hash and repr, every field set
+    in the dataclass's order), for every field the dataclass has."""
+    import dataclasses
+
+    from aiokafka.structs import ConsumerRecord
+
+    from streamlearn.schemas.records import KafkaRecord
+    from streamlearn.streams.consumer import _kafka_records
+
+    fetched = [ConsumerRecord("fb", 3, 17 + i, 1_700_000_000_000 + i, 0, key, value, None, 1, 5, ())
+               for i, (key, value) in enumerate([(b"k", b"v"), (None, b""), (b"x" * 40, None)])]
+    got: list[KafkaRecord] = []
+    _kafka_records(fetched, got)
+    want = [KafkaRecord("", r.topic, r.partition, r.offset, r.timestamp, key=r.key, value=r.value) for r in fetched]
+    assert got == want and [hash(r) for r in got] == [hash(r) for r in want]
+    assert [repr(r) for r in got] == [repr(r) for r in want]
+    assert [list(vars(r).items()) for r in got] == [list(vars(r).items()) for r in want]
+    assert list(vars(got[0])) == [f.name for f in dataclasses.fields(KafkaRecord)]
