@@ -914,27 +914,9 @@ class ServedCodec:
         t = int.from_bytes(b[pos:pos + 5], "little") + _T0
         pos += 5
         one = len(models) == 1
-        if one:  # _packed_heads with the head in the first byte, inline (most records)
-            head = (first >> 2) & 0x1F
-            n = b[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _get_varint(b, pos)
-            tag = head & 7
-            if tag < _PRED_INT:
-                pred: Any = (None, False, True)[tag]
-            else:
-                pred, pos = _pred_value(b, pos, tag)
-            form = (head >> 3) & 3
-            heads = [(n, form, pred)]
-            count = len(names) + (1 if form else 1 + len(models[0][1]))
-            s = int(models[0][0])
-            key = (address, form)
-        else:
-            s = int(models[(first >> 2) & 0x1F][0])
-            heads, count, pos = _packed_heads(b, pos, models, len(names))
-            key = (address, tuple(h[1] for h in heads))
+        s = int(models[0 if one else (first >> 2) & 0x1F][0])
+        heads, count, pos = _packed_heads(b, pos, models, len(names), (first >> 2) & 0x1F if one else -1)
+        key = (address, heads[0][1] if one else tuple(h[1] for h in heads))
         got = self._builders.get(key)
         # an address names one layout while its entry lives (a short one may name another later)
         build = got[1] if got is not None and got[0] is layout else self._builder(key, layout)
