@@ -39,14 +39,16 @@ def run_example(name: str, events: int, infra: EmbeddedInfra, cwd: Path) -> tupl
         [sys.executable, "-m", "streamlearn", "--project", str(ROOT / "examples" / name), "demo",
          "--events", str(events), "--rate", "1000", "--kafka", infra.kafka_bootstrap,
          "--redis-url", infra.redis_url, "--json", str(out), "--keep"],  # --keep: the archive is backtested below
-        capture_output=True, text=True, timeout=300, cwd=cwd, env={**env, **infra.env(), "COLUMNS": "200"},
+        capture_output=True, text=True, timeout=300, cwd=cwd,
+        env={**env, **infra.env(), "COLUMNS": "200", "TMPDIR": str(cwd)},  # its run folder under the test's
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     s = json.loads(out.read_text())
     # --keep: everything of the run stays (the archive backtested below), and the summary says how to remove it
     run = s["run_dir"]["path"]
     assert s["run_dir"]["keep"] is True and Path(s["replay"]["archive"]).is_dir()
-    assert f"kept everything of this run in {run}" in proc.stdout and f"rm -r {run}" in proc.stdout
+    said = " ".join(proc.stdout.split())  # (rich may wrap a line before a long path)
+    assert f"kept everything of this run in {run}" in said and f"rm -r {run}" in said
     return s, proc.stdout
 
 

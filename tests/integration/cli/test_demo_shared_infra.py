@@ -43,7 +43,7 @@ def test_demo_on_an_existing_broker_and_redis_uses_names_of_its_own(infra, tmp_p
          infra.redis_url, "--events", "600", "--no-compare", "--json-out", str(out)],
         capture_output=True, text=True, timeout=300,
         env={**{k: v for k, v in os.environ.items() if not k.startswith("STREAMLEARN_")},
-             "STREAMLEARN_DEVELOPMENT": "1", "COLUMNS": "200"})
+             "STREAMLEARN_DEVELOPMENT": "1", "COLUMNS": "200", "TMPDIR": str(tmp_path)})  # its run folder
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     s = json.loads(out.read_text())
     # exact counts: only this run's events, and a backtest that reproduces the worker

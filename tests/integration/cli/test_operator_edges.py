@@ -26,8 +26,11 @@ from streamlearn.tools.harness import free_port, wait_until
 from tests.helpers import Sender, TopicReader, feedback_for, make_events, wait_for
 
 
-def cli(settings: Settings | None, *args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:
+def cli(settings: Settings | None, *args: str, timeout: float = 120, tmp: Path | None = None
+        ) -> tuple[subprocess.CompletedProcess, float]:
     env = {**os.environ, **(settings.to_env() if settings else {})}
+    if tmp is not None:  # where a command's temporary folders go (the demo's run folder): the test's own,
+        env.update(TMPDIR=str(tmp), COLUMNS="200")  # and wide enough to print that longer path on one line
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "streamlearn", *args], env=env, text=True, capture_output=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
@@ -39,7 +42,7 @@ def test_demo_reports_a_worker_that_dies_at_start_at_once(infra, tmp_path):
     # parameter): an unknown name is refused before anything starts (tests/unit/test_project_cli_errors.py)
     spec = "river.linear_model:LogisticRegression?no_such_param=1"
     proc, secs = cli(None, "demo", "--kafka", infra.kafka_bootstrap, "--redis-url", infra.redis_url,
-                     "--spec", spec, "--events", "50", "--no-replay", "--no-compare", timeout=80)
+                     "--spec", spec, "--events", "50", "--no-replay", "--no-compare", timeout=80, tmp=tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     err = proc.stderr
     assert "streamlearn: streamlearn worker" in err and "exited with code" in err and "at start" in err
@@ -49,7 +52,7 @@ def test_demo_reports_a_worker_that_dies_at_start_at_once(infra, tmp_path):
     # the log it names is kept; nothing else of the run is left (a finished run: tests/system/test_demo.py)
     log = Path(re.search(r"last lines of (\S+/worker\.log)", err).group(1))
     assert sorted(p.name for p in log.parent.iterdir()) == ["worker.log"]
-    assert f"kept in {log.parent}" in proc.stdout, proc.stdout
+    assert f"kept in {log.parent}" in " ".join(proc.stdout.split()), proc.stdout  # (rich may wrap before the path)
 
 
 def test_models_commands_print_the_workers_refusal_at_once(make_settings, start_worker, tmp_path):
