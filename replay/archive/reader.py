@@ -20,7 +20,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -213,16 +213,21 @@ class Archive:
                 yield rec, value
 
 
-def read_own_topics(archive: Archive, topics: dict[str, str], where: str) -> list[str]:
-    """Restrict ``archive`` to ``topics`` (topic -> kind: the archiver's ``archived_topics`` of
-    the settings in use) and return the other topics it holds, left unread; ValueError naming
-    the topics found when none of ``topics`` is there (``where``: the archive, for the message)."""
+def read_own_topics(archive: Archive, settings: Any, where: str, say: Callable[[str], None] = log.info) -> None:
+    """Restrict ``archive`` to the topics ``settings`` archives (several deployments can archive
+    into one directory: a job of one reads its own) and ``say`` which other topics it holds,
+    left unread, in one line; ValueError naming the topics found when none of its own is there
+    (``where``: the archive, for the message)."""
+    from streamlearn.replay.archive.archiver import archived_topics
+
+    topics = archived_topics(settings)
     found = sorted({t for _, t in archive.topics()})
     others = sorted({t for _, t in archive.only_topics(topics)})
     if not archive.manifests:
         raise ValueError(f"the archive at {where} holds none of the topics of the settings in use "
                          f"({', '.join(topics)}); it holds {', '.join(found) or 'no topics'}")
-    return others
+    if others:
+        say(f"archive also holds topics {', '.join(others)} of other settings: not read")
 
 
 def worker_labels(pairs: Iterable[tuple[dict[str, Any], dict[str, Any]]], task: Any, refused: Counter

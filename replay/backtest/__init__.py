@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 
 def backtest(project: Any, archive: Any, *, models: list[str] | None = None, **kwargs: Any) -> Any:
@@ -31,13 +28,10 @@ def backtest(project: Any, archive: Any, *, models: list[str] | None = None, **k
     if lifecycle:
         kwargs["lifecycle"] = lifecycle
     if isinstance(archive, (str, Path)):  # a directory: this project's topics only, as the CLI reads it
-        from streamlearn.replay.archive.archiver import archived_topics
         from streamlearn.replay.archive.reader import Archive, read_own_topics
 
         where, archive = str(archive), Archive.open(str(archive))
-        others = read_own_topics(archive, archived_topics(project.settings), where)
-        if others:
-            log.info("archive also holds topics %s of other settings: not read", ", ".join(others))
+        read_own_topics(archive, project.settings, where)
     return run_backtest(archive, specs, view=project.view, **kwargs)
 
 

@@ -294,7 +294,6 @@ def scheduled_retrain(settings: Any) -> int:
     the worker's model name, return that version (the worker then adopts it as a challenger)."""
     from streamlearn.models.registry import open_registry
     from streamlearn.project import project_for
-    from streamlearn.replay.archive.archiver import archived_topics
 
     s = settings
     project = project_for(s)
@@ -302,9 +301,7 @@ def scheduled_retrain(settings: Any) -> int:
         raise ValueError(f"batch retraining fits classifiers; the {project.task.kind} task is not supported yet")
     archive = Archive.open(s.archive_dir)
     # several deployments can archive into one directory: train on this one's topics only
-    others = read_own_topics(archive, archived_topics(s), s.archive_dir)
-    if others:
-        log.info("batch retrain: archive also holds topics %s of other settings: not read", ", ".join(others))
+    read_own_topics(archive, s, s.archive_dir, say=lambda m: log.info("batch retrain: %s", m))
     result = retrain(archive, RetrainConfig(view=project.view.name, estimator=s.retrain_estimator, threads=1),
                      None, s.artifact_key.get_secret_value().encode(), registry=open_registry(s),
                      register_as=s.model_name, view=project.view, task=project.task)

@@ -49,17 +49,14 @@ def _open_own(archive: Path | None):  # noqa: ANN202 - Archive
     """The archive, read for the topics of the settings in use only: several deployments can
     archive into one directory (the default ``streamlearn-archive``), and a job of one must not
     read another's records. One line names the topics left unread; none of ours there: exit 2."""
-    from streamlearn.replay.archive.archiver import archived_topics
     from streamlearn.replay.archive.reader import read_own_topics
     from streamlearn.settings import get_settings
 
     arch = _open(archive)
     try:
-        others = read_own_topics(arch, archived_topics(get_settings()), _archive_dir(archive))
+        read_own_topics(arch, get_settings(), _archive_dir(archive), say=lambda m: typer.echo(f"note: {m}", err=True))
     except ValueError as exc:
         _fail(str(exc))
-    if others:
-        typer.echo(f"note: archive also holds topics {', '.join(others)} of other settings: not read", err=True)
     return arch
 
 

@@ -142,7 +142,7 @@ class _Producer:
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
         """Validate and encode without sending (raises InvalidRecord naming the field)."""
-        return _encode(self.subject, record, type(self)._check, self.limits, self.codec)
+        return _encode(self.subject, record, self._check, self.limits, self.codec)
 
     def send_record(self, record: Mapping[str, Any], key: str | bytes | None = None) -> DeliveryFuture:
         """Validate, encode and queue one complete record; the future resolves to a Delivery."""
@@ -271,14 +271,11 @@ class FeedbackProducer(_Producer):
     check (:func:`label_task`)."""
 
     subject = "feedback"
-    _check = staticmethod(decode_feedback)
 
     def __init__(self, settings: Settings, *, topic: str | None = None, **kwargs: Any) -> None:
         super().__init__(settings, topic or settings.topic_feedback, **kwargs)
         self.task = label_task(settings)
-
-    def encode(self, record: Mapping[str, Any]) -> bytes:
-        return _encode(self.subject, record, _feedback_check(self.task), self.limits, self.codec)
+        self._check = _feedback_check(self.task)  # built once: encode runs it per record
 
     def send(self, event_id: str, label: bool | int | float | str, label_time: int | None = None, *,
              key: str | bytes | None = None) -> DeliveryFuture:
